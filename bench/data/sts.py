@@ -1,0 +1,84 @@
+"""STS pairs: STS-B, SICK-R (the 9,927 SemEval-2014 pairs, as MTEB scores it), STS12-16 ("all" setting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench import BenchError
+from bench.data import require, split_tsv_line
+
+
+@dataclass(frozen=True)
+class STSPairs:
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray  # gold similarity
+    min_score: float
+    max_score: float
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def head(self, n: int | None) -> "STSPairs":
+        if n is None:
+            return self
+        return STSPairs(self.sentences1[:n], self.sentences2[:n], self.scores[:n], self.min_score, self.max_score)
+
+
+def _parse_score(text: str, source: Path, lineno: int) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BenchError(f"malformed data file {source}, line {lineno}: score {text!r} is not a number; "
+                         "re-download it with `bench data fetch`") from None
+
+
+def _pairs(rows: list[tuple[str, str, float]], lo: float, hi: float, source: Path) -> STSPairs:
+    if not rows:
+        raise BenchError(f"data file {source} holds no pairs; re-download it with `bench data fetch`")
+    s1, s2, sc = zip(*rows)
+    return STSPairs(list(s1), list(s2), np.asarray(sc, dtype=np.float64), lo, hi)
+
+
+def load_stsb(data_dir: Path, split: str = "test") -> STSPairs:
+    """The original release's sts-{split}.csv: tab-separated, no header, score in column 5; extra columns ignored."""
+    if split not in ("train", "dev", "test"):
+        raise BenchError(f"unknown STS-B split {split!r}; use train, dev or test")
+    path = require(Path(data_dir) / "stsbenchmark" / f"sts-{split}.csv", "stsb")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            p = split_tsv_line(line, 7, path, i)
+            rows.append((p[5], p[6], _parse_score(p[4], path, i)))
+    return _pairs(rows, 0.0, 5.0, path)
+
+
+def load_sickr(data_dir: Path) -> STSPairs:
+    """All three SemEval-2014 files (train, trial, test: 9,927 pairs), as MTEB's SICK-R and the Starbucks paper."""
+    folder = Path(data_dir) / "sick" / "senteval_semeval2014_tokenized"
+    rows = []
+    for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
+        path = require(folder / name, "sickr")
+        with open(path, encoding="utf-8") as fh:
+            next(fh, None)  # header
+            for i, line in enumerate(fh, 2):
+                p = split_tsv_line(line, 4, path, i)
+                rows.append((p[1], p[2], _parse_score(p[3], path, i)))
+    return _pairs(rows, 1.0, 5.0, folder)
+
+
+def load_sts_year(data_dir: Path, year: int) -> STSPairs:
+    """normalized/sts{YY}.tsv (dataset, score, sentence1, sentence2): every sub-dataset of the year together."""
+    if year not in (12, 13, 14, 15, 16):
+        raise BenchError(f"unknown STS year {year}; use 12..16")
+    path = require(Path(data_dir) / "sts12-16" / "normalized" / f"sts{year}.tsv", f"sts{year}")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        next(fh, None)
+        for i, line in enumerate(fh, 2):
+            p = split_tsv_line(line, 4, path, i)
+            rows.append((p[2], p[3], _parse_score(p[1], path, i)))
+    return _pairs(rows, 0.0, 5.0, path)

@@ -1,0 +1,61 @@
+"""Run specs: get the method's checkpoint(s), evaluate them on the task, write one results file per spec."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import BenchError
+from bench.backbone import Encoder
+from bench.evaluate import evaluate_grid
+from bench.results import is_finished, make_row, run_fields, run_path, write_run
+from bench.spec import RunSpec, freeze_params
+from bench.tasks import TASKS
+from methods import METHODS, RunContext
+
+log = logging.getLogger("bench")
+
+
+def default_params(method: str) -> tuple:
+    return freeze_params(asdict(METHODS.get(method)().Params()))
+
+
+def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
+    """Evaluate one spec; a finished run is a no-op (returns None)."""
+    if is_finished(ctx.results_dir, spec):
+        log.info("skip %s: %s exists", spec.run_id, run_path(ctx.results_dir, spec))
+        return None
+    t0 = time.perf_counter()
+    method = METHODS.get(spec.method)()
+    task = TASKS.get(spec.task)
+    data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
+    shared = run_fields(spec)
+    rows, timings = [], {}
+    for ck in method.checkpoints(spec, ctx):
+        encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device)
+        cells = evaluate_grid(encoder, ck.model_id, task, data, spec.eval, ck.cells, ck.targets,
+                              ctx.cache_dir / "encodings")
+        for cell in cells:
+            if "layer" not in cell:  # run-level timing: summed over the checkpoints of a multi-model method
+                timings[cell["metric"]] = timings.get(cell["metric"], 0.0) + cell["score"]
+                continue
+            metric, score = cell.pop("metric"), cell.pop("score")
+            rows.append(make_row(spec, metric=metric, score=score, split=task.split, shared=shared, **cell))
+    rows += [make_row(spec, metric=m, score=s, split=task.split, shared=shared) for m, s in timings.items()]
+    rows.append(make_row(spec, metric="run_seconds", score=time.perf_counter() - t0, shared=shared))
+    return write_run(ctx.results_dir, spec, rows)
+
+
+def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:
+    """Every spec in order; each finished run is written before the next starts, so an interruption loses none."""
+    written = []
+    for i, spec in enumerate(specs, 1):
+        log.info("[%d/%d] %s on %s (run %s)", i, len(specs), spec.method, spec.task, spec.run_id)
+        path = run_spec(spec, ctx)
+        if path is not None:
+            written.append(path)
+    if not specs:
+        raise BenchError("nothing to run: no methods x tasks x seeds")
+    return written

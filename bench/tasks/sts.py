@@ -1,0 +1,61 @@
+"""STS family: Spearman (x100) of cosine similarity against gold, Pearson beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from bench.data.sts import STSPairs, load_sickr, load_stsb, load_sts_year
+from bench.spec import EvalSpec
+from bench.tasks import TASKS
+from bench.transforms import truncate
+
+
+def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Pure: Spearman and Pearson correlation x100."""
+    return {"spearman": 100 * float(spearmanr(similarity, gold).statistic),
+            "pearson": 100 * float(pearsonr(similarity, gold).statistic)}
+
+
+def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return np.einsum("nd,nd->n", a, b)
+
+
+@dataclass(frozen=True)
+class STSTask:
+    name: str
+    loader: Callable[[Path], STSPairs]
+    family: str = "sts"
+    main_metric: str = "spearman"
+    split: str = "test"
+
+    def load(self, data_dir: Path, spec: EvalSpec) -> STSPairs:
+        return self.loader(data_dir).head(spec.max_pairs)
+
+    def texts(self, data: STSPairs, spec: EvalSpec) -> dict[str, tuple[list[str], int]]:
+        """Each distinct sentence once: name -> (texts, max token length)."""
+        unique = sorted(set(data.sentences1) | set(data.sentences2))
+        return {"sentences": (unique, spec.max_seq_len)}
+
+    def prepare(self, data: STSPairs, texts: dict) -> dict:
+        index = {t: i for i, t in enumerate(texts["sentences"][0])}
+        return {"left": np.array([index[s] for s in data.sentences1]),
+                "right": np.array([index[s] for s in data.sentences2])}
+
+    def score_cell(self, data: STSPairs, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
+                   spec: EvalSpec) -> tuple[dict[str, float], int]:
+        vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
+        sim = paired_cosine(vectors[aux["left"]], vectors[aux["right"]])
+        return sts_metrics(sim, data.scores), len(data)
+
+
+TASKS.register("stsb")(STSTask("stsb", lambda d: load_stsb(d, "test")))
+TASKS.register("sickr")(STSTask("sickr", load_sickr))
+for _year in (12, 13, 14, 15, 16):
+    TASKS.register(f"sts{_year}")(STSTask(f"sts{_year}", lambda d, y=_year: load_sts_year(d, y)))

@@ -1,0 +1,45 @@
+"""The method registry: one file per method in this package, registered with @METHODS.register(name).
+
+A method is a class with a frozen dataclass `Params` (its hyperparameters, recorded with every row) and
+`checkpoints(spec, ctx) -> list[Checkpoint]`: the model(s) to evaluate, training them first if needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.registry import Registry
+from bench.spec import SubModel
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+METHODS: Registry = Registry("method", discover=_discover)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model to evaluate: `model` is a backbone name or checkpoint dir, `model_id` names its weights (the
+    encoding cache key), `cells` limits evaluation to those (layer, dim) cells (None: the whole grid)."""
+
+    model: str
+    model_id: str
+    cells: tuple[SubModel, ...] | None = None
+    targets: tuple[SubModel, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where things live for one invocation; not part of any spec (moving a folder changes no score)."""
+
+    data_dir: Path
+    results_dir: Path
+    cache_dir: Path
+    device: str | None = None

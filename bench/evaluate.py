@@ -49,8 +49,9 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
 
 
 def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, cells: list[SubModel] | None = None,
-                  targets: tuple[SubModel, ...] = (), cache_dir: Path | None = None) -> list[dict]:
-    """Cell dicts (layer, dim, precision, metric, score, ...) plus run-level timing dicts (layer = dim = -1)."""
+                  targets: tuple[SubModel, ...] = (), cache_dir: Path | None = None) -> tuple[list[dict], dict]:
+    """Cell dicts (layer, dim, precision, metric, score, ...) plus run-level timing dicts (no layer), and the
+    per-example values of every cell keyed "layer/dim/precision/name" (pair similarities, per-query metrics)."""
     all_cells = grid(encoder.num_layers, encoder.hidden_size, spec)
     cells = all_cells if cells is None else cells
     for cell in cells:
@@ -61,14 +62,16 @@ def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, c
               for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
     aux = task.prepare(data, texts)
-    rows = []
+    rows, examples = [], {}
     t1 = time.perf_counter()
     for cell in cells:
         for precision in spec.precisions:
-            metrics, n = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
+            metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
+            n = len(next(iter(per_example.values())))
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
                           bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in targets)
                      for m, s in metrics.items()]
+            examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
     rows.append(dict(metric="encode_seconds", score=encode_s))
     rows.append(dict(metric="grid_eval_seconds", score=time.perf_counter() - t1))
-    return rows
+    return rows, examples

@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench import BenchError
@@ -69,16 +70,29 @@ def is_finished(results_dir: Path, spec: RunSpec) -> bool:
     return run_path(results_dir, spec).exists()
 
 
-def write_run(results_dir: Path, spec: RunSpec, rows: list[dict]) -> Path:
-    """Write a finished run atomically (temp file + rename). An existing file is never overwritten."""
+def examples_path(csv_path: Path) -> Path:
+    """Per-example values of a run (pair similarities, per-query metrics) beside its CSV."""
+    return Path(csv_path).with_suffix(".examples.npz")
+
+
+def write_run(results_dir: Path, spec: RunSpec, rows: list[dict], examples: dict | None = None) -> Path:
+    """Write a finished run atomically (temp file + rename). An existing file is never overwritten.
+    The per-example file is written first: the CSV's presence means the run is complete."""
     path = run_path(results_dir, spec)
     if path.exists():
         raise BenchError(f"{path} already exists; results are never overwritten (delete it to rerun)")
     frame = validate(pd.DataFrame(rows, columns=COLUMNS), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if examples:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(v, dtype=np.float32) for k, v in examples.items()})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, examples_path(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
     with os.fdopen(fd, "w", newline="") as fh:
         frame.to_csv(fh, index=False)  # floats are written with repr: round-trips exactly
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

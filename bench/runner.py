@@ -32,11 +32,12 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
     task = TASKS.get(spec.task)
     data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
     shared = run_fields(spec)
-    rows, timings = [], {}
+    rows, timings, examples = [], {}, dict(task.gold(data))
     for ck in method.checkpoints(spec, ctx):
         encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device)
-        cells = evaluate_grid(encoder, ck.model_id, task, data, spec.eval, ck.cells, ck.targets,
+        cells, per_example = evaluate_grid(encoder, ck.model_id, task, data, spec.eval, ck.cells, ck.targets,
                               ctx.cache_dir / "encodings")
+        examples.update(per_example)
         for cell in cells:
             if "layer" not in cell:  # run-level timing: summed over the checkpoints of a multi-model method
                 timings[cell["metric"]] = timings.get(cell["metric"], 0.0) + cell["score"]
@@ -45,7 +46,7 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
             rows.append(make_row(spec, metric=metric, score=score, split=task.split, shared=shared, **cell))
     rows += [make_row(spec, metric=m, score=s, split=task.split, shared=shared) for m, s in timings.items()]
     rows.append(make_row(spec, metric="run_seconds", score=time.perf_counter() - t0, shared=shared))
-    return write_run(ctx.results_dir, spec, rows)
+    return write_run(ctx.results_dir, spec, rows, examples)
 
 
 def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:

@@ -40,12 +40,16 @@ def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> fl
     return len(rel.intersection(ranked[:k])) / len(rel) if rel else 0.0
 
 
-def retrieval_metrics(rankings: list[list[str]], qrels: list[dict[str, int]]) -> dict[str, float]:
-    """Pure: mean over queries, x100."""
-    per_query = {"ndcg@10": [ndcg_at_k(r, q) for r, q in zip(rankings, qrels)],
-                 "mrr@10": [mrr_at_k(r, q) for r, q in zip(rankings, qrels)],
-                 "recall@100": [recall_at_k(r, q) for r, q in zip(rankings, qrels)]}
-    return {m: 100 * float(np.mean(v)) for m, v in per_query.items()}
+def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]]) -> dict[str, np.ndarray]:
+    """Pure: each metric per query, x100."""
+    return {"ndcg@10": 100 * np.array([ndcg_at_k(r, q) for r, q in zip(rankings, qrels)]),
+            "mrr@10": 100 * np.array([mrr_at_k(r, q) for r, q in zip(rankings, qrels)]),
+            "recall@100": 100 * np.array([recall_at_k(r, q) for r, q in zip(rankings, qrels)])}
+
+
+def retrieval_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
+    """Pure: the mean over queries."""
+    return {m: float(np.mean(v)) for m, v in per_query.items()}
 
 
 def flat_search(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -73,12 +77,17 @@ class RetrievalTask:
         return {"qrels": [data.qrels[q] for q in data.query_ids]}
 
     def score_cell(self, data: RetrievalSet, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
-                   spec: EvalSpec) -> tuple[dict[str, float], int]:
+                   spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Metrics of one cell, and per-query values for statistics."""
         corpus = truncate(arrays["corpus"][layer - 1], dim, spec.normalize)
         queries = truncate(arrays["queries"][layer - 1], dim, spec.normalize)
         ids = flat_search(corpus, queries, TOP_K)
         rankings = [[data.corpus_ids[i] for i in row if i >= 0] for row in ids]
-        return retrieval_metrics(rankings, aux["qrels"]), len(data.query_ids)
+        per_query = per_query_metrics(rankings, aux["qrels"])
+        return retrieval_metrics(per_query), per_query
+
+    def gold(self, data: RetrievalSet) -> dict[str, np.ndarray]:
+        return {}
 
 
 for _name in BEIR_SETS:

@@ -49,10 +49,14 @@ class STSTask:
                 "right": np.array([index[s] for s in data.sentences2])}
 
     def score_cell(self, data: STSPairs, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
-                   spec: EvalSpec) -> tuple[dict[str, float], int]:
+                   spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Metrics of one cell, and per-example values (the pair similarities) for statistics."""
         vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
         sim = paired_cosine(vectors[aux["left"]], vectors[aux["right"]])
-        return sts_metrics(sim, data.scores), len(data)
+        return sts_metrics(sim, data.scores), {"similarity": sim}
+
+    def gold(self, data: STSPairs) -> dict[str, np.ndarray]:
+        return {"gold": data.scores}
 
 
 TASKS.register("stsb")(STSTask("stsb", lambda d: load_stsb(d, "test")))

@@ -1,0 +1,278 @@
+"""Per-cell statistics that every report view is drawn from, and the paper-style tables (Markdown, LaTeX).
+
+A pure function of the results frame: no torch, no file I/O. Same frame in, same bytes out, so every
+ordering below is explicit (sorted or a fixed preference), never set or hash order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from bench.spec import PRECISIONS, stable_hash
+
+MAIN_METRICS = {"spearman": "sts", "ndcg@10": "retrieval"}  # main metric -> task family, in preference order
+STS_AVG = "sts-avg"  # a synthetic task: the mean over the STS tasks of one checkpoint
+STS_ORDER = ["stsb", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr"]  # the paper's column order
+TASK_NAMES = {"stsb": "STS-B", "sickr": "SICK-R", "sts12": "STS12", "sts13": "STS13", "sts14": "STS14",
+              "sts15": "STS15", "sts16": "STS16", STS_AVG: "STS Avg", "scifact": "SciFact"}
+METRIC_NAMES = {"spearman": "Spearman x100", "ndcg@10": "nDCG@10"}
+# A display preference only: methods not listed follow in alphabetical order.
+METHOD_ORDER = ["pretrained", "full", "separate", "mrl", "2dmse", "starbucks-srl", "starbucks"]
+CELL_KEY = ["method", "layer", "dim", "precision", "task"]
+CELL_COLUMNS = CELL_KEY + ["family", "metric", "mean", "std", "n", "is_target", "bytes_per_vector", "rel_cost"]
+Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, task) -> suffix, e.g. "*"
+
+
+def quality_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-run main scores of the evaluated grid cells (no run-level, cost or training-curve rows).
+
+    A task's family is decided by the metric it reports (spearman: STS, ndcg@10: retrieval), not by its name.
+    `rel_cost` is the relative encode cost of the cell: layers run / layers of the backbone.
+    """
+    q = frame[(frame["layer"] >= 1) & (frame["dim"] >= 1) & (frame["split"] == "test")
+              & frame["metric"].isin(list(MAIN_METRICS))]
+    if q.empty:
+        return pd.DataFrame(columns=["method", "seed", "layer", "dim", "precision", "task", "family", "metric",
+                                     "score", "is_target", "bytes_per_vector", "rel_cost"])
+    present = q.groupby("task")["metric"].agg(set)
+    main = present.map(lambda ms: next(m for m in MAIN_METRICS if m in ms))
+    q = q[q["metric"] == q["task"].map(main)].copy()
+    q["family"] = q["metric"].map(MAIN_METRICS)
+    q["rel_cost"] = _relative_encode_cost(frame, q)
+    q["method"] = _method_labels(q)
+    return q[["method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score", "is_target",
+              "bytes_per_vector", "rel_cost"]]
+
+
+def _relative_encode_cost(frame: pd.DataFrame, q: pd.DataFrame) -> pd.Series:
+    """The stored `relative_encode_cost` row of the cell (it knows the backbone's depth), else layer / deepest
+    layer seen for the backbone in these results."""
+    key = ["run_id", "layer", "dim", "precision"]
+    stored = frame[frame["metric"] == "relative_encode_cost"].drop_duplicates(key).set_index(key)["score"]
+    found = stored.reindex(pd.MultiIndex.from_frame(q[key])).to_numpy()
+    fallback = q["layer"] / q.groupby("backbone")["layer"].transform("max")
+    return fallback.where(np.isnan(found), pd.Series(found, index=q.index))
+
+
+def _method_labels(q: pd.DataFrame) -> pd.Series:
+    """The method name, plus a config hash only where two configs of one method claim the same cell and seed.
+
+    `separate` has a different config per checkpoint but each owns different cells, so it stays one method;
+    two hyperparameter (or evaluation) settings of `mrl` would otherwise be averaged as if they were seeds.
+    """
+    config = (q["backbone"] + "|" + q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
+        lambda s: stable_hash(s)[:6])
+    per_cell = q.assign(config=config).groupby(["method", "seed", "layer", "dim", "precision", "task"])["config"]
+    counts = per_cell.nunique()
+    clashing = counts[counts > 1].index.get_level_values("method").unique()
+    return q["method"].where(~q["method"].isin(clashing), q["method"] + "@" + config)
+
+
+def with_sts_average(q: pd.DataFrame) -> pd.DataFrame:
+    """Add the STS average as a task: per checkpoint and cell, only where every STS task is present."""
+    sts = q[q["family"] == "sts"]
+    n_tasks = sts["task"].nunique()
+    if n_tasks < 2:
+        return q
+    avg = sts.groupby(["method", "seed", "layer", "dim", "precision"], as_index=False).agg(
+        score=("score", "mean"), n=("task", "nunique"), is_target=("is_target", "any"),
+        bytes_per_vector=("bytes_per_vector", "first"), rel_cost=("rel_cost", "first"))
+    avg = avg[avg["n"] == n_tasks].drop(columns="n").assign(task=STS_AVG, family="sts", metric="spearman")
+    return pd.concat([q, avg[q.columns]], ignore_index=True)
+
+
+def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count over seeds of the main score per (method, layer, dim, precision, task)."""
+    q = with_sts_average(quality_rows(frame))
+    if q.empty:
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    cells = q.groupby(CELL_KEY + ["family", "metric"], as_index=False).agg(
+        mean=("score", "mean"), std=("score", "std"), n=("score", "size"), is_target=("is_target", "any"),
+        bytes_per_vector=("bytes_per_vector", "first"), rel_cost=("rel_cost", "first"))
+    cells["is_target"] = cells["is_target"].astype(bool)
+    return _sorted(cells)[CELL_COLUMNS].reset_index(drop=True)
+
+
+def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
+    ranks = {"method": method_order(cells["method"]), "task": task_order(cells),
+             "precision": precision_order(cells)}
+    keys = cells.assign(**{f"_{c}": cells[c].map({v: i for i, v in enumerate(o)}) for c, o in ranks.items()})
+    keys = keys.sort_values(["_method", "_task", "_precision", "layer", "dim"], kind="mergesort")
+    return keys.drop(columns=[f"_{c}" for c in ranks])
+
+
+def method_order(methods) -> list[str]:
+    """Preferred methods first; labels like `mrl@1a2b3c` sort with their base method."""
+    def key(m: str):
+        base = m.split("@")[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base, m)
+    return sorted(set(methods), key=key)
+
+
+def task_order(cells: pd.DataFrame) -> list[str]:
+    """STS tasks in the paper's order (unknown ones after), then the STS average, then retrieval, by name."""
+    families = cells.drop_duplicates("task").set_index("task")["family"]
+    def key(t: str):
+        if t == STS_AVG:
+            return (1, 0, t)
+        if families.get(t) == "sts":
+            return (0, STS_ORDER.index(t) if t in STS_ORDER else len(STS_ORDER), t)
+        return (2, 0, t)
+    return sorted(families.index, key=key)
+
+
+def precision_order(cells: pd.DataFrame) -> list[str]:
+    present = set(cells["precision"])
+    return [p for p in PRECISIONS if p in present] + sorted(present - set(PRECISIONS))
+
+
+def main_precision(cells: pd.DataFrame) -> str | None:
+    """fp32 when present, else the first precision present (for views that show one precision)."""
+    order = precision_order(cells)
+    return order[0] if order else None
+
+
+def task_name(task: str) -> str:
+    return TASK_NAMES.get(task, task)
+
+
+def score_digits(cells: pd.DataFrame, task: str) -> int:
+    """1 decimal on a x100 scale (STS), 3 on a 0..1 scale (nDCG@10 as stored)."""
+    values = cells.loc[cells["task"] == task, "mean"].abs()
+    return 1 if values.max() > 1.0 else 3
+
+
+def provenance(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """What a reader needs to judge the numbers: code version, data, seeds, budgets (trained runs only)."""
+    def uniq(col: str) -> list[str]:
+        return sorted({str(v) for v in frame[col]})
+    budgets = sorted({_budget_text(b) for b in frame["budget"] if json.loads(b).get("steps", 0) > 0})
+    return {"git_sha": uniq("git_sha"), "backbone": uniq("backbone"),
+            "train_data": [d for d in uniq("train_data") if d != "none"],
+            "seeds": [str(s) for s in sorted({int(s) for s in frame["seed"]})],
+            "budget": budgets, "methods": method_order(frame["method"]), "runs": [str(frame["run_id"].nunique())]}
+
+
+def _budget_text(budget_json: str) -> str:
+    return ", ".join(f"{k}={v}" for k, v in json.loads(budget_json).items())
+
+
+def caption(prov: dict[str, list[str]], precision: str) -> str:
+    budgets = prov["budget"]
+    budget = ("none (untrained runs only)" if not budgets else budgets[0] if len(budgets) == 1
+              else "NOT THE SAME for every run: " + "; ".join(budgets))  # a comparison must share one budget
+    return (f"Main score per target size (layer, dim) at {precision} precision: Spearman x100 on STS, nDCG@10 on "
+            f"retrieval; STS Avg is the mean over the STS tasks; best per size in bold; mean ± std over seeds where a "
+            f"cell has several (seeds {', '.join(prov['seeds']) or '-'}). "
+            f"Backbone: {', '.join(prov['backbone']) or '-'}. Training data: {', '.join(prov['train_data']) or '-'}. "
+            f"Budget: {budget}. Code: {', '.join(prov['git_sha']) or '-'}.")
+
+
+@dataclass(frozen=True)
+class TableRow:
+    size: tuple[int, int]
+    method: str
+    cells: tuple[str, ...]  # formatted "mean ± std" + annotation suffix, "-" where missing
+    bold: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    precision: str
+    columns: tuple[str, ...]  # score columns only (display names); rows add Size and Method
+    rows: tuple[TableRow, ...]
+    caption: str
+
+
+def target_sizes(cells: pd.DataFrame) -> list[tuple[int, int]]:
+    """The trained (layer, dim) targets of any run; without any, the full-size cell only."""
+    targets = cells[cells["is_target"]]
+    if not targets.empty:
+        return sorted({(int(l), int(d)) for l, d in zip(targets["layer"], targets["dim"])})
+    return [(int(cells["layer"].max()), int(cells["dim"].max()))] if not cells.empty else []
+
+
+def paper_table(cells: pd.DataFrame, precision: str, caption: str = "",
+                annotations: Annotations | None = None) -> Table:
+    """Rows: each target size x method; columns: STS tasks, their average, retrieval tasks.
+
+    `annotations` maps (method, layer, dim, task) to a suffix (a significance mark, say) appended to the cell;
+    the STS average column has task `STS_AVG`.
+    """
+    annotations = annotations or {}
+    data = cells[cells["precision"] == precision]
+    tasks = task_order(data)
+    digits = {t: score_digits(cells, t) for t in tasks}
+    rows = []
+    for size in target_sizes(cells):
+        at_size = data[(data["layer"] == size[0]) & (data["dim"] == size[1])].set_index(["method", "task"])
+        methods = method_order(at_size.index.get_level_values("method"))
+        best = at_size["mean"].round(8).groupby("task").max()  # round: equal scores tie despite float noise
+        for method in methods:
+            texts, bold = [], []
+            for task in tasks:
+                if (method, task) not in at_size.index:
+                    texts.append("-")
+                    bold.append(False)
+                    continue
+                cell = at_size.loc[(method, task)]
+                suffix = annotations.get((method, size[0], size[1], task), "")
+                texts.append(_format_score(cell["mean"], cell["std"], digits[task]) + suffix)
+                bold.append(bool(round(cell["mean"], 8) >= best[task]))
+            rows.append(TableRow(size, method, tuple(texts), tuple(bold)))
+    return Table(precision, tuple(task_name(t) for t in tasks), tuple(rows), caption)
+
+
+def _format_score(mean: float, std: float, digits: int) -> str:
+    text = f"{mean:.{digits}f}"
+    return text if np.isnan(std) else f"{text} ± {std:.{digits}f}"
+
+
+_MD_SPECIAL = "\\`*_[]<>|#"
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+                ">": r"\textgreater{}"}
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape Markdown syntax so names from results show as text (a `|` would split a cell)."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(c, c) for c in text).replace("±", r"$\pm$")
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"**Table ({md_escape(table.precision)}).** {md_escape(table.caption)}", ""]
+    if not table.rows:
+        return "\n".join(lines + [f"No quality results at target sizes for {md_escape(table.precision)}.", ""])
+    header = ["Size", "Method", *table.columns]
+    lines += ["| " + " | ".join(md_escape(h) for h in header) + " |",
+              "|" + "|".join([":---", ":---"] + ["---:"] * len(table.columns)) + "|"]
+    for row in table.rows:
+        cells = [f"**{md_escape(c)}**" if b else md_escape(c) for c, b in zip(row.cells, row.bold)]
+        lines.append("| " + " | ".join([f"({row.size[0]}, {row.size[1]})", md_escape(row.method), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table; the method and size columns are left-aligned, scores right-aligned."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{tex_escape(table.caption)}}}", rf"\begin{{tabular}}{{ll{'r' * len(table.columns)}}}",
+             r"\toprule", " & ".join(["Size", "Method", *map(tex_escape, table.columns)]) + r" \\", r"\midrule"]
+    previous = None
+    for row in table.rows:
+        if previous is not None and row.size != previous:
+            lines.append(r"\midrule")
+        size = f"({row.size[0]}, {row.size[1]})" if row.size != previous else ""
+        cells = [rf"\textbf{{{tex_escape(c)}}}" if b else tex_escape(c) for c, b in zip(row.cells, row.bold)]
+        lines.append(" & ".join([size, tex_escape(row.method), *cells]) + r" \\")
+        previous = row.size
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,249 @@
+"""bench.report: tables, figures and the report build, on synthetic results written to tmp dirs (test fixtures)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from bench import BenchError
+from bench.report import build_report, plots, tables
+from bench.results import load_results, make_row, run_fields, write_run
+from bench.spec import Budget, RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+STS_TASKS = ("stsb", "sickr")
+LAYERS, DIMS = (1, 2, 3), (8, 16, 64, 128)  # dims sort differently as text and as numbers, on purpose
+TARGETS = ((1, 16), (2, 64), (3, 128))
+OFFSETS = {"full": 0.0, "separate": 1.0, "starbucks": 2.0}
+BYTES = {"fp32": 4.0, "int8": 1.0, "binary": 1 / 8, "binary+rescore": 1 / 8}
+
+
+def fake_score(method: str, task: str, layer: int, dim: int, precision: str, seed: int) -> float:
+    """Bigger cells score higher, methods differ by a fixed offset, seeds by a little; retrieval on 0..1."""
+    offset = OFFSETS.get(method, 0.5) + 0.5 * seed - (2.0 if precision != "fp32" else 0.0)
+    score = 40 + 8 * layer + dim / 8 + offset
+    return score if task in STS_TASKS or task.startswith("sts") else score / 150
+
+
+def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifact"), seeds=(0,),
+                 precisions=("fp32", "int8"), cells=None, targets=TARGETS, params: dict | None = None,
+                 num_layers: int | None = None, steps: int = 100) -> None:
+    """One result file per (task, seed): every grid cell x precision, plus pearson/mrr, a timing and a loss curve."""
+    cells = cells or [(layer, dim) for layer in LAYERS for dim in DIMS]
+    trained = method != "pretrained"
+    for task in tasks:
+        main, other = ("spearman", "pearson") if task in STS_TASKS or task.startswith("sts") else ("ndcg@10", "mrr@10")
+        for seed in seeds:
+            spec = RunSpec(method=method, task=task, seed=seed, params=tuple(sorted((params or {}).items())),
+                           train_data="nli" if trained else "none", budget=Budget(steps=steps if trained else 0))
+            shared = run_fields(spec)
+            rows = [make_row(spec, metric="encode_seconds", score=1.5, shared=shared)]
+            rows += [make_row(spec, metric="loss", score=9.0, split="train", step=s, shared=shared) for s in (1, 2)]
+            for layer, dim in cells:
+                for precision in precisions:
+                    score = fake_score(method, task, layer, dim, precision, seed)
+                    metrics = [(main, score), (other, score - 1)]
+                    if num_layers:  # the cost row the evaluator writes per cell
+                        metrics.append(("relative_encode_cost", layer / num_layers))
+                    for metric, value in metrics:
+                        rows.append(make_row(spec, metric=metric, score=value, layer=layer, dim=dim,
+                                             precision=precision, bytes_per_vector=int(BYTES[precision] * dim),
+                                             is_target=(layer, dim) in targets, shared=shared))
+            write_run(results_dir, spec, rows)
+
+
+def write_separate(results_dir: Path, tasks=("stsb", "sickr", "scifact")) -> None:
+    """`separate`: one checkpoint per target, each with rows only at its own cell."""
+    for layer, dim in TARGETS:
+        write_method(results_dir, "separate", tasks=tasks, precisions=("fp32",), cells=[(layer, dim)],
+                     targets=[(layer, dim)], params={"layer": layer, "dim": dim})
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("results")
+    write_method(path, "full", seeds=(0, 1))
+    write_method(path, "starbucks", seeds=(0, 1))
+    write_separate(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_results_dir(tmp_path_factory) -> Path:
+    """Like results_dir with one STS task fewer: figures dominate the test time."""
+    path = tmp_path_factory.mktemp("report-results")
+    write_method(path, "full", tasks=("stsb", "scifact"), seeds=(0, 1))
+    write_method(path, "starbucks", tasks=("stsb", "scifact"), seeds=(0, 1))
+    write_separate(path, tasks=("stsb", "scifact"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report_files(report_results_dir, tmp_path_factory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("report")
+    return {str(p.relative_to(out)): p.read_bytes() for p in build_report(report_results_dir, out)}
+
+
+def test_cells_keep_only_test_main_metrics_and_average_seeds(results_dir):
+    cells = tables.cell_stats(load_results(results_dir))
+    assert set(cells["metric"]) == {"spearman", "ndcg@10"}
+    assert (cells["layer"] >= 1).all() and (cells["dim"] >= 1).all()
+    cell = cells.set_index(tables.CELL_KEY).loc[("full", 2, 64, "fp32", "stsb")]
+    seeds = [fake_score("full", "stsb", 2, 64, "fp32", s) for s in (0, 1)]
+    assert cell["mean"] == pytest.approx(sum(seeds) / 2)
+    assert cell["std"] == pytest.approx(pd.Series(seeds).std())
+    assert cell["n"] == 2 and cell["is_target"]
+    assert cell["rel_cost"] == pytest.approx(2 / 3)
+    avg = cells.set_index(tables.CELL_KEY).loc[("full", 2, 64, "fp32", tables.STS_AVG), "mean"]
+    assert avg == pytest.approx(sum(fake_score("full", t, 2, 64, "fp32", s) for t in STS_TASKS for s in (0, 1)) / 4)
+
+
+def test_relative_encode_cost_prefers_the_stored_cost_row(tmp_path):
+    write_method(tmp_path, "full", tasks=("stsb",), precisions=("fp32",), num_layers=6)
+    write_method(tmp_path, "mrl", tasks=("stsb",), precisions=("fp32",))  # no cost rows: layer / deepest layer
+    cost = tables.cell_stats(load_results(tmp_path)).set_index(["method", "layer", "dim"])["rel_cost"]
+    assert cost[("full", 2, 64)] == pytest.approx(2 / 6) and cost[("mrl", 2, 64)] == pytest.approx(2 / 3)
+
+
+def test_family_comes_from_the_metric_not_the_task_name(tmp_path):
+    write_method(tmp_path, "full", tasks=("mystery",), seeds=(0,))  # not an sts* name: scored with ndcg@10
+    cells = tables.cell_stats(load_results(tmp_path))
+    assert set(cells["family"]) == {"retrieval"}
+
+
+def test_paper_table_rows_columns_bold_and_annotations(results_dir):
+    cells = tables.cell_stats(load_results(results_dir))
+    table = tables.paper_table(cells, "fp32", caption="cap", annotations={("starbucks", 2, 64, "stsb"): "*"})
+    assert table.columns == ("STS-B", "SICK-R", "STS Avg", "SciFact")
+    assert [(r.size, r.method) for r in table.rows] == [(s, m) for s in TARGETS for m in ("full", "separate", "starbucks")]
+    row = next(r for r in table.rows if r.method == "starbucks" and r.size == (2, 64))
+    assert row.cells[0].endswith("*") and " ± " in row.cells[0]  # two seeds: mean ± std
+    sep = next(r for r in table.rows if r.method == "separate" and r.size == (2, 64))
+    assert " ± " not in sep.cells[0]  # one seed: no std
+    for size in TARGETS:  # exactly the best of each column is bold within each size
+        group = [r for r in table.rows if r.size == size]
+        for j in range(len(table.columns)):
+            best = max(group, key=lambda r: float(r.cells[j].split()[0].rstrip("*")))
+            assert [r.bold[j] for r in group] == [r is best for r in group]
+    md, tex = tables.to_markdown(table), tables.to_latex(table)
+    assert "| (2, 64) | starbucks |" in md and "**" in md
+    assert r"\textbf{" in tex and r"$\pm$" in tex and "(2, 64) & full" in tex
+
+
+def test_caption_states_budget_data_and_seeds(results_dir, tmp_path):
+    text = tables.caption(tables.provenance(load_results(results_dir)), "fp32")
+    assert "steps=100" in text and "Training data: nli" in text and "seeds 0, 1" in text and "fp32" in text
+    write_method(tmp_path, "full", tasks=("stsb",), precisions=("fp32",), steps=100)
+    write_method(tmp_path, "mrl", tasks=("stsb",), precisions=("fp32",), steps=50)
+    assert "NOT THE SAME" in tables.caption(tables.provenance(load_results(tmp_path)), "fp32")
+
+
+def test_without_targets_the_table_shows_the_full_size_cell(tmp_path):
+    write_method(tmp_path, "pretrained", tasks=("stsb",), precisions=("int8",), targets=())
+    cells = tables.cell_stats(load_results(tmp_path))
+    table = tables.paper_table(cells, "int8")
+    assert [(r.size, r.method) for r in table.rows] == [((3, 128), "pretrained")]
+    assert table.columns == ("STS-B",)
+
+
+def test_names_from_results_are_escaped_in_markdown_and_latex(tmp_path):
+    write_method(tmp_path, "a|b_c$&", tasks=("stsb",), precisions=("fp32",))
+    table = tables.paper_table(tables.cell_stats(load_results(tmp_path)), "fp32")
+    assert r"a\|b\_c$&" in tables.to_markdown(table)
+    assert r"a|b\_c\$\&" in tables.to_latex(table)
+
+
+def test_two_configs_of_one_method_are_not_averaged_as_seeds(tmp_path):
+    write_method(tmp_path, "mrl", tasks=("stsb",), precisions=("fp32",), params={"w": 1})
+    write_method(tmp_path, "mrl", tasks=("stsb",), precisions=("fp32",), params={"w": 2})
+    methods = set(tables.cell_stats(load_results(tmp_path))["method"])
+    assert len(methods) == 2 and all(m.startswith("mrl@") for m in methods)
+
+
+def test_pareto_frontier_keeps_only_undominated_points():
+    points = pd.DataFrame({"cost": [1, 2, 2, 3, 4], "mean": [5.0, 4.0, 7.0, 6.0, 9.0]})
+    front = plots.pareto_frontier(points, "cost")
+    assert list(zip(front["cost"], front["mean"])) == [(1, 5.0), (2, 7.0), (4, 9.0)]
+
+
+def test_report_writes_tables_figures_and_html(report_files):
+    names = set(report_files)
+    assert {"tables/paper_fp32.md", "tables/paper_fp32.tex", "tables/paper_int8.md", "index.html"} <= names
+    for task in ("stsb", "scifact"):
+        assert {f"figures/heatmap_{task}_fp32.png", f"figures/diff_{task}_fp32.png", f"figures/cost_{task}.png"} <= names
+    png = report_files["figures/heatmap_stsb_fp32.png"]
+    assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png
+
+
+def test_report_is_byte_identical_across_processes_and_never_imports_torch(report_results_dir, report_files,
+                                                                            tmp_path):
+    """A second build in a fresh interpreter (another hash seed) gives the same bytes, figures included."""
+    code = ("import sys; from pathlib import Path; import bench.results, bench.spec, bench.report; "
+            f"bench.report.build_report(Path({str(report_results_dir)!r}), Path({str(tmp_path)!r})); "
+            "assert 'torch' not in sys.modules, 'bench.report imported torch'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    again = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert set(again) == set(report_files)
+    assert [n for n in sorted(again) if again[n] != report_files[n]] == []
+
+
+@pytest.mark.parametrize("case", ["empty", "one-method-one-task", "int8-only", "retrieval-only", "separate-only"])
+def test_partial_results_give_a_report_of_what_exists(case, tmp_path):
+    results, out = tmp_path / "results", tmp_path / "report"
+    results.mkdir()
+    if case == "one-method-one-task":
+        write_method(results, "full", tasks=("stsb",), precisions=("fp32",), targets=())
+    elif case == "int8-only":
+        write_method(results, "mrl", tasks=("stsb",), precisions=("int8",))
+    elif case == "retrieval-only":
+        write_method(results, "2dmse", tasks=("scifact",), precisions=("binary", "binary+rescore"))
+    elif case == "separate-only":
+        write_separate(results, tasks=("stsb",))
+    written = build_report(results, out)
+    assert out / "index.html" in written and all(p.is_file() for p in written)
+    page = (out / "index.html").read_text()
+    if case == "empty":
+        assert written == [out / "index.html"] and "No quality results" in page
+    else:
+        assert any(p.suffix == ".png" for p in written) and any(p.suffix == ".md" for p in written)
+
+
+def test_missing_results_dir_is_a_bench_error(tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        build_report(tmp_path / "nope", tmp_path / "out")
+
+
+def test_analysis_notebook_runs_headless_on_results(tmp_path):
+    """Executes reports_src/analysis.ipynb in a kernel started from this interpreter (the venv's python)."""
+    results_dir = tmp_path / "results"  # small on purpose: this checks the notebook runs, not the figures
+    write_method(results_dir, "full", tasks=("stsb", "scifact"), precisions=("fp32",))
+    write_separate(results_dir, tasks=("stsb",))
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    # a throwaway kernelspec naming this interpreter: no user- or system-wide "python3" kernel can win
+    spec_dir = tmp_path / "kernels" / "elastic-bench-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "elastic-bench (test)", "language": "python"}))
+    km = KernelManager(kernel_name="elastic-bench-test",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+
+    nb = nbformat.read(ROOT / "reports_src" / "analysis.ipynb", as_version=4)
+    # papermill-style: a cell after the one tagged "parameters" points the notebook at the fixture results
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell(f"results_dir = Path({str(results_dir)!r})"))
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable); assert 'torch' not in sys.modules"))
+    NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(ROOT / "reports_src")}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert outputs[-1]["text"].strip() == sys.executable

@@ -28,7 +28,10 @@ def require(path: Path, dataset: str) -> Path:
 def path_root(path: Path) -> Path:
     """The data dir a dataset file lives under (the parent of its dataset folder)."""
     for parent in path.parents:
-        if parent.name in ("stsbenchmark", "sick", "sts12-16", "snli_senteval", "mrpc") or (parent / "qrels").exists():
+        if parent.name == "qrels":  # <data>/<beir set>/qrels/<split>.tsv, also when the set's folder is missing
+            return parent.parent.parent
+        if parent.name in ("stsbenchmark", "sick", "sts12-16", "snli_senteval", "mrpc", "xnli_en_test",
+                           "twitter_url_corpus") or (parent / "qrels").exists():
             return parent.parent
     return path.parent
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from bench import BenchError
+from bench.data import resolve_data_dir
 from bench.registry import Registry
 
 
@@ -13,4 +15,18 @@ def _discover() -> None:
         importlib.import_module(module)
 
 
-TASKS: Registry = Registry("task", discover=_discover)
+class _TaskRegistry(Registry):
+    """Also takes any BEIR-format folder of the data dir ($BENCH_DATA_DIR, else ./data) by its folder name."""
+
+    def get(self, name: str):
+        try:
+            return super().get(name)
+        except BenchError:
+            if not (resolve_data_dir() / name / "qrels").is_dir():
+                raise
+            from bench.tasks.retrieval import RetrievalTask
+
+            return RetrievalTask(name)
+
+
+TASKS: Registry = _TaskRegistry("task", discover=_discover)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+import transformers
 from transformers import AutoModel, AutoTokenizer
 
 from bench import BenchError
@@ -85,6 +86,8 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
     kwargs = {"num_hidden_layers": num_layers} if num_layers else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if num_layers:  # the weights of the dropped blocks are expected to go unused: no load report for them
+            transformers.logging.set_verbosity_error()
         model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as exc:
         raise BenchError(f"cannot load backbone {name!r} ({str(exc).splitlines()[0]}); pass a local model "

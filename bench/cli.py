@@ -1,9 +1,10 @@
-"""`bench run | report | ls | data`: wiring only."""
+"""`bench run | report | ls | data | reproduce`: wiring only."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
     run.add_argument("--dims", help="comma list of dims to evaluate (default: halving down from the full width)")
     run.add_argument("--backbone", help="hub id or local model dir (default: the suite's)")
+    run.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
+    run.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
     _dirs(run)
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
@@ -47,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download datasets from the Hugging Face hub into the data dir layout")
     fetch.add_argument("names", nargs="*", help="datasets (default: every evaluation set)")
     fetch.add_argument("--data-dir", type=Path)
+    repro = sub.add_parser("reproduce", help="rerun the reference suite and compare with the reference in results/")
+    _dirs(repro)
+    repro.add_argument("--device", default="cpu", help="default: cpu (the tolerances are for CPU runs)")
+    repro.add_argument("--write-reference", action="store_true",
+                       help="run the reference suite into --results-dir instead of comparing (finished runs are kept)")
     return parser
 
 
@@ -62,9 +70,11 @@ def cmd_run(args) -> int:
     from bench.suites import get_suite, make_specs, with_overrides
     from methods import RunContext
 
+    if args.data_dir is not None:  # task lookup also finds BEIR folders by name in the data dir
+        os.environ["BENCH_DATA_DIR"] = str(args.data_dir)
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
-                           dims=_ints(args.dims))
+                           dims=_ints(args.dims), train_data=args.train_data, steps=args.steps)
     specs = make_specs(suite, args.methods)
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device)
     written = run_all(specs, ctx)
@@ -101,6 +111,19 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from bench.data import resolve_data_dir
+    from bench.reproduce import format_report, reproduce, write_reference
+
+    if args.write_reference:
+        for path in write_reference(args.results_dir, resolve_data_dir(args.data_dir), args.device):
+            print(path)
+        return 0
+    table = reproduce(args.results_dir, resolve_data_dir(args.data_dir), args.device)
+    print(format_report(table))
+    return 0 if (table["status"] == "ok").all() else 1
+
+
 def _quiet_libraries() -> None:
     """Keep our progress bars and errors readable: no per-shard bars or INFO chatter from libraries."""
     import os
@@ -122,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     _quiet_libraries()
-    handler = {"run": cmd_run, "report": cmd_report, "ls": cmd_ls, "data": cmd_data}[args.command]
+    handler = {"run": cmd_run, "report": cmd_report, "ls": cmd_ls, "data": cmd_data,
+               "reproduce": cmd_reproduce}[args.command]
     try:
         return handler(args)
     except BenchError as exc:

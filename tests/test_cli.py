@@ -1,0 +1,67 @@
+"""The CLI end to end on the smoke backbone, and bad input: one clear error line and exit code 2 each."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import main
+from bench.results import load_results
+
+SMOKE = ["run", "--suite", "smoke", "--methods", "pretrained", "--tasks", "stsb", "--precisions", "fp32"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_run_writes_every_cell_then_is_a_no_op(tmp_path, data_dir, capsys):
+    args = SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    frame = load_results(tmp_path)
+    quality = frame[frame.metric == "spearman"]
+    assert sorted(zip(quality.layer, quality.dim)) == [(1, 16), (1, 32), (1, 64), (2, 16), (2, 32), (2, 64)]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(args) == 0  # rerun of a finished run: nothing recomputed, nothing overwritten
+    assert "0 new result file(s), 1 already finished" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tasks", "stbs"], "unknown task 'stbs': did you mean 'stsb'?"),
+    (["--methods", "pretrianed"], "unknown method 'pretrianed': did you mean 'pretrained'?"),
+    (["--layers", "3"], "layer 3 is outside the backbone (1..2)"),
+    (["--dims", "65"], "dim 65 is outside the backbone (1..64)"),
+    (["--seeds", "a,b"], "expected a comma list of integers"),
+    (["--precisions", "fp16"], "unknown precision 'fp16'"),
+    (["--suite", "smok"], "unknown suite 'smok'"),
+])
+def test_bad_input_is_one_clear_line(extra, message, tmp_path, data_dir, capsys):
+    args = SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)] + extra
+    assert main(args) == 2
+    assert message in _error_line(capsys)
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_missing_data_names_the_file_and_the_fix(tmp_path, capsys):
+    assert main(SMOKE + ["--data-dir", str(tmp_path / "empty"), "--results-dir", str(tmp_path)]) == 2
+    line = _error_line(capsys)
+    assert "sts-test.csv" in line and "bench data fetch stsb" in line
+
+
+def test_corrupt_results_file_keeps_the_others(tmp_path, data_dir, capsys):
+    assert main(SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)]) == 0
+    good = next(tmp_path.glob("*.csv"))
+    (tmp_path / "broken.csv").write_text(good.read_text()[:300])
+    capsys.readouterr()
+    assert main(["report", "--results-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "broken.csv" in _error_line(capsys)
+    assert good.exists()  # a finished result is never lost
+
+
+def test_ls_lists_methods_tasks_suites(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained" in out and "scifact" in out and "suite smoke" in out

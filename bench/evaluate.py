@@ -11,7 +11,7 @@ import numpy as np
 
 from bench import BenchError
 from bench.backbone import Encoder
-from bench.spec import EvalSpec, SubModel, default_dims
+from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
 
 
@@ -49,13 +49,17 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
 
 
 def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, cells: list[SubModel] | None = None,
-                  targets: tuple[SubModel, ...] = (), cache_dir: Path | None = None) -> tuple[list[dict], dict]:
+                  targets: tuple[SubModel, ...] = (), cache_dir: Path | None = None,
+                  backbone_layers: int | None = None) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...) plus run-level timing dicts (no layer), and the
-    per-example values of every cell keyed "layer/dim/precision/name" (pair similarities, per-query metrics)."""
+    per-example values of every cell keyed "layer/dim/precision/name" (pair similarities, per-query metrics).
+    `backbone_layers`: depth of the full backbone, for relative_encode_cost (default: the encoder's own depth,
+    which is wrong for a checkpoint cut to fewer blocks)."""
     all_cells = grid(encoder.num_layers, encoder.hidden_size, spec)
     cells = all_cells if cells is None else cells
     for cell in cells:
         cell.check_inside(encoder.num_layers, encoder.hidden_size)
+    check_precision_dims(spec.precisions, tuple(cell.dim for cell in cells))  # before the encode, not after
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     arrays = {name: encode_cached(encoder, model_id, f"{task.name}/{name}", t, max_len, spec.batch_size, cache_dir)
@@ -67,7 +71,10 @@ def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, c
     for cell in cells:
         for precision in spec.precisions:
             metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
+            if not metrics:  # the precision does not apply to this task family (binary+rescore on STS)
+                continue
             n = len(next(iter(per_example.values())))
+            metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
                           bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in targets)
                      for m, s in metrics.items()]

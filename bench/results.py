@@ -3,6 +3,14 @@
 One row per (run, layer, dim, precision, task, split, metric[, step]). Cost (seconds, bytes) and training
 losses are rows too, so cost and quality share one table. Run-level rows (a wall time, a loss) carry
 layer = dim = -1; `step` is -1 except on training-curve rows. Scores are stored unrounded.
+
+Precision is a column (fp32, int8, binary, binary+rescore), never part of a metric name; `bytes_per_vector` is
+what one vector takes in the search index (4d, d, d/8, d/8). Cost rows of every (layer, dim, precision) cell:
+`relative_encode_cost` (layers run / layers of the full backbone: the share of a full forward pass), and for
+retrieval `index_bytes` (the serialized faiss index; binary+rescore's rescoring vectors are read from storage and
+not counted) and `search_ms_per_query` (median of repeated searches of all queries, faiss-cpu on one thread of
+the evaluating machine's CPU). The int8 calibration side, rescoring multiplier and documents, and search index
+are in `eval`. STS has no search, so binary+rescore gives no STS rows.
 """
 
 from __future__ import annotations

@@ -9,6 +9,22 @@ from dataclasses import asdict, dataclass, field
 from bench import BenchError
 
 PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
+INT8_CALIBRATIONS = ("corpus", "queries")
+RESCORE_DOCS = ("int8", "fp32")
+SEARCH_INDEXES = ("flat", "hnsw")
+
+
+def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
+    """Known precisions only; binary codes pack 8 dims per byte, so with a binary precision every dim must be a
+    multiple of 8."""
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise BenchError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    binary = [p for p in precisions if p.startswith("binary")]
+    odd = sorted({d for d in dims if d % 8})
+    if binary and odd:
+        raise BenchError(f"precision {binary[0]} packs 8 dims per byte, but dims {', '.join(map(str, odd))} are not "
+                         "multiples of 8; choose dims like 16,24,32 or drop the binary precisions")
 
 
 @dataclass(frozen=True, order=True)
@@ -33,25 +49,36 @@ class EvalSpec:
     dims: tuple[int, ...] | None = None  # None: default_dims(hidden_size)
     pooling: str = "mean"
     normalize: bool = True  # L2-normalize after truncation
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = PRECISIONS
     batch_size: int = 64
     max_seq_len: int = 128  # STS sentences
     max_query_len: int = 64  # retrieval queries
     max_doc_len: int = 256  # retrieval documents
     max_queries: int | None = None  # a slice of the task, for smoke runs
     max_pairs: int | None = None
-    int8_calibration: str = "corpus"  # int8 ranges: "corpus" side (retrieval) / all texts of the task (STS)
+    # int8 ranges come from one side and are reused for the other: retrieval "corpus" or "queries"; an STS task
+    # has one pool of sentences, which is its calibration set under either value.
+    int8_calibration: str = "corpus"
     rescore_multiplier: int = 4  # binary+rescore: shortlist = k * multiplier by Hamming
+    rescore_docs: str = "int8"  # binary+rescore: float query against "int8" (dequantized) or "fp32" documents
+    search_index: str = "flat"  # faiss: "flat" (exact) or "hnsw" (approximate, for large corpora)
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
             raise BenchError(f"unknown pooling {self.pooling!r}; use 'mean' or 'cls'")
-        for p in self.precisions:
-            if p not in PRECISIONS:
-                raise BenchError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+        if not self.precisions:
+            raise BenchError(f"no precision to evaluate; pass some of {', '.join(PRECISIONS)}")
+        check_precision_dims(self.precisions, self.dims or ())
+        for name, allowed in (("int8_calibration", INT8_CALIBRATIONS), ("rescore_docs", RESCORE_DOCS),
+                              ("search_index", SEARCH_INDEXES)):
+            if getattr(self, name) not in allowed:
+                raise BenchError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
             if getattr(self, name) <= 0:
                 raise BenchError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+SCHEDULES = ("linear", "cosine", "constant_with_warmup")  # transformers.get_scheduler names, with warmup
 
 
 @dataclass(frozen=True)
@@ -65,13 +92,25 @@ class Budget:
     schedule: str = "linear"
     weight_decay: float = 0.01
     max_seq_len: int = 64
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step (per process)
+    max_grad_norm: float = 1.0  # gradient clipping, as the HF/sentence-transformers trainer does by default
+    checkpoint_every: int = 50  # steps between resumable checkpoints (does not change the result)
+    grad_checkpointing: bool = False  # activation checkpointing: less memory, same numbers
 
     def __post_init__(self):
         if self.steps < 0:
             raise BenchError(f"budget steps must be >= 0, got {self.steps}")
-        if self.batch_size <= 0:
-            raise BenchError(f"budget batch_size must be positive, got {self.batch_size}")
+        for name in ("batch_size", "max_seq_len", "grad_accum", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise BenchError(f"budget {name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise BenchError(f"budget lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise BenchError(f"budget warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.schedule not in SCHEDULES:
+            raise BenchError(f"unknown budget schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise BenchError("budget weight_decay and max_grad_norm must be >= 0 (0 turns them off)")
 
 
 @dataclass(frozen=True)

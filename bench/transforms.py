@@ -1,8 +1,16 @@
-"""Pure numpy transforms of pooled vectors: truncate, normalize, bytes per vector."""
+"""Pure numpy transforms of pooled vectors: truncate, normalize, quantize (int8, binary), bytes per vector.
+
+int8 and binary codes are exactly sentence-transformers' `quantize_embeddings` (precision "int8" and "ubinary";
+tests use it as the oracle). They are re-implemented here only because that module imports torch and this one
+must not.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from bench import BenchError
+from bench.spec import check_precision_dims
 
 
 def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
@@ -14,4 +22,47 @@ def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
 
 
 def bytes_per_vector(dim: int, precision: str) -> int:
+    """Bytes one vector takes in the search index (binary+rescore searches the binary codes)."""
+    check_precision_dims((precision,), (dim,))
     return {"fp32": 4 * dim, "int8": dim, "binary": dim // 8, "binary+rescore": dim // 8}[precision]
+
+
+def int8_ranges(calibration: np.ndarray) -> np.ndarray:
+    """(2, dim) per-dimension [min; max] over the calibration vectors: the 256 buckets of every dimension."""
+    if calibration.ndim != 2 or calibration.shape[0] == 0:
+        raise BenchError(f"the int8 calibration set is empty (shape {calibration.shape}); calibrate on a side "
+                         "of the task that has texts (int8_calibration='corpus' or 'queries')")
+    return np.stack([calibration.min(axis=0), calibration.max(axis=0)]).astype(np.float32)
+
+
+def quantize_int8(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Bucket index of each coordinate in its dimension's [min, max] range, shifted to -128..127."""
+    starts = ranges[0]
+    steps = (ranges[1] - starts) / 255
+    steps = np.where(steps == 0, 1, steps)  # a constant dimension: every value lands in bucket 0
+    buckets = np.clip(np.floor((vectors - starts) / steps), 0, 255)  # values outside the calibration range clip
+    return (buckets - 128).astype(np.int8)
+
+
+def dequantize_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Each code back to its bucket's lower edge, in the float vectors' coordinates (what rescoring compares)."""
+    steps = (ranges[1] - ranges[0]) / 255
+    steps = np.where(steps == 0, 1, steps)
+    out = codes.astype(np.float32)
+    out *= steps
+    out += ranges[0] + 128 * steps  # in place: rescoring dequantizes a whole shortlist per query block
+    return out
+
+
+def binarize(vectors: np.ndarray) -> np.ndarray:
+    """Sign bits (1 where > 0), packed 8 per byte: (n, dim) float -> (n, dim // 8) uint8."""
+    if vectors.shape[-1] % 8:
+        raise BenchError(f"binary codes pack 8 dims per byte; dim {vectors.shape[-1]} is not a multiple of 8")
+    return np.packbits(vectors > 0, axis=-1)
+
+
+def hamming_similarity(a: np.ndarray, b: np.ndarray, dim: int) -> np.ndarray:
+    """Row-wise 1 - hamming / dim of packed codes. For the +-1 sign vectors this is (1 + cosine) / 2, so it
+    ranks pairs exactly as the cosine of the signs does."""
+    distance = np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1, dtype=np.int64)
+    return 1.0 - distance / dim

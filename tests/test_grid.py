@@ -22,7 +22,7 @@ from bench.transforms import truncate
                                             ("minilm", SubModel(6, 384))])
 def test_grid_cell_equals_truly_truncated_model(backbone, cell, data_dir):
     pairs = load_stsb(data_dir, "test").head(300)
-    spec = EvalSpec(max_seq_len=64, dims=(cell.dim,))
+    spec = EvalSpec(max_seq_len=64, dims=(cell.dim,), precisions=("fp32",))
     task = TASKS.get("stsb")
     full = Encoder.load(backbone, device="cpu")
     rows, _ = evaluate_grid(full, backbone, task, pairs, spec)
@@ -54,7 +54,7 @@ def test_default_grid_is_every_layer_times_halving_dims():
                                                    ((0,), None, "layer 0 is outside")])
 def test_cells_outside_the_backbone_are_refused(layers, dims, message):
     with pytest.raises(BenchError, match=message):
-        grid(6, 384, EvalSpec(layers=layers, dims=dims))
+        grid(6, 384, EvalSpec(layers=layers, dims=dims, precisions=("fp32",)))
 
 
 def test_encoder_is_length_sorted_but_order_preserving():

@@ -1,20 +1,43 @@
-"""Retrieval family (BEIR format): nDCG@10, MRR@10, Recall@100 with exact search through faiss."""
+"""Retrieval family (BEIR format): nDCG@10, MRR@10, Recall@100, searched through faiss at each precision.
+
+Every precision is searched the way it would be served, always with float32 query vectors in:
+- fp32: inner product of the (normalized) vectors, IndexFlatIP.
+- int8: corpus and queries quantized with the same per-dimension ranges (calibrated on `int8_calibration`), scored
+  by the inner product of the codes, as int8 vector stores do; the index holds the codes, one byte per dim
+  (IndexScalarQuantizer QT_8bit_direct_signed, which stores int8 values as they are).
+- binary: sign bits of corpus and queries, Hamming distance, IndexBinaryFlat.
+- binary+rescore: Hamming top k * rescore_multiplier, then that shortlist re-ranked by the float query's inner
+  product with the documents' int8 (dequantized) or fp32 vectors (`rescore_docs`), top k kept.
+Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
+Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory; binary+rescore reads its
+rescoring vectors per query from storage and they are not counted) and `search_ms_per_query` (median of REPEATS
+runs over all queries at once, faiss-cpu with one thread on the evaluating machine's CPU, query quantization and
+rescoring included).
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import faiss
 import numpy as np
 
 from bench.data.beir import RetrievalSet, load_beir
-from bench.spec import EvalSpec
+from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
-from bench.transforms import truncate
+from bench.transforms import binarize, dequantize_int8, int8_ranges, quantize_int8, truncate
 
 TOP_K = 100
+REPEATS = 3  # timed searches per cell; the median is kept
+SEARCH_THREADS = 1  # timed single-threaded: a per-query CPU cost that other work on a shared machine distorts least
+# search_index="hnsw" (approximate): graph degree and search breadth. Constants, as they move the results; the
+# graph is built in parallel, so its results can differ slightly from run to run.
+HNSW_M = 32
+HNSW_EF_SEARCH = 128
 # BEIR sets `bench data fetch` knows; any folder in BEIR layout under the data dir works by its name too.
 BEIR_SETS = ("scifact", "nfcorpus", "arguana", "fiqa", "scidocs", "trec-covid", "quora", "nq", "hotpotqa",
              "climate-fever", "dbpedia-entity", "fever", "msmarco", "touche2020", "cqadupstack")
@@ -52,12 +75,111 @@ def retrieval_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
     return {m: float(np.mean(v)) for m, v in per_query.items()}
 
 
-def flat_search(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Exact inner-product top-k (cosine when the vectors are normalized)."""
-    index = faiss.IndexFlatIP(corpus.shape[1])
-    index.add(corpus)
-    _, ids = index.search(queries, min(k, corpus.shape[0]))
-    return ids
+def float_index(vectors: np.ndarray, search_index: str) -> faiss.Index:
+    """Inner product (cosine when the vectors are normalized) over float32 vectors."""
+    dim = vectors.shape[1]
+    if search_index == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    return index
+
+
+def int8_index(codes: np.ndarray, search_index: str) -> faiss.Index:
+    """Inner product of int8 codes; the index stores each code in one byte, exactly."""
+    dim, kind = codes.shape[1], faiss.ScalarQuantizer.QT_8bit_direct_signed
+    if search_index == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, kind, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexScalarQuantizer(dim, kind, faiss.METRIC_INNER_PRODUCT)
+    index.add(codes.astype(np.float32))
+    return index
+
+
+def binary_index(bits: np.ndarray, search_index: str) -> faiss.IndexBinary:
+    """Hamming distance over packed sign bits."""
+    dim = 8 * bits.shape[1]
+    index = faiss.IndexBinaryHNSW(dim, HNSW_M) if search_index == "hnsw" else faiss.IndexBinaryFlat(dim)
+    index.add(bits)
+    return index
+
+
+def top_k(index, queries: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) corpus positions, best first, -1 padded; equal scores in corpus order."""
+    if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+    scores, ids = index.search(queries, min(k, index.ntotal))
+    if isinstance(index, faiss.IndexBinary):
+        scores = -scores.astype(np.int64)  # a Hamming distance: smaller is better
+    return np.take_along_axis(ids, np.lexsort((ids, -scores), axis=-1), axis=-1)
+
+
+def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray], k: int,
+            block: int = 64) -> np.ndarray:
+    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k. Only
+    shortlisted ids can come back; -1 (no candidate) stays -1. Queries go in blocks to bound memory."""
+    out = []
+    for start in range(0, len(queries), block):
+        ids = shortlist[start:start + block]
+        scores = np.matmul(documents(np.maximum(ids, 0)), queries[start:start + block, :, None])[..., 0]
+        scores[ids < 0] = -np.inf
+        order = np.lexsort((ids, -scores), axis=-1)[:, :k]
+        out.append(np.take_along_axis(ids, order, axis=-1))
+    return np.concatenate(out)
+
+
+def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, kind: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The document vectors rescoring reads, by corpus position: fp32 as they are, or int8 codes dequantized."""
+    if kind == "fp32":
+        return lambda ids: corpus[ids]
+    ranges = int8_ranges(calibration)
+    codes = quantize_int8(corpus, ranges)
+    return lambda ids: dequantize_int8(codes[ids], ranges)
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded."""
+
+    index: object  # faiss.Index or faiss.IndexBinary
+    search: Callable[[np.ndarray, int], np.ndarray]
+
+    def index_bytes(self) -> int:
+        binary = isinstance(self.index, faiss.IndexBinary)
+        return int((faiss.serialize_index_binary if binary else faiss.serialize_index)(self.index).nbytes)
+
+
+def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, spec: EvalSpec) -> Searcher:
+    """Index the corpus at `precision`; int8 ranges come from `calibration` (the same for corpus and queries)."""
+    check_precision_dims((precision,), (corpus.shape[1],))
+    if precision == "fp32":
+        index = float_index(corpus, spec.search_index)
+        return Searcher(index, lambda q, k: top_k(index, q, k))
+    if precision == "int8":
+        ranges = int8_ranges(calibration)
+        index = int8_index(quantize_int8(corpus, ranges), spec.search_index)
+        return Searcher(index, lambda q, k: top_k(index, quantize_int8(q, ranges).astype(np.float32), k))
+    index = binary_index(binarize(corpus), spec.search_index)
+    if precision == "binary":
+        return Searcher(index, lambda q, k: top_k(index, binarize(q), k))
+    documents = rescore_documents(corpus, calibration, spec.rescore_docs)
+    multiplier = spec.rescore_multiplier
+    return Searcher(index, lambda q, k: rescore(q, top_k(index, binarize(q), k * multiplier), documents, k))
+
+
+def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int = REPEATS) -> tuple[np.ndarray, float]:
+    """The ranking, and the median over `repeats` runs of the search time per query in milliseconds (one thread)."""
+    threads, seconds = faiss.omp_get_max_threads(), []
+    faiss.omp_set_num_threads(SEARCH_THREADS)
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ids = searcher.search(queries, k)
+            seconds.append(time.perf_counter() - t0)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return ids, 1000 * float(np.median(seconds)) / len(queries)
 
 
 @dataclass(frozen=True)
@@ -78,13 +200,16 @@ class RetrievalTask:
 
     def score_cell(self, data: RetrievalSet, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """Metrics of one cell, and per-query values for statistics."""
+        """Metrics and cost of one cell, and per-query values for statistics."""
         corpus = truncate(arrays["corpus"][layer - 1], dim, spec.normalize)
         queries = truncate(arrays["queries"][layer - 1], dim, spec.normalize)
-        ids = flat_search(corpus, queries, TOP_K)
+        calibration = corpus if spec.int8_calibration == "corpus" else queries
+        searcher = make_searcher(corpus, calibration, precision, spec)
+        ids, ms_per_query = timed_search(searcher, queries, TOP_K)
         rankings = [[data.corpus_ids[i] for i in row if i >= 0] for row in ids]
         per_query = per_query_metrics(rankings, aux["qrels"])
-        return retrieval_metrics(per_query), per_query
+        cost = {"index_bytes": searcher.index_bytes(), "search_ms_per_query": ms_per_query}
+        return {**retrieval_metrics(per_query), **cost}, per_query
 
     def gold(self, data: RetrievalSet) -> dict[str, np.ndarray]:
         return {}

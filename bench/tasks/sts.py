@@ -1,4 +1,10 @@
-"""STS family: Spearman (x100) of cosine similarity against gold, Pearson beside it."""
+"""STS family: Spearman (x100) of each pair's similarity against gold, Pearson beside it.
+
+The similarity matches the precision: fp32 cosine; int8 cosine of the codes as floats (sentence-transformers'
+EmbeddingSimilarityEvaluator does the same), ranges calibrated on the task's sentences (its one pool of texts,
+whatever `int8_calibration` says); binary 1 - hamming / dim of the sign bits, which equals (1 + cosine) / 2 of
+the +-1 sign vectors. binary+rescore is a search strategy: STS has no search, so it yields no rows.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,11 @@ from typing import Callable
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
+from bench import BenchError
 from bench.data.sts import STSPairs, load_sickr, load_stsb, load_sts_year
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
-from bench.transforms import truncate
+from bench.transforms import binarize, hamming_similarity, int8_ranges, quantize_int8, truncate
 
 
 def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -25,6 +32,19 @@ def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
     return np.einsum("nd,nd->n", a, b)
+
+
+def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, precision: str) -> np.ndarray:
+    """Similarity of each (left, right) pair of rows of `vectors`, computed at `precision`."""
+    if precision == "fp32":
+        return paired_cosine(vectors[left], vectors[right])
+    if precision == "int8":
+        codes = quantize_int8(vectors, int8_ranges(vectors)).astype(np.float32)
+        return paired_cosine(codes[left], codes[right])
+    if precision == "binary":
+        bits = binarize(vectors)
+        return hamming_similarity(bits[left], bits[right], vectors.shape[1])
+    raise BenchError(f"STS cannot score precision {precision!r}; use fp32, int8 or binary")
 
 
 @dataclass(frozen=True)
@@ -51,8 +71,10 @@ class STSTask:
     def score_cell(self, data: STSPairs, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Metrics of one cell, and per-example values (the pair similarities) for statistics."""
+        if precision == "binary+rescore":
+            return {}, {}
         vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
-        sim = paired_cosine(vectors[aux["left"]], vectors[aux["right"]])
+        sim = pair_similarity(vectors, aux["left"], aux["right"], precision)
         return sts_metrics(sim, data.scores), {"similarity": sim}
 
     def gold(self, data: STSPairs) -> dict[str, np.ndarray]:

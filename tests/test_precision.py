@@ -1,0 +1,264 @@
+"""Precision as an axis: int8, binary and binary+rescore search and STS scoring, cost rows, bad input.
+
+Oracles: numpy brute force for every faiss search (Hamming and inner product, ties ranked by corpus order);
+sentence-transformers' `quantize_embeddings` and `pairwise_cos_sim` for int8 codes and the STS int8 similarity;
+scipy's Hamming distance for the binary STS similarity.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import hamming
+from sentence_transformers.util import pairwise_cos_sim
+from sentence_transformers.util.quantization import quantize_embeddings
+
+from bench import BenchError
+from bench.backbone import Encoder
+from bench.cli import main
+from bench.data.beir import RetrievalSet
+from bench.data.sts import STSPairs
+from bench.evaluate import evaluate_grid
+from bench.spec import EvalSpec, SubModel
+from bench.tasks import TASKS
+from bench.tasks.retrieval import (binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k)
+from bench.tasks.sts import pair_similarity
+from bench.transforms import binarize, truncate
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    return scale * truncate(np.random.default_rng(seed).standard_normal((n, dim)), dim, normalize=True)
+
+
+def brute_force(scores: np.ndarray, k: int) -> np.ndarray:
+    """Oracle ranking: best score first, equal scores in corpus order."""
+    ids = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return np.lexsort((ids, -scores), axis=-1)[:, :k]
+
+
+def hamming_distances(a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
+    return np.unpackbits(a_bits[:, None, :] ^ b_bits[None, :, :], axis=-1).sum(-1, dtype=np.int64)
+
+
+# --- search equals brute force -------------------------------------------------------------------------------
+
+def test_faiss_hamming_top_k_equals_numpy_brute_force_with_ties():
+    corpus, queries = binarize(unit_vectors(400, 16, 1)), binarize(unit_vectors(30, 16, 2))  # 17 distances: ties
+    k = 25
+    ours = top_k(binary_index(corpus, "flat"), queries, k)
+    distances = hamming_distances(queries, corpus)
+    oracle = brute_force(-distances, k)
+    ours_d, oracle_d = np.take_along_axis(distances, ours, 1), np.take_along_axis(distances, oracle, 1)
+    np.testing.assert_array_equal(ours_d, oracle_d)  # the same distances at every rank
+    boundary = oracle_d[:, -1:]
+    inside = oracle_d < boundary  # ranks before the tie group that straddles k: identical, corpus order among ties
+    np.testing.assert_array_equal(ours[inside], oracle[inside])
+    assert all(len(set(row)) == k for row in ours)
+    cut = (distances == boundary).sum(1) > (oracle_d == boundary).sum(1)
+    assert cut.any()  # the test really has ties cut at k (which of them faiss keeps is its choice)
+
+
+def test_float_flat_top_k_equals_numpy_brute_force_with_ties():
+    rng = np.random.default_rng(3)
+    corpus = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # small integers: exact scores, many ties
+    queries = rng.integers(-2, 3, (20, 8)).astype(np.float32)
+    scores = queries @ corpus.T
+    ours = top_k(float_index(corpus, "flat"), queries, 300)  # the whole corpus: no tie group is cut
+    np.testing.assert_array_equal(ours, brute_force(scores, 300))
+
+
+def test_int8_search_ranks_by_the_inner_product_of_sentence_transformers_codes():
+    corpus, queries = unit_vectors(300, 32, 4), unit_vectors(20, 32, 5)
+    searcher = make_searcher(corpus, corpus, "int8", EvalSpec())
+    codes_c = quantize_embeddings(corpus, "int8", calibration_embeddings=corpus).astype(np.int64)
+    codes_q = quantize_embeddings(queries, "int8", calibration_embeddings=corpus).astype(np.int64)
+    np.testing.assert_array_equal(searcher.search(queries, 300), brute_force(codes_q @ codes_c.T, 300))
+
+
+def test_binary_searcher_is_hamming_over_sign_bits():
+    corpus, queries = unit_vectors(200, 24, 6), unit_vectors(10, 24, 7)
+    ids = make_searcher(corpus, corpus, "binary", EvalSpec()).search(queries, 200)
+    np.testing.assert_array_equal(ids, brute_force(-hamming_distances(binarize(queries), binarize(corpus)), 200))
+
+
+# --- rescoring -----------------------------------------------------------------------------------------------
+
+def test_rescoring_never_returns_a_document_outside_the_shortlist():
+    rng = np.random.default_rng(8)
+    corpus, queries = unit_vectors(500, 16, 9), unit_vectors(150, 16, 10)  # > one block of 64 queries
+    shortlist = np.stack([rng.choice(500, 30, replace=False) for _ in queries])
+    shortlist[::7, 20:] = -1  # short lists are -1 padded, as faiss pads them
+    ranked = rescore(queries, shortlist, lambda ids: corpus[ids], k=12)
+    for row, allowed, q in zip(ranked, shortlist, queries):
+        assert set(row) <= set(allowed)
+        real = allowed[allowed >= 0]
+        np.testing.assert_array_equal(row[row >= 0], real[np.argsort(-(corpus[real] @ q), kind="stable")][:12])
+
+
+@pytest.mark.parametrize("docs", ["int8", "fp32"])
+def test_binary_rescore_returns_only_hamming_shortlisted_documents(docs):
+    corpus, queries = unit_vectors(400, 32, 11), unit_vectors(40, 32, 12)
+    spec = EvalSpec(rescore_multiplier=3, rescore_docs=docs)
+    ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
+    shortlist = top_k(binary_index(binarize(corpus), "flat"), binarize(queries), 30)
+    assert all(set(r) <= set(s) for r, s in zip(ranked, shortlist))
+    assert ranked.shape == (40, 10)
+
+
+def test_rescoring_the_whole_corpus_with_fp32_documents_is_exact_float_search():
+    corpus, queries = unit_vectors(120, 16, 13), unit_vectors(15, 16, 14)
+    spec = EvalSpec(rescore_multiplier=12, rescore_docs="fp32")  # shortlist 10 * 12 = the whole corpus
+    ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
+    np.testing.assert_array_equal(ranked, brute_force(queries @ corpus.T, 10))
+
+
+# --- cost ----------------------------------------------------------------------------------------------------
+
+def test_index_bytes_are_the_stored_codes_plus_a_small_header():
+    corpus = unit_vectors(1000, 64, 15)
+    for precision, per_vector in (("fp32", 256), ("int8", 64), ("binary", 8), ("binary+rescore", 8)):
+        size = make_searcher(corpus, corpus, precision, EvalSpec()).index_bytes()
+        assert 1000 * per_vector <= size < 1000 * per_vector + 2048, precision
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "binary", "binary+rescore"])
+def test_hnsw_backend_finds_most_exact_neighbors(precision):
+    corpus, queries = unit_vectors(2000, 64, 16), unit_vectors(30, 64, 17)
+    exact = make_searcher(corpus, corpus, precision, EvalSpec()).search(queries, 10)
+    approx = make_searcher(corpus, corpus, precision, EvalSpec(search_index="hnsw")).search(queries, 10)
+    if precision == "binary":  # Hamming ties: any document as close as the exact 10th one is a right answer
+        distances = hamming_distances(binarize(queries), binarize(corpus))
+        tenth = np.take_along_axis(distances, exact[:, -1:], 1)
+        recall = np.mean(np.take_along_axis(distances, approx, 1) <= tenth)
+    else:
+        recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall >= 0.8  # a broken index would find ~0.5% of them; HNSW's build order is not fixed across threads
+
+
+# --- int8 calibration side -----------------------------------------------------------------------------------
+
+def synthetic_retrieval(n_docs: int = 200, n_queries: int = 12, dim: int = 32):
+    corpus = unit_vectors(n_docs, dim, 18)
+    queries = unit_vectors(n_queries, dim, 19, scale=0.3)  # a narrower range than the corpus
+    data = RetrievalSet(corpus_ids=[f"d{i}" for i in range(n_docs)], corpus_texts=[""] * n_docs,
+                        query_ids=[f"q{i}" for i in range(n_queries)], query_texts=[""] * n_queries,
+                        qrels={f"q{i}": {f"d{(7 * i + j) % n_docs}": 1 for j in range(3)} for i in range(n_queries)})
+    arrays = {"corpus": corpus[None], "queries": queries[None]}
+    return data, arrays, corpus, queries
+
+
+@pytest.mark.parametrize("side", ["corpus", "queries"])
+def test_int8_ranges_come_from_the_declared_calibration_side(side):
+    data, arrays, corpus, queries = synthetic_retrieval()
+    task = TASKS.get("scifact")
+    aux = {"qrels": [data.qrels[q] for q in data.query_ids]}
+    spec = EvalSpec(int8_calibration=side, normalize=False)
+    _, per_query = task.score_cell(data, arrays, aux, 1, 32, "int8", spec)
+    calibration = corpus if side == "corpus" else queries
+    codes_c = quantize_embeddings(corpus, "int8", calibration_embeddings=calibration).astype(np.int64)
+    codes_q = quantize_embeddings(queries, "int8", calibration_embeddings=calibration).astype(np.int64)
+    rankings = [[data.corpus_ids[i] for i in row] for row in brute_force(codes_q @ codes_c.T, 100)]
+    for name, values in per_query_metrics(rankings, aux["qrels"]).items():
+        np.testing.assert_allclose(per_query[name], values, err_msg=name)
+
+
+# --- STS -----------------------------------------------------------------------------------------------------
+
+def test_sts_int8_similarity_is_sentence_transformers_cosine_of_the_codes():
+    vectors = unit_vectors(80, 48, 20)
+    left, right = np.arange(0, 40), np.arange(40, 80)
+    codes = quantize_embeddings(vectors, "int8", calibration_embeddings=vectors).astype(np.float32)
+    oracle = pairwise_cos_sim(codes[left], codes[right]).numpy()
+    np.testing.assert_allclose(pair_similarity(vectors, left, right, "int8"), oracle, rtol=1e-5, atol=1e-6)
+
+
+def test_sts_binary_similarity_is_one_minus_hamming_of_sign_bits():
+    vectors = unit_vectors(60, 32, 21)
+    left, right = np.arange(30), np.arange(30, 60)
+    expected = [1 - hamming(vectors[a] > 0, vectors[b] > 0) for a, b in zip(left, right)]
+    np.testing.assert_allclose(pair_similarity(vectors, left, right, "binary"), expected)
+
+
+# --- the whole grid on a tiny model --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    return Encoder.load("tiny-random-bert", device="cpu")
+
+
+def sts_slice() -> STSPairs:
+    words = "a man is playing a guitar while the woman slices some onions on a wooden board".split()
+    rng = np.random.default_rng(22)
+    sentences = [" ".join(rng.choice(words, 6)) for _ in range(60)]
+    return STSPairs(sentences[:30], sentences[30:], rng.uniform(0, 5, 30), 0.0, 5.0)
+
+
+def test_grid_rows_carry_precision_bytes_and_cost(tiny):
+    spec = EvalSpec(dims=(16, 64), max_doc_len=32)
+    data = RetrievalSet(corpus_ids=[f"d{i}" for i in range(40)], corpus_texts=[f"document {i} about topic {i % 7}"
+                                                                              for i in range(40)],
+                        query_ids=["q0", "q1", "q2"], query_texts=["topic 1", "topic 2", "document 5"],
+                        qrels={"q0": {"d1": 1}, "q1": {"d2": 1}, "q2": {"d5": 1}})
+    rows, examples = evaluate_grid(tiny, "tiny", TASKS.get("scifact"), data, spec)
+    cells = [r for r in rows if "layer" in r]
+    assert {r["precision"] for r in cells} == {"fp32", "int8", "binary", "binary+rescore"}
+    for r in cells:
+        assert r["bytes_per_vector"] == {"fp32": 4, "int8": 1, "binary": 1 / 8, "binary+rescore": 1 / 8}[
+            r["precision"]] * r["dim"]
+        if r["metric"] == "relative_encode_cost":
+            assert r["score"] == r["layer"] / 2
+    size = {(r["dim"], r["precision"]): r["score"] for r in cells if r["metric"] == "index_bytes" and r["layer"] == 2}
+    assert size[64, "fp32"] > size[64, "int8"] > size[64, "binary"] == size[64, "binary+rescore"]
+    assert all(r["score"] > 0 for r in cells if r["metric"] == "search_ms_per_query")
+    assert examples["2/64/binary+rescore/ndcg@10"].shape == (3,)
+
+
+def test_sts_grid_has_no_binary_rescore_rows_and_cost_is_relative_to_the_backbone(tiny):
+    spec = EvalSpec(dims=(16, 64))
+    rows, examples = evaluate_grid(tiny, "tiny", TASKS.get("stsb"), sts_slice(), spec, backbone_layers=6)
+    precisions = {r["precision"] for r in rows if "layer" in r}
+    assert precisions == {"fp32", "int8", "binary"}
+    assert examples["1/16/binary/similarity"].shape == (30,)
+    cost = {r["layer"]: r["score"] for r in rows if r.get("metric") == "relative_encode_cost"}
+    assert cost == {1: 1 / 6, 2: 2 / 6}  # a checkpoint cut to 2 blocks of a 6-layer backbone costs 2/6
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dims=(16, 20), precisions=("fp32", "binary")), "precision binary packs 8 dims per byte, but dims 20"),
+    (dict(precisions=("fp32", "int4")), "unknown precision 'int4'; choose from fp32, int8, binary, binary"),
+    (dict(precisions=()), "no precision to evaluate"),
+    (dict(int8_calibration="train"), "unknown int8_calibration 'train'; choose from corpus, queries"),
+    (dict(rescore_docs="int4"), "unknown rescore_docs 'int4'; choose from int8, fp32"),
+    (dict(search_index="ivf"), "unknown search_index 'ivf'; choose from flat, hnsw"),
+    (dict(rescore_multiplier=0), "rescore_multiplier must be positive"),
+])
+def test_bad_eval_spec_is_one_clear_error(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        EvalSpec(**kwargs)
+
+
+def test_non_multiple_of_8_dims_for_binary_are_allowed_without_binary():
+    assert EvalSpec(dims=(20,), precisions=("fp32", "int8")).dims == (20,)
+
+
+def test_binary_with_odd_default_or_checkpoint_dims_fails_before_encoding():
+    encoder = SimpleNamespace(num_layers=2, hidden_size=100)  # no encode(): the check must come first
+    with pytest.raises(BenchError, match="dims 25, 50, 100 are not multiples of 8"):  # default dims of 100
+        evaluate_grid(encoder, "x", TASKS.get("stsb"), sts_slice(), EvalSpec())
+    with pytest.raises(BenchError, match="dims 12 are not multiples of 8"):
+        evaluate_grid(encoder, "x", TASKS.get("stsb"), sts_slice(), EvalSpec(), cells=[SubModel(1, 12)])
+
+
+def test_empty_calibration_set_is_a_clear_error():
+    corpus = unit_vectors(10, 16)
+    with pytest.raises(BenchError, match="int8 calibration set is empty"):
+        make_searcher(corpus, corpus[:0], "int8", EvalSpec())
+
+
+def test_cli_reports_an_unknown_precision(capsys):
+    assert main(["run", "--suite", "smoke", "--precisions", "fp32,int4"]) == 2
+    assert "unknown precision 'int4'" in capsys.readouterr().err

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.backbone import Encoder
+from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
 from bench.results import is_finished, make_row, run_fields, run_path, write_run
 from bench.spec import RunSpec, freeze_params
 from bench.tasks import TASKS
+from bench.train import backbone_shape, is_main_process
 from methods import METHODS, RunContext
 
 log = logging.getLogger("bench")
@@ -30,13 +32,21 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
     t0 = time.perf_counter()
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)
+    ensure_data(spec.task, ctx.data_dir)  # missing files: fetched when the hub answers, else one error line
     data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
     shared = run_fields(spec)
     rows, timings, examples = [], {}, dict(task.gold(data))
-    for ck in method.checkpoints(spec, ctx):
+    checkpoints = method.checkpoints(spec, ctx)
+    if not is_main_process():  # under torchrun every process trains; one evaluates and writes
+        return None
+    full_depth = backbone_shape(spec.backbone)[0]  # a `separate` checkpoint holds fewer blocks than the backbone
+    for ck in checkpoints:
+        rows += [make_row(spec, split="train", shared=shared, **entry) for entry in ck.train_log]
+        if getattr(method, "trains", True):
+            timings["train_seconds"] = timings.get("train_seconds", 0.0) + ck.train_seconds
         encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device)
         cells, per_example = evaluate_grid(encoder, ck.model_id, task, data, spec.eval, ck.cells, ck.targets,
-                              ctx.cache_dir / "encodings")
+                                           ctx.cache_dir / "encodings", backbone_layers=full_depth)
         examples.update(per_example)
         for cell in cells:
             if "layer" not in cell:  # run-level timing: summed over the checkpoints of a multi-model method

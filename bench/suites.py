@@ -21,22 +21,71 @@ class Suite:
     budget: Budget = field(default_factory=Budget)
     train_data: str = "snli"
     seeds: tuple[int, ...] = (0,)
+    method_params: dict = field(default_factory=dict)  # {method: {hyperparameter: value}} over its defaults
 
 
 def smoke() -> Suite:
-    """A tiny random BERT on real data slices: seconds, for tests and CI."""
+    """A tiny random BERT on real data slices: seconds, for tests and CI. Its target rule gives (1,32) (2,64)."""
     return Suite("smoke", "tiny random BERT (2 layers x 64), 8 steps, data slices", backbone="tiny-random-bert",
                  tasks=("stsb", "scifact"), eval=EvalSpec(max_pairs=200, max_queries=20, dims=(16, 32, 64),
                                                          max_doc_len=64, batch_size=32),
-                 budget=Budget(steps=8, batch_size=8, lr=1e-4, max_seq_len=32))
+                 budget=Budget(steps=8, batch_size=8, lr=1e-4, max_seq_len=32, checkpoint_every=4),
+                 method_params={"starbucks": dict(pretrain_steps=8, pretrain_batch_size=8, pretrain_max_seq_len=32)})
+
+
+# MiniLM (6 x 384) evaluated at the Starbucks target dims: a 6 x 6 grid whose diagonal is the targets
+# (1,16) (2,32) (3,64) (4,128) (5,256) (6,384) of starbucks-srl and separate (see methods/starbucks_srl.py).
+MINILM_DIMS = (16, 32, 64, 128, 256, 384)
+# 100 steps x 32 SNLI triplets, lr 2e-5: already moves the small cells by 10-20 Spearman points under a
+# Starbucks-style loss, and keeps `bench run --methods all` (5 trainings + 6 separate models) near 30 CPU-minutes.
+SHORT_BUDGET = Budget(steps=100, batch_size=32, lr=2e-5, warmup_ratio=0.1, max_seq_len=64, checkpoint_every=25)
+# `starbucks` pre-trains (SMAE) with its defaults here: 40 steps x 32 sentences of the local corpus, which costs
+# about 0.4 of one 100-step fine-tuning (an SMAE step ~0.9x a starbucks-srl step: benchmarks/smae_step.py).
 
 
 def default() -> Suite:
-    return Suite("default", "all-MiniLM-L6-v2, SNLI triplets, short budget, every foundation task",
-                 budget=Budget(steps=100, batch_size=32, lr=2e-5, max_seq_len=64))
+    """The CPU comparison: every method, STS-B, SICK-R and SciFact. Retrieval setting: SciFact's whole corpus
+    (5,183 abstracts) with documents cut to 128 tokens, because encoding that corpus is the largest cost of the
+    suite (about 1.5 minutes per full-depth checkpoint at 128 tokens, twice that at 256, and `separate` costs 3.5
+    full encodes); every method is cut the same way, and cpu-full keeps 256."""
+    return Suite("default", "all-MiniLM-L6-v2, SNLI triplets, 100 steps; STS-B, SICK-R, SciFact (128-token docs)",
+                 tasks=("stsb", "sickr", "scifact"), eval=EvalSpec(dims=MINILM_DIMS, max_doc_len=128),
+                 budget=SHORT_BUDGET)
 
 
-SUITES = {"smoke": smoke, "default": default}
+def cpu_full() -> Suite:
+    """The default suite's training for longer (two passes over the 6,503 SNLI triplets), every foundation task,
+    retrieval documents at 256 tokens: a few CPU-hours."""
+    return Suite("cpu-full", "all-MiniLM-L6-v2, SNLI triplets, 400 steps, every foundation task",
+                 eval=EvalSpec(dims=MINILM_DIMS), budget=replace(SHORT_BUDGET, steps=400, checkpoint_every=50),
+                 method_params={"starbucks": dict(pretrain_steps=400)})
+
+
+def paper_sts() -> Suite:
+    """The Starbucks paper's STS setting, for GPU users with the hub: bert-base-uncased, one epoch of AllNLI
+    triplets (557,850 / 128 = 4,358 steps) with MultipleNegativesRankingLoss, batch 128, the sentence-transformers
+    trainer defaults the paper's scripts kept (lr 5e-5, linear decay, warmup 0.1, no weight decay, clipping at 1,
+    seed 42, activation checkpointing; bf16 here where the paper used fp16), evaluated on the STS tasks at the
+    paper's dims."""
+    return Suite("paper-sts", "bert-base-uncased, AllNLI (hub), the Starbucks paper's STS hyperparameters, GPU",
+                 backbone="bert-base-uncased", tasks=STS_TASKS, train_data="all-nli", seeds=(42,),
+                 eval=EvalSpec(dims=(32, 64, 128, 256, 512, 768)),
+                 budget=Budget(steps=4358, batch_size=128, lr=5e-5, warmup_ratio=0.1, weight_decay=0.0,
+                               max_seq_len=512, checkpoint_every=500, grad_checkpointing=True),
+                 method_params={"starbucks": PAPER_SMAE})
+
+
+# The paper's SMAE (ielab/Starbucks smae/pretrain_smae.sh): whole-word masking 0.2 (encoder) / 0.4 (decoder), lr 1e-4,
+# cosine, warmup 5%, weight decay 0.001, 512 windows per step (32 per GPU x 2 accumulation x 8 GPUs there, 32 x 16
+# accumulation on one GPU here), random 510-token windows of FineWeb sample-100BT. The paper ran one epoch over it (its
+# job reserves 80 hours on 8 GPUs); this suite runs 10,000 steps (5.1M windows, ~2.6B tokens): a few hours on one
+# H100 by a FLOP estimate, not a measurement. The windows are streamed once and held in memory (~13 GB of text).
+PAPER_SMAE = dict(corpus="hf:HuggingFaceFW/fineweb:sample-100BT", mlm_rate=0.2, mae_rate=0.4, pretrain_steps=10_000,
+                  pretrain_batch_size=32, pretrain_grad_accum=16, pretrain_lr=1e-4, pretrain_schedule="cosine",
+                  pretrain_warmup_ratio=0.05, pretrain_weight_decay=0.001, pretrain_max_seq_len=512)
+
+
+SUITES = {"smoke": smoke, "default": default, "cpu-full": cpu_full, "paper-sts": paper_sts}
 
 
 def get_suite(name: str) -> Suite:
@@ -45,18 +94,21 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]()
 
 
-def with_overrides(suite: Suite, **changes) -> Suite:
-    """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec."""
+def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
+    """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec, `steps` into the
+    training budget (which the runs record, so a shorter run never passes for the suite's)."""
     eval_fields = {k: v for k, v in changes.items() if k in EvalSpec.__dataclass_fields__ and v is not None}
     top = {k: v for k, v in changes.items() if k in Suite.__dataclass_fields__ and v is not None}
-    return replace(suite, eval=replace(suite.eval, **eval_fields), **top)
+    budget = suite.budget if steps is None else replace(suite.budget, steps=steps)
+    return replace(suite, eval=replace(suite.eval, **eval_fields), budget=budget, **top)
 
 
 def make_specs(suite: Suite, methods: str) -> list:
     """methods x seeds x tasks -> RunSpecs (each method with its default hyperparameters)."""
     from bench.runner import default_params
-    from bench.spec import RunSpec
+    from bench.spec import RunSpec, freeze_params
     from bench.tasks import TASKS
+    from bench.train import method_jobs
     from methods import METHODS
 
     tasks = TASKS.expand(list(suite.tasks))
@@ -65,7 +117,10 @@ def make_specs(suite: Suite, methods: str) -> list:
         trains = getattr(METHODS.get(method), "trains", True)
         for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
             for task in tasks:
-                specs.append(RunSpec(method=method, task=task, backbone=suite.backbone, params=default_params(method),
+                params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {})})
+                specs.append(RunSpec(method=method, task=task, backbone=suite.backbone, params=params,
                                      train_data=suite.train_data if trains else "none",
                                      budget=suite.budget if trains else Budget(steps=0), seed=seed, eval=suite.eval))
+        if trains and specs:  # a bad training config fails now, not after hours of other runs
+            method_jobs(METHODS.get(method)(), specs[-1])
     return specs

@@ -27,12 +27,16 @@ METHODS: Registry = Registry("method", discover=_discover)
 @dataclass(frozen=True)
 class Checkpoint:
     """A model to evaluate: `model` is a backbone name or checkpoint dir, `model_id` names its weights (the
-    encoding cache key), `cells` limits evaluation to those (layer, dim) cells (None: the whole grid)."""
+    encoding cache key), `cells` limits evaluation to those (layer, dim) cells (None: the whole grid).
+    A trained model also carries its loss curve (dicts with step, metric, score, optionally layer/dim) and the
+    seconds its training took; the runner writes both as rows."""
 
     model: str
     model_id: str
     cells: tuple[SubModel, ...] | None = None
     targets: tuple[SubModel, ...] = ()
+    train_log: tuple[dict, ...] = ()
+    train_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

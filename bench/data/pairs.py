@@ -1,7 +1,9 @@
-"""Training data: NLI triplets (anchor, entailment, contradiction), MRPC paraphrase pairs, STS-B train."""
+"""Training data: NLI triplets (anchor, entailment, contradiction), MRPC paraphrase pairs, STS-B train, and
+AllNLI from the hub for online users."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
@@ -42,3 +44,56 @@ def load_mrpc(data_dir: Path, split: str = "train") -> list[tuple[str, str, int]
             p = split_tsv_line(line, 5, path, i)
             out.append((p[3], p[4], int(p[0])))
     return out
+
+
+ALL_NLI_HUB = ("sentence-transformers/all-nli", "triplet")  # 557,850 train triplets; online users only
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Training examples as text tuples. `kind` picks the base loss: "triplets" (anchor, positive, negative) train
+    with MultipleNegativesRankingLoss; "scored-pairs" (sentence1, sentence2) with a gold score train with CoSENT."""
+
+    name: str
+    kind: str
+    texts: list[tuple[str, ...]]
+    labels: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+TRAINING_KINDS = {**{name: "triplets" for name in TRIPLET_FILES}, "all-nli": "triplets", "stsb": "scored-pairs"}
+
+
+def training_kind(name: str) -> str:
+    """The kind of a training set by name (which base loss it trains with), without reading it."""
+    if name not in TRAINING_KINDS:
+        raise BenchError(f"unknown training data {name!r}; known: {', '.join(TRAINING_KINDS)}")
+    return TRAINING_KINDS[name]
+
+
+def load_training_set(data_dir: Path, name: str) -> TrainingSet:
+    """A local triplet file, STS-B train (the paper's low-resource setting), or AllNLI from the hub."""
+    training_kind(name)
+    if name in TRIPLET_FILES:
+        return TrainingSet(name, "triplets", load_triplets(data_dir, name))
+    if name == "stsb":
+        from bench.data.sts import load_stsb
+
+        pairs = load_stsb(data_dir, "train")
+        return TrainingSet(name, "scored-pairs", list(zip(pairs.sentences1, pairs.sentences2)),
+                           [float(s) for s in pairs.scores])
+    return TrainingSet(name, "triplets", _all_nli_from_hub())
+
+
+def _all_nli_from_hub() -> list[tuple[str, str, str]]:
+    from bench.data import fetch  # its load_hub is the one place that reaches the hub (tests replace it)
+
+    repo, config = ALL_NLI_HUB
+    train = fetch._split(fetch.load_hub(repo, config, None), "train", repo)
+    fetch._columns(train, ("anchor", "positive", "negative"), repo)
+    triplets = list(zip(train["anchor"], train["positive"], train["negative"]))
+    if not triplets:
+        raise BenchError(f"hub dataset {repo} ({config}) has an empty train split; the hub copy changed: report it")
+    return triplets

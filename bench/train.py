@@ -1,0 +1,383 @@
+"""The one training loop every method goes through.
+
+`train()` is generic: it takes a model, a list of examples, a `collate` (examples -> batch) and an `objective`
+(model, batch, generator -> scalar loss), and runs them under a `Budget`: AdamW (no decay on biases and norms, as
+the HF trainer), warmup + linear/cosine decay from transformers, gradient clipping, gradient accumulation, optional
+activation checkpointing, bf16 autocast on CUDA, fp32 on CPU. The data order is a seeded permutation per epoch and
+optimizer step `s` always reads the same examples, so a resumed run sees exactly what an uninterrupted one sees.
+
+Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
+scheduler and RNG states) is written atomically; a rerun resumes from the newest one. The finished model goes to
+`final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds).
+
+Distributed: under torchrun (WORLD_SIZE > 1) the same code wraps the model in DistributedDataParallel (gloo on CPU,
+nccl on CUDA); each process reads its own micro-batches of every step, rank 0 writes the checkpoints. The data of
+step s is the same for any world size: 2 processes x 1 micro-batch = 1 process x 2 accumulated micro-batches.
+
+Why not sentence-transformers' trainer: the elastic objectives need every layer's pooled vector from one forward
+pass (its trainer reaches them only by monkey-patching the model's forward), `separate` trains truncated copies,
+and the benchmark needs an exact resume and tidy loss rows. The losses themselves are sentence-transformers' own
+(bench/losses.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from bench import BenchError
+from bench.backbone import autocast, pick_device
+from bench.spec import Budget, SubModel
+
+Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    log: tuple[dict, ...]  # {"step": s, "metric": "loss", "score": x} per optimizer step
+    seconds: float  # training wall time, summed over resumed segments
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model a method trains: the first `num_layers` blocks of the backbone (None: all of them) under
+    `objective`. `cells` limits its evaluation (None: the whole grid plus its targets); `log_cell` tags its loss
+    rows when a method trains several models, so their curves stay distinct."""
+
+    name: str
+    objective: Objective
+    targets: tuple[SubModel, ...]
+    num_layers: int | None = None
+    cells: tuple[SubModel, ...] | None = None
+    log_cell: SubModel | None = None
+
+
+# ---- distributed -----------------------------------------------------------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, world size); starts the process group under torchrun (gloo on CPU, nccl on CUDA)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), size) if size > 1 else (0, 1)
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
+def _barrier(size: int) -> None:
+    if size > 1:
+        torch.distributed.barrier()
+
+
+def _mean_across(value: float, size: int) -> float:
+    if size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / size
+
+
+# ---- data order --------------------------------------------------------------------------------------------------
+
+class ExampleOrder:
+    """Position p of the endless stream -> example index: epoch after epoch, each a seeded permutation."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self._gen, self._perms = n, torch.Generator().manual_seed(seed), []
+
+    def __getitem__(self, position: int) -> int:
+        epoch, offset = divmod(position, self.n)
+        while len(self._perms) <= epoch:
+            self._perms.append(torch.randperm(self.n, generator=self._gen).tolist())
+        return self._perms[epoch][offset]
+
+
+def micro_batch(order: ExampleOrder, step: int, micro: int, rank: int, size: int, budget: Budget) -> list[int]:
+    """Example indices of one micro-batch. Step s reads examples [s*G, (s+1)*G) of the stream, G = batch x
+    accumulation x processes, whatever the split between accumulation and processes."""
+    per_step = budget.batch_size * budget.grad_accum * size
+    start = step * per_step + (micro * size + rank) * budget.batch_size
+    return [order[p] for p in range(start, start + budget.batch_size)]
+
+
+@dataclass
+class TextCollate:
+    """Examples (texts tuple, label or None) -> {"columns": [tokenized column, ...], "labels": tensor or None}."""
+
+    tokenizer: object
+    max_len: int
+
+    def __call__(self, examples: list[tuple]) -> dict:
+        columns = list(zip(*(texts for texts, _ in examples)))
+        tokenized = [self.tokenizer(list(c), padding=True, truncation=True, max_length=self.max_len,
+                                    return_tensors="pt") for c in columns]
+        labels = [label for _, label in examples]
+        return {"columns": tokenized,
+                "labels": None if labels[0] is None else torch.tensor(labels, dtype=torch.float32)}
+
+
+def to_device(obj, device: torch.device):
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_device(v, device) for v in obj]
+    return obj.to(device) if hasattr(obj, "to") else obj
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+
+def is_trained(out_dir: Path) -> bool:
+    return (Path(out_dir) / "final" / LOG_FILE).exists()
+
+
+def read_result(out_dir: Path) -> TrainResult:
+    meta = json.loads((Path(out_dir) / "final" / LOG_FILE).read_text())
+    return TrainResult(Path(out_dir) / "final", tuple(meta["log"]), meta["seconds"])
+
+
+def _write_atomically(folder: Path, write: Callable[[Path], None]) -> None:
+    """Write into a temp folder beside `folder`, then rename: a killed process never leaves a half checkpoint."""
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _latest_step_dir(out_dir: Path) -> Path | None:
+    for stale in Path(out_dir).glob(".*.tmp*"):  # half-written by a killed process
+        shutil.rmtree(stale, ignore_errors=True)
+    steps = sorted(p for p in Path(out_dir).glob("step-*") if (p / STATE_FILE).exists())
+    return steps[-1] if steps else None
+
+
+def save_checkpoint(out_dir: Path, step: int, model, tokenizer, optimizer, scheduler, generator: torch.Generator,
+                    log: list[dict], seconds: float) -> Path:
+    folder = Path(out_dir) / f"step-{step:06d}"
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state(), "generator": generator.get_state(), "log": log, "seconds": seconds}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+
+    _write_atomically(folder, write)
+    for old in Path(out_dir).glob("step-*"):  # only the newest is needed to resume
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler, generator: torch.Generator) -> tuple[int, list, float]:
+    """Restore weights, optimizer, scheduler and every RNG; returns (step, log so far, seconds so far)."""
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["generator"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], list(state["log"]), state["seconds"]
+
+
+# ---- the loop ------------------------------------------------------------------------------------------------------
+
+def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": budget.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
+    return torch.optim.AdamW(groups, lr=budget.lr)
+
+
+def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
+    if budget.steps <= 0:
+        raise BenchError(f"budget steps must be positive to train, got {budget.steps}")
+    if n_examples == 0:
+        raise BenchError("the training data is empty; point --data-dir at the training set or pick another one")
+    if n_examples < budget.batch_size * size:
+        raise BenchError(f"the training data has {n_examples} examples, fewer than one batch of "
+                         f"{budget.batch_size * size}; lower the batch size or use a larger training set")
+
+
+def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callable[[list], dict],
+          objective: Objective, budget: Budget, seed: int, out_dir: Path, device: str | None = None,
+          desc: str = "train") -> TrainResult:
+    """Train `model` for budget.steps optimizer steps, resuming from the newest checkpoint in out_dir; returns the
+    finished model folder. A finished out_dir is returned as it is."""
+    out_dir = Path(out_dir)
+    if is_trained(out_dir):
+        return read_result(out_dir)
+    rank, size = world()
+    check_trainable(budget, len(examples), size)
+    dev = pick_device(device)
+    if size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.manual_seed(seed)  # dropout; the same on every process, as the HF trainer does
+    generator = torch.Generator().manual_seed(seed)  # the objective's own draws (sampled layers and dims)
+    model.to(dev).train()
+    if budget.grad_checkpointing:
+        model.activation_checkpointing_enable()
+    optimizer = _optimizer(model, budget)
+    warmup = math.ceil(budget.warmup_ratio * budget.steps)
+    scheduler = get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
+    start, log, seconds = 0, [], 0.0
+    latest = _latest_step_dir(out_dir)
+    if latest is not None:
+        start, log, seconds = load_checkpoint(latest, model, optimizer, scheduler, generator)
+    wrapped = model
+    if size > 1:  # unused parameters: the pooler, and blocks above a sampled layer
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    order = ExampleOrder(len(examples), seed)
+    t0 = time.perf_counter()
+    bar = tqdm(total=budget.steps, initial=start, desc=desc, unit="step", leave=False,
+               disable=os.environ.get("BENCH_QUIET") == "1" or rank != 0)
+    for step in range(start, budget.steps):
+        loss = _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator, dev)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.append({"step": step + 1, "metric": "loss", "score": _mean_across(loss, size)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{log[-1]['score']:.4f}")
+        if (step + 1) % budget.checkpoint_every == 0 and step + 1 < budget.steps:
+            if rank == 0:
+                save_checkpoint(out_dir, step + 1, model, tokenizer, optimizer, scheduler, generator, log,
+                                seconds + time.perf_counter() - t0)
+            _barrier(size)
+    bar.close()
+    seconds += time.perf_counter() - t0
+    if rank == 0:
+        _save_final(out_dir, model, tokenizer, log, seconds)
+    _barrier(size)
+    return read_result(out_dir)
+
+
+def _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator, dev) -> float:
+    """Forward and backward of every micro-batch of one optimizer step, then clipping; returns the step's loss."""
+    total = 0.0
+    for micro in range(budget.grad_accum):
+        batch = to_device(collate([examples[i] for i in micro_batch(order, step, micro, rank, size, budget)]), dev)
+        last = micro == budget.grad_accum - 1
+        sync = wrapped.no_sync() if size > 1 and not last else contextlib.nullcontext()
+        with sync:
+            with autocast(dev):
+                loss = objective(wrapped, batch, generator) / budget.grad_accum
+            if not torch.isfinite(loss):
+                raise BenchError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
+                                 "rate or check the training data")
+            loss.backward()
+        total += loss.item()
+    if budget.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), budget.max_grad_norm)
+    return total
+
+
+def _save_final(out_dir: Path, model, tokenizer, log: list[dict], seconds: float) -> None:
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / LOG_FILE).write_text(json.dumps({"log": log, "seconds": seconds, "steps": len(log)}))
+
+    _write_atomically(out_dir / "final", write)
+    for old in out_dir.glob("step-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- methods: spec -> trained checkpoints -------------------------------------------------------------------------
+
+def backbone_shape(backbone: str) -> tuple[int, int]:
+    """(layers, hidden size) from the backbone's config, without loading its weights."""
+    from transformers import AutoConfig
+
+    from bench.backbone import resolve_backbone
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_backbone(backbone))
+    except OSError as exc:
+        raise BenchError(f"cannot load backbone {backbone!r} ({str(exc).splitlines()[0]}); pass a local model "
+                         "directory or a hub id reachable from here") from None
+    return config.num_hidden_layers, config.hidden_size
+
+
+def checkpoint_dir(spec, ctx, job: Job) -> Path:
+    """cache/checkpoints/<model_key>/<pooling>/<job>: every task of a spec shares it. The pooling trains the model
+    but is an evaluation field (not in model_key), so it names a level of its own."""
+    return Path(ctx.cache_dir) / "checkpoints" / spec.model_key / spec.eval.pooling / (job.name or "model")
+
+
+def method_jobs(method, spec) -> tuple[list[Job], int, int]:
+    """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
+    fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
+    outside the backbone."""
+    from bench.data.pairs import training_kind
+    from bench.losses import base_loss
+
+    if spec.budget.steps <= 0:
+        raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
+    loss = base_loss(training_kind(spec.train_data))
+    params = method.Params(**dict(spec.params))
+    num_layers, hidden = backbone_shape(spec.backbone)
+    jobs = method.jobs(params, num_layers, hidden, loss, spec.eval.pooling)
+    for job in jobs:
+        for target in job.targets:
+            target.check_inside(num_layers, hidden)
+    return jobs, num_layers, hidden
+
+
+def method_checkpoints(method, spec, ctx) -> list:
+    """Train (or reuse, or resume) every model a method's jobs describe; a Checkpoint per model. The training
+    data is only read when something is left to train."""
+    from bench.data.pairs import load_training_set
+    from bench.evaluate import grid
+    from methods import Checkpoint
+
+    jobs, num_layers, hidden = method_jobs(method, spec)
+    whole_grid = tuple(grid(num_layers, hidden, spec.eval))
+    data, out = None, []
+    for job in jobs:
+        folder = checkpoint_dir(spec, ctx, job)
+        if is_trained(folder):
+            result = read_result(folder)
+        else:
+            data = data or load_training_set(ctx.data_dir, spec.train_data)
+            result = _train_job(job, spec, data, folder, ctx.device)
+        cells = job.cells or whole_grid + tuple(t for t in job.targets if t not in whole_grid)
+        tag = {"layer": job.log_cell.layer, "dim": job.log_cell.dim} if job.log_cell else {}
+        out.append(Checkpoint(model=str(result.model_dir), model_id=f"ckpt:{spec.model_key}/{folder.parent.name}/"
+                              f"{folder.name}", cells=cells, targets=job.targets,
+                              train_log=tuple({**row, **tag} for row in result.log), train_seconds=result.seconds))
+    return out
+
+
+def _train_job(job: Job, spec, data, folder: Path, device: str | None) -> TrainResult:
+    from bench.backbone import load_model
+
+    model, tokenizer = load_model(spec.backbone, job.num_layers)
+    labels = data.labels or [None] * len(data)
+    examples = list(zip(data.texts, labels))
+    desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")
+    return train(model, tokenizer, examples, TextCollate(tokenizer, spec.budget.max_seq_len), job.objective,
+                 spec.budget, spec.seed, folder, device, desc)

@@ -1,0 +1,29 @@
+"""`full`: plain fine-tuning of the whole model, the base loss at the last layer and full width only. Every other
+(layer, dim) cell is evaluated by truncating this one model: the baseline that falls apart at small sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.losses import BaseLoss, at, embed_columns
+from bench.spec import RunSpec, SubModel
+from bench.train import Job, method_checkpoints
+from methods import METHODS, Checkpoint, RunContext
+
+
+@METHODS.register("full")
+class Full:
+    trains = True
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def jobs(self, params: Params, num_layers: int, hidden_size: int, loss: BaseLoss, pooling: str) -> list[Job]:
+        def objective(model, batch, generator):
+            return loss(at(embed_columns(model, batch, pooling), num_layers, hidden_size), batch["labels"])
+
+        return [Job("", objective, targets=(SubModel(num_layers, hidden_size),))]
+
+    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+        return method_checkpoints(self, spec, ctx)

@@ -1,0 +1,50 @@
+"""`separate`: one model per target (layer, dim), built from the backbone's first `layer` blocks only and trained
+with the base loss at exactly `dim` (or, with train_width="full", at the full width and truncated only at
+evaluation, as the Starbucks STS baseline script did). Each model is evaluated only at its own cell, so the rows
+of a run assemble the diagonal from several checkpoints. Targets: the Starbucks rule (methods/starbucks_srl.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.losses import BaseLoss, at, check_choice, embed_columns
+from bench.spec import RunSpec, SubModel
+from bench.train import Job, method_checkpoints
+from methods import METHODS, Checkpoint, RunContext
+from methods.starbucks_srl import check_targets, resolve_targets
+
+TRAIN_WIDTHS = ("target", "full")
+
+
+@METHODS.register("separate")
+class Separate:
+    trains = True
+
+    @dataclass(frozen=True)
+    class Params:
+        targets: tuple[tuple[int, int], ...] | None = None  # None: the Starbucks target rule
+        train_width: str = "target"  # "target": the loss at exactly dim; "full": at full width, truncated later
+
+        def __post_init__(self):
+            check_targets("separate", self.targets)
+            check_choice("separate", "train_width", self.train_width, TRAIN_WIDTHS)
+
+    def objective(self, target: SubModel, train_dim: int, loss: BaseLoss, pooling: str):
+        """The base loss at the target's layer: the last block of its truncated model (and, run on a deeper model,
+        the same block, with nothing above it in the graph)."""
+        def objective(model, batch, generator):
+            return loss(at(embed_columns(model, batch, pooling), target.layer, train_dim), batch["labels"])
+
+        return objective
+
+    def jobs(self, params: Params, num_layers: int, hidden_size: int, loss: BaseLoss, pooling: str) -> list[Job]:
+        jobs = []
+        for target in resolve_targets(params.targets, num_layers, hidden_size):
+            target.check_inside(num_layers, hidden_size)
+            train_dim = target.dim if params.train_width == "target" else hidden_size
+            jobs.append(Job(f"layer{target.layer}-dim{target.dim}", self.objective(target, train_dim, loss, pooling),
+                            targets=(target,), num_layers=target.layer, cells=(target,), log_cell=target))
+        return jobs
+
+    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+        return method_checkpoints(self, spec, ctx)

@@ -1,0 +1,200 @@
+"""bench.stats against scipy: the same resamples through scipy.stats.rankdata / spearmanr / bootstrap /
+permutation_test must give the same ranks, correlations, intervals and p-values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bench import BenchError
+from bench.results import make_row, write_run
+from bench.spec import EvalSpec, RunSpec
+from bench.stats import (PAIRED_BOOTSTRAP, SIGN_FLIP, bootstrap_ci, cell_statistics, mean_statistic, paired_bootstrap,
+                         paired_sign_flip, paired_test, point_estimate, resample_counts, significance_marks,
+                         significance_note, spearman_statistic, weighted_ranks)
+
+
+def sts_like(n: int, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gold scores with many ties (like STS 0..5 in steps of 0.2) and similarities with a few duplicated values."""
+    rng = np.random.default_rng(seed)
+    gold = np.round(rng.uniform(0, 5, n) * 5) / 5
+    sim = gold / 5 + rng.normal(0, noise / 5, n)
+    sim[:4] = sim[4]  # exact ties among similarities too
+    return sim, gold
+
+
+def scipy_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """The indices scipy.stats.bootstrap draws (checked by test_bootstrap_ci_of_mean_equals_scipy)."""
+    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+
+def test_weighted_ranks_equal_rankdata_of_each_resample():
+    # oracle: scipy.stats.rankdata (average ties) on the explicitly resampled array
+    sim, gold = sts_like(60, 0)
+    idx = scipy_indices(60, 20, 3)
+    (counts,) = resample_counts(60, 20, 3)
+    for x in (sim, gold):
+        ranks, ties = weighted_ranks(x, counts)
+        for b in range(20):
+            expected = sps.rankdata(x[idx[b]])
+            np.testing.assert_allclose(ranks[b, idx[b]], expected, rtol=0, atol=1e-12)
+            _, t = np.unique(x[idx[b]], return_counts=True)
+            assert ties[b] == (t ** 3 - t).sum()
+
+
+def test_spearman_statistic_equals_scipy_spearmanr_on_the_same_resamples():
+    sim, gold = sts_like(300, 1)
+    idx = scipy_indices(300, 50, 7)
+    (counts,) = resample_counts(300, 50, 7)
+    ours = spearman_statistic(gold)(sim, counts)
+    theirs = [100 * sps.spearmanr(sim[i], gold[i]).statistic for i in idx]
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+    assert point_estimate(sim, spearman_statistic(gold)) == pytest.approx(100 * sps.spearmanr(sim, gold).statistic,
+                                                                          abs=1e-10)
+
+
+@pytest.mark.parametrize("n", [50, 5000])  # 5000: the resamples are drawn in several chunks
+def test_bootstrap_ci_of_mean_equals_scipy(n):
+    x = np.random.default_rng(2).exponential(size=n)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=1000, method="percentile", rng=np.random.default_rng(0))
+    low, high = bootstrap_ci(x, mean_statistic, n_boot=1000, seed=0)
+    assert (low, high) == pytest.approx(tuple(ref.confidence_interval), rel=1e-12)
+
+
+def test_bootstrap_ci_of_spearman_equals_scipy_paired_bootstrap():
+    sim, gold = sts_like(200, 4)
+    ref = sps.bootstrap((sim, gold), lambda s, g: 100 * sps.spearmanr(s, g).statistic, paired=True,
+                        vectorized=False, n_resamples=500, method="percentile", rng=np.random.default_rng(5))
+    ours = bootstrap_ci(sim, spearman_statistic(gold), n_boot=500, seed=5)
+    assert ours == pytest.approx(tuple(ref.confidence_interval), abs=1e-9)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.0])
+def test_sign_flip_matches_scipy_exact_permutation_test(shift):
+    # n = 12: scipy enumerates all 4096 sign patterns (exact p); ours is Monte Carlo with 20000 flips
+    rng = np.random.default_rng(int(shift * 10))
+    a = rng.normal(size=12)
+    b = a - shift + rng.normal(size=12)
+    exact = sps.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples",
+                                 n_resamples=10_000).pvalue
+    ours = paired_sign_flip(a, b, n_perm=20_000, seed=0)
+    assert ours.test == SIGN_FLIP
+    assert ours.delta == pytest.approx(np.mean(a - b))
+    assert abs(ours.p_value - exact) < 4 * np.sqrt(exact * (1 - exact) / 20_000) + 1e-3
+
+
+def test_paired_bootstrap_equals_an_explicit_loop_over_resamples():
+    # oracle: the same definition computed with scipy.stats.spearmanr on explicitly resampled pairs
+    sim_a, gold = sts_like(150, 6, noise=1.0)
+    sim_b = gold / 5 + np.random.default_rng(9).normal(0, 0.3, 150)
+    result = paired_bootstrap(sim_a, sim_b, spearman_statistic(gold), n_boot=300, seed=1)
+    rho = lambda s, i: 100 * sps.spearmanr(s[i], gold[i]).statistic  # noqa: E731
+    delta = rho(sim_a, slice(None)) - rho(sim_b, slice(None))
+    deltas = np.array([rho(sim_a, i) - rho(sim_b, i) for i in scipy_indices(150, 300, 1)])
+    expected = (1 + np.sum(np.abs(deltas - delta) >= abs(delta))) / 301
+    assert result.test == PAIRED_BOOTSTRAP
+    assert result.delta == pytest.approx(delta, abs=1e-9)
+    assert result.p_value == pytest.approx(expected)
+
+
+def test_identical_methods_give_p_one_and_a_huge_shift_gives_the_smallest_p():
+    sim, gold = sts_like(200, 8)
+    assert paired_test(sim, sim.copy(), gold).p_value == 1.0
+    assert paired_test(sim, sim.copy()).p_value == 1.0
+    noise = np.random.default_rng(0).normal(size=200)
+    assert paired_test(gold + 0.1 * noise, noise, gold, n_boot=1000).p_value == pytest.approx(1 / 1001)
+    assert paired_test(sim + 50, sim, n_perm=1000).p_value == pytest.approx(1 / 1001)
+
+
+def test_a_paired_test_refuses_different_examples():
+    with pytest.raises(BenchError, match="same examples"):
+        paired_test(np.ones(10), np.ones(11))
+
+
+def _fake_run(results_dir, method, task, seed, cells, gold=None, max_pairs=None):
+    """A run file with hand-made per-example values, written through bench.results like a real run."""
+    spec = RunSpec(method=method, task=task, backbone="tiny-random-bert", seed=seed, eval=EvalSpec(max_pairs=max_pairs))
+    rows, examples = [], ({"gold": gold} if gold is not None else {})
+    for (layer, dim), values in cells.items():
+        if gold is not None:
+            metric, name = "spearman", "similarity"
+            score = 100 * sps.spearmanr(values.astype(np.float32), gold.astype(np.float32)).statistic
+        else:
+            metric = name = "ndcg@10"
+            score = values.astype(np.float32).mean()
+        examples[f"{layer}/{dim}/fp32/{name}"] = values
+        rows.append(make_row(spec, metric=metric, score=score, layer=layer, dim=dim, n_examples=len(values)))
+    write_run(results_dir, spec, rows, examples)
+
+
+def test_cell_statistics_over_a_results_directory(tmp_path):
+    rng = np.random.default_rng(0)
+    sim, gold = sts_like(120, 10)
+    _fake_run(tmp_path, "pretrained", "stsb", 0, {(2, 32): sim, (2, 64): sim + 0.01}, gold)
+    full_sims = {s: gold / 5 + rng.normal(0, 0.2, 120) for s in (0, 1)}
+    for seed, s in full_sims.items():
+        _fake_run(tmp_path, "full", "stsb", seed, {(2, 64): s}, gold)
+    pre_q = rng.uniform(0, 60, 40)
+    full_q = pre_q + 30  # better on every query: no sign flip reaches the observed difference
+    _fake_run(tmp_path, "pretrained", "scifact", 0, {(2, 64): pre_q})
+    _fake_run(tmp_path, "full", "scifact", 0, {(2, 64): full_q})
+
+    table = cell_statistics(tmp_path, n_boot=400, n_perm=2000)
+    assert set(table["reference"]) == {"full"}  # preference: separate, full, pretrained
+    cell = table.set_index(["method", "task", "layer", "dim"])
+    f32 = lambda x: np.asarray(x, np.float32).astype(float)  # noqa: E731  (per-example files store float32)
+
+    sts = cell.loc[("pretrained", "stsb", 2, 64)]
+    expected_ci = bootstrap_ci(f32(sim + 0.01), spearman_statistic(f32(gold)), 400, 0)
+    assert (sts.ci_low, sts.ci_high) == pytest.approx(expected_ci)
+    expected = paired_test(f32(sim + 0.01), np.vstack([f32(v) for v in full_sims.values()]), f32(gold), n_boot=400)
+    assert (sts.delta, sts.p_value, sts.test) == (pytest.approx(expected.delta), pytest.approx(expected.p_value),
+                                                  PAIRED_BOOTSTRAP)
+    assert sts.significant == (expected.p_value < 0.05)
+    full = cell.loc[("full", "stsb", 2, 64)]
+    assert full.n_seeds == 2 and np.isnan(full.p_value)  # the reference is not tested against itself
+    stored = [100 * sps.spearmanr(f32(v), f32(gold)).statistic for v in full_sims.values()]
+    assert full.score == pytest.approx(np.mean(stored))  # mean over seeds, as the tables print
+    assert np.isnan(cell.loc[("pretrained", "stsb", 2, 32)].p_value)  # no reference cell at (2, 32)
+
+    ret = cell.loc[("pretrained", "scifact", 2, 64)]
+    assert ret.test == SIGN_FLIP and ret.p_value == pytest.approx(1 / 2001) and ret.significant
+    assert ret.score == pytest.approx(f32(pre_q).mean())
+
+    marks = significance_marks(table, "fp32")
+    assert marks[("pretrained", 2, 64, "scifact")] == "*"
+    assert all(table.set_index(["method", "layer", "dim", "task"]).loc[k, "significant"] for k in marks)
+    note = significance_note(table, n_boot=400, n_perm=2000)
+    assert PAIRED_BOOTSTRAP in note and SIGN_FLIP in note and "alpha = 0.05" in note and "full" in note
+    assert table.equals(cell_statistics(tmp_path, n_boot=400, n_perm=2000))  # deterministic
+
+
+def test_cell_statistics_refuses_a_reference_scored_on_other_examples(tmp_path):
+    sim, gold = sts_like(50, 1)
+    _fake_run(tmp_path, "pretrained", "stsb", 0, {(2, 64): sim}, gold)
+    _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim[:40]}, gold[:40])
+    with pytest.raises(BenchError, match="different examples"):
+        cell_statistics(tmp_path, n_boot=50)
+    with pytest.raises(BenchError, match="reference method 'mrl' has no results"):
+        cell_statistics(tmp_path, reference="mrl")
+
+
+def test_a_reference_evaluated_with_other_settings_is_not_paired(tmp_path):
+    # a results directory holding two suites (here: a 50-pair slice beside the full 60 pairs) is not an error
+    sim, gold = sts_like(60, 3)
+    _fake_run(tmp_path, "pretrained", "stsb", 0, {(2, 64): sim}, gold)
+    _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim[:50]}, gold[:50], max_pairs=50)
+    table = cell_statistics(tmp_path, n_boot=50)
+    assert table["p_value"].isna().all() and (table["n_examples"].tolist() == [50, 60])
+
+
+def test_without_a_reference_method_cells_get_intervals_but_no_tests(tmp_path):
+    sim, gold = sts_like(50, 2)
+    _fake_run(tmp_path, "mrl", "stsb", 0, {(2, 64): sim}, gold)
+    _fake_run(tmp_path, "2dmse", "stsb", 0, {(2, 64): sim + 0.1}, gold)
+    table = cell_statistics(tmp_path, n_boot=100)
+    assert (table["reference"] == "").all() and table["p_value"].isna().all() and (table["test"] == "").all()
+    assert (table["ci_low"] < table["score"]).all() and (table["score"] < table["ci_high"]).all()
+    assert significance_note(table) == "" and significance_marks(table, "fp32") == {}
+    assert cell_statistics(tmp_path, reference="mrl", n_boot=100)["test"].tolist() == [PAIRED_BOOTSTRAP, ""]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import BenchError, stats
 from bench.report import html, plots, tables
 from bench.results import load_results
 
@@ -18,12 +19,16 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """
     frame = load_results(results_dir)
     cells = tables.cell_stats(frame)
+    # paired test of each method against the reference method per target cell, on the stored per-example values
+    sig = _significance(results_dir, cells)
     provenance = tables.provenance(frame)
     out_dir = Path(out_dir)
     written = []
     built = []
     for precision in tables.precision_order(cells):
-        table = tables.paper_table(cells, precision, caption=tables.caption(provenance, precision))
+        note = stats.significance_note(sig) if sig is not None else "No significance marks: per-example files missing."
+        table = tables.paper_table(cells, precision, caption=(tables.caption(provenance, precision) + " " + note).strip(),
+                                   annotations=stats.significance_marks(sig, precision) if sig is not None else None)
         stem = f"paper_{plots.slugify(precision)}"
         written += [_write(out_dir / "tables" / f"{stem}.md", tables.to_markdown(table).encode()),
                     _write(out_dir / "tables" / f"{stem}.tex", tables.to_latex(table).encode())]
@@ -33,6 +38,15 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     page = html.render_leaderboard(cells, provenance, built, figures)
     written.append(_write(out_dir / "index.html", page.encode()))
     return written
+
+
+def _significance(results_dir: Path, cells):
+    """Paired tests against the reference method, or None when some run lacks its per-example file (a report of
+    what exists is still written; the caption says why there are no marks)."""
+    try:
+        return stats.cell_statistics(results_dir, sizes=tables.target_sizes(cells))
+    except BenchError:
+        return None
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -197,14 +197,14 @@ def paired_test(a: np.ndarray, b: np.ndarray, gold: np.ndarray | None = None, n_
 
 # ---- every cell of a results directory ----
 
-STATS_COLUMNS = ["method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score", "ci_low",
+STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score", "ci_low",
                  "ci_high", "reference", "delta", "p_value", "test", "significant"]
 
 
 def _main_rows(results_dir: Path) -> pd.DataFrame:
     """The main-metric row of every evaluated cell, with its run's per-example file and the method label tables
     print (the method name, plus a config hash where two configs of one method claim the same cell)."""
-    from bench.report.tables import _method_labels  # lazy: the report package pulls in plotting
+    from bench.report.tables import method_labels  # lazy: the report package pulls in plotting
     from bench.results import examples_path, read_run_file
 
     results_dir = Path(results_dir)
@@ -220,7 +220,7 @@ def _main_rows(results_dir: Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
-    rows["label"] = _method_labels(rows)
+    rows["label"] = method_labels(rows)
     return rows
 
 
@@ -269,6 +269,12 @@ def pick_reference(methods, reference: str | None = None) -> str | None:
     return reference or next((name for name in REFERENCE_PREFERENCE if name in methods), None)
 
 
+def _backbone_reference(labels: pd.Series, reference: str | None) -> str | None:
+    if reference is not None:
+        return reference if reference in set(labels) else None
+    return pick_reference(labels)
+
+
 def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None, alpha: float = 0.05,
                     n_boot: int = 1000, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Per cell (method, task, layer, dim, precision) of the main metric: the score, its percentile bootstrap
@@ -282,9 +288,11 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
     if sizes is not None:
         keep = {(int(l), int(d)) for l, d in sizes}
         rows = rows[[(l, d) in keep for l, d in zip(rows["layer"], rows["dim"])]]
-    ref = pick_reference(rows["label"], reference)
+    pick_reference(rows["label"], reference)  # an unknown reference is an error even where backbones differ
+    # each backbone is compared with its own reference: cells of different backbones are never paired
+    refs = {b: _backbone_reference(g["label"], reference) for b, g in rows.groupby("backbone")}
     files = _ExampleFiles()
-    key_cols = ["task", "label", "layer", "dim", "precision"]  # task first: cells of a task share resamples
+    key_cols = ["backbone", "task", "label", "layer", "dim", "precision"]  # cells of a task share resamples
     cells = {key: (g, *_cell_values(g, files)) for key, g in rows.groupby(key_cols, sort=True)}
     by_gold: dict[bytes, Statistic] = {}  # the current task's statistic: its gold ranks serve all the task's cells
     boot: dict[tuple, tuple[float, np.ndarray]] = {}  # per cell: score and bootstrap distribution, computed once
@@ -301,13 +309,14 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
 
     out = []
     for key, (group, values, gold) in cells.items():
-        task, label, layer, dim, precision = key
+        backbone, task, label, layer, dim, precision = key
+        ref = refs[backbone]
         score, dist = bootstrap(key)
         low, high = percentile_ci(dist, alpha)
-        row = dict(method=label, task=task, layer=layer, dim=dim, precision=precision, metric=group["metric"].iloc[0],
+        row = dict(backbone=backbone, method=label, task=task, layer=layer, dim=dim, precision=precision, metric=group["metric"].iloc[0],
                    n_seeds=group["seed"].nunique(), n_examples=values.shape[-1], score=score, ci_low=low,
                    ci_high=high, reference=ref or "", delta=np.nan, p_value=np.nan, test="", significant=False)
-        ref_key = (task, ref, layer, dim, precision)
+        ref_key = (backbone, task, ref, layer, dim, precision)
         if label != ref and ref_key in cells and _same_evaluation(group, cells[ref_key][0]):
             _check_same_examples(label, ref, task, values, gold, cells[ref_key][1], cells[ref_key][2])
             if gold is None:
@@ -345,7 +354,7 @@ def significance_note(stats: pd.DataFrame, alpha: float = 0.05, n_boot: int = 10
     """The sentence a table prints under its marks: which test, which alpha, against which method."""
     if stats.empty or not (stats["test"] != "").any():
         return ""
-    ref = stats["reference"].iloc[0]
+    ref = ", ".join(sorted(set(stats["reference"]) - {""}))
     return (f"{mark}: differs from {ref} on the same examples at alpha = {alpha:g} (two-sided, uncorrected for "
             f"multiple comparisons); STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples of "
             f"pairs); retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples). "

@@ -33,7 +33,7 @@ def fake_score(method: str, task: str, layer: int, dim: int, precision: str, see
 
 def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifact"), seeds=(0,),
                  precisions=("fp32", "int8"), cells=None, targets=TARGETS, params: dict | None = None,
-                 num_layers: int | None = None, steps: int = 100) -> None:
+                 num_layers: int | None = None, steps: int = 100, backbone: str = "minilm") -> None:
     """One result file per (task, seed): every grid cell x precision, plus pearson/mrr, a timing and a loss curve."""
     cells = cells or [(layer, dim) for layer in LAYERS for dim in DIMS]
     trained = method != "pretrained"
@@ -41,7 +41,8 @@ def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifac
         main, other = ("spearman", "pearson") if task in STS_TASKS or task.startswith("sts") else ("ndcg@10", "mrr@10")
         for seed in seeds:
             spec = RunSpec(method=method, task=task, seed=seed, params=tuple(sorted((params or {}).items())),
-                           train_data="nli" if trained else "none", budget=Budget(steps=steps if trained else 0))
+                           train_data="nli" if trained else "none", budget=Budget(steps=steps if trained else 0),
+                           backbone=backbone)
             shared = run_fields(spec)
             rows = [make_row(spec, metric="encode_seconds", score=1.5, shared=shared)]
             rows += [make_row(spec, metric="loss", score=9.0, split="train", step=s, shared=shared) for s in (1, 2)]
@@ -94,13 +95,13 @@ def test_cells_keep_only_test_main_metrics_and_average_seeds(results_dir):
     cells = tables.cell_stats(load_results(results_dir))
     assert set(cells["metric"]) == {"spearman", "ndcg@10"}
     assert (cells["layer"] >= 1).all() and (cells["dim"] >= 1).all()
-    cell = cells.set_index(tables.CELL_KEY).loc[("full", 2, 64, "fp32", "stsb")]
+    cell = cells.set_index(tables.CELL_KEY).loc[("minilm", "full", 2, 64, "fp32", "stsb")]
     seeds = [fake_score("full", "stsb", 2, 64, "fp32", s) for s in (0, 1)]
     assert cell["mean"] == pytest.approx(sum(seeds) / 2)
     assert cell["std"] == pytest.approx(pd.Series(seeds).std())
     assert cell["n"] == 2 and cell["is_target"]
     assert cell["rel_cost"] == pytest.approx(2 / 3)
-    avg = cells.set_index(tables.CELL_KEY).loc[("full", 2, 64, "fp32", tables.STS_AVG), "mean"]
+    avg = cells.set_index(tables.CELL_KEY).loc[("minilm", "full", 2, 64, "fp32", tables.STS_AVG), "mean"]
     assert avg == pytest.approx(sum(fake_score("full", t, 2, 64, "fp32", s) for t in STS_TASKS for s in (0, 1)) / 4)
 
 
@@ -166,6 +167,25 @@ def test_two_configs_of_one_method_are_not_averaged_as_seeds(tmp_path):
     assert len(methods) == 2 and all(m.startswith("mrl@") for m in methods)
 
 
+def test_each_backbone_gets_its_own_tables_and_figures(tmp_path):
+    """A smoke run on a tiny model beside a real one: never one table, one colour scale or one paired test."""
+    results, out = tmp_path / "results", tmp_path / "report"
+    write_method(results, "full", tasks=("stsb",), precisions=("fp32",))
+    write_method(results, "full", tasks=("stsb",), precisions=("fp32",), backbone="tiny-random-bert", steps=8)
+    cells = tables.cell_stats(load_results(results))
+    assert set(cells["method"]) == {"full"} and cells.groupby("backbone").size().to_dict() == {
+        "minilm": len(LAYERS) * len(DIMS), "tiny-random-bert": len(LAYERS) * len(DIMS)}
+    with pytest.raises(BenchError, match="mix backbones"):
+        tables.paper_table(cells, "fp32")
+    with pytest.raises(BenchError, match="mix backbones"):
+        plots.heatmap_figure(cells, "stsb", "fp32")
+    names = {str(p.relative_to(out)) for p in build_report(results, out)}
+    for backbone in ("minilm", "tiny-random-bert"):
+        assert {f"tables/{backbone}/paper_fp32.md", f"figures/{backbone}/heatmap_stsb_fp32.png"} <= names
+    tiny = (out / "tables" / "tiny-random-bert" / "paper_fp32.md").read_text()
+    assert "Backbone: tiny-random-bert." in tiny and "steps=8" in tiny and "steps=100" not in tiny
+
+
 def test_pareto_frontier_keeps_only_undominated_points():
     points = pd.DataFrame({"cost": [1, 2, 2, 3, 4], "mean": [5.0, 4.0, 7.0, 6.0, 9.0]})
     front = plots.pareto_frontier(points, "cost")
@@ -174,10 +194,12 @@ def test_pareto_frontier_keeps_only_undominated_points():
 
 def test_report_writes_tables_figures_and_html(report_files):
     names = set(report_files)
-    assert {"tables/paper_fp32.md", "tables/paper_fp32.tex", "tables/paper_int8.md", "index.html"} <= names
+    assert {"tables/minilm/paper_fp32.md", "tables/minilm/paper_fp32.tex", "tables/minilm/paper_int8.md",
+            "index.html"} <= names
     for task in ("stsb", "scifact"):
-        assert {f"figures/heatmap_{task}_fp32.png", f"figures/diff_{task}_fp32.png", f"figures/cost_{task}.png"} <= names
-    png = report_files["figures/heatmap_stsb_fp32.png"]
+        assert {f"figures/minilm/heatmap_{task}_fp32.png", f"figures/minilm/diff_{task}_fp32.png",
+                f"figures/minilm/cost_{task}.png"} <= names
+    png = report_files["figures/minilm/heatmap_stsb_fp32.png"]
     assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png
 
 

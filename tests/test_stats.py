@@ -112,9 +112,9 @@ def test_a_paired_test_refuses_different_examples():
         paired_test(np.ones(10), np.ones(11))
 
 
-def _fake_run(results_dir, method, task, seed, cells, gold=None, max_pairs=None):
+def _fake_run(results_dir, method, task, seed, cells, gold=None, max_pairs=None, backbone="tiny-random-bert"):
     """A run file with hand-made per-example values, written through bench.results like a real run."""
-    spec = RunSpec(method=method, task=task, backbone="tiny-random-bert", seed=seed, eval=EvalSpec(max_pairs=max_pairs))
+    spec = RunSpec(method=method, task=task, backbone=backbone, seed=seed, eval=EvalSpec(max_pairs=max_pairs))
     rows, examples = [], ({"gold": gold} if gold is not None else {})
     for (layer, dim), values in cells.items():
         if gold is not None:
@@ -187,6 +187,16 @@ def test_a_reference_evaluated_with_other_settings_is_not_paired(tmp_path):
     _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim[:50]}, gold[:50], max_pairs=50)
     table = cell_statistics(tmp_path, n_boot=50)
     assert table["p_value"].isna().all() and (table["n_examples"].tolist() == [50, 60])
+
+
+def test_cells_of_another_backbone_are_never_paired(tmp_path):
+    # same examples, same evaluation settings: only the backbone differs, and that alone forbids the pairing
+    sim, gold = sts_like(60, 4)
+    _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim}, gold)
+    _fake_run(tmp_path, "mrl", "stsb", 0, {(2, 64): sim + 0.1}, gold, backbone="minilm")
+    table = cell_statistics(tmp_path, n_boot=50).set_index(["backbone", "method"])
+    assert table.loc[("minilm", "mrl"), "reference"] == "" and np.isnan(table.loc[("minilm", "mrl"), "p_value"])
+    assert table.loc[("tiny-random-bert", "full"), "reference"] == "full"
 
 
 def test_without_a_reference_method_cells_get_intervals_but_no_tests(tmp_path):

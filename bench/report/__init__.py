@@ -13,7 +13,9 @@ from bench.results import load_results
 
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write tables/, figures/ and index.html under out_dir from what results_dir holds; return the files written.
+    """Write tables/<backbone>/, figures/<backbone>/ and index.html under out_dir from what results_dir holds;
+    return the files written. Methods are compared on one backbone at a time: a smoke run on a tiny model never
+    shares a table or a colour scale with a real one.
 
     Partial results give a report of what exists; a missing results_dir raises BenchError (from load_results).
     """
@@ -21,21 +23,26 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     cells = tables.cell_stats(frame)
     # paired test of each method against the reference method per target cell, on the stored per-example values
     sig = _significance(results_dir, cells)
-    provenance = tables.provenance(frame)
     out_dir = Path(out_dir)
-    written = []
-    built = []
-    for precision in tables.precision_order(cells):
-        note = stats.significance_note(sig) if sig is not None else "No significance marks: per-example files missing."
-        table = tables.paper_table(cells, precision, caption=(tables.caption(provenance, precision) + " " + note).strip(),
-                                   annotations=stats.significance_marks(sig, precision) if sig is not None else None)
-        stem = f"paper_{plots.slugify(precision)}"
-        written += [_write(out_dir / "tables" / f"{stem}.md", tables.to_markdown(table).encode()),
-                    _write(out_dir / "tables" / f"{stem}.tex", tables.to_latex(table).encode())]
-        built.append(table)
-    figures = plots.report_figures(cells)
-    written += [_write(out_dir / "figures" / f"{stem}.png", png) for stem, _, png in figures]
-    page = html.render_leaderboard(cells, provenance, built, figures)
+    written, built, figures = [], [], []
+    for backbone, part in tables.by_backbone(cells):
+        slug = plots.slugify(backbone)
+        provenance = tables.provenance(frame[frame["backbone"] == backbone])
+        part_sig = None if sig is None else sig[sig["backbone"] == backbone]
+        for precision in tables.precision_order(part):
+            note = (stats.significance_note(part_sig) if part_sig is not None
+                    else "No significance marks: per-example files missing.")
+            marks = stats.significance_marks(part_sig, precision) if part_sig is not None else None
+            table = tables.paper_table(part, precision, caption=f"{tables.caption(provenance, precision)} {note}".strip(),
+                                       annotations=marks)
+            stem = out_dir / "tables" / slug / f"paper_{plots.slugify(precision)}"
+            written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
+                        _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]
+            built.append((backbone, table))
+        for stem, title, png in plots.report_figures(part):
+            written.append(_write(out_dir / "figures" / slug / f"{stem}.png", png))
+            figures.append((backbone, title, png))
+    page = html.render_leaderboard(cells, tables.provenance(frame), built, figures)
     written.append(_write(out_dir / "index.html", page.encode()))
     return written
 
@@ -44,7 +51,8 @@ def _significance(results_dir: Path, cells):
     """Paired tests against the reference method, or None when some run lacks its per-example file (a report of
     what exists is still written; the caption says why there are no marks)."""
     try:
-        return stats.cell_statistics(results_dir, sizes=tables.target_sizes(cells))
+        sizes = {size for _, part in tables.by_backbone(cells) for size in tables.target_sizes(part)}
+        return stats.cell_statistics(results_dir, sizes=sorted(sizes))
     except BenchError:
         return None
 

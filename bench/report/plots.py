@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from bench.report.tables import (METRIC_NAMES, main_precision, method_order, precision_order, score_digits, task_name,
-                                 task_order)
+from bench.report.tables import (METRIC_NAMES, main_precision, method_order, one_backbone, precision_order,
+                                 score_digits, task_name, task_order)
 
 # text.parse_math off: a `$` in a method name from results must print as itself, not break mathtext.
 STYLE = {"svg.hashsalt": "elastic-bench", "text.parse_math": False, "font.family": "DejaVu Sans",
@@ -86,6 +86,7 @@ def _title(data: pd.DataFrame, task: str, precision: str, what: str) -> str:
 @styled
 def heatmap_figure(cells: pd.DataFrame, task: str, precision: str) -> Figure | None:
     """One panel per method, main score over layer x dim, one colour scale for the task across methods."""
+    one_backbone(cells)
     data = _task_data(cells, task, precision)
     if data.empty:
         return None
@@ -113,6 +114,7 @@ def pick_reference(methods, preferred: tuple[str, ...] = REFERENCE_METHODS) -> s
 def diff_heatmap_figure(cells: pd.DataFrame, task: str, precision: str,
                         reference: str | None = None) -> Figure | None:
     """Each method minus the reference at the same (layer, dim); None when there is nothing to compare."""
+    one_backbone(cells)
     data = _task_data(cells, task, precision)
     reference = reference or pick_reference(data["method"])
     if data.empty or reference not in set(data["method"]):
@@ -155,6 +157,7 @@ def _markers(precisions: list[str]) -> dict[str, str]:
 @styled
 def cost_figure(cells: pd.DataFrame, task: str) -> Figure | None:
     """Score against bytes per vector and against relative encode cost; lines are each method's Pareto frontier."""
+    one_backbone(cells)
     data = cells[cells["task"] == task]
     if data.empty:
         return None

@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from bench import BenchError
 from bench.spec import PRECISIONS, stable_hash
 
 MAIN_METRICS = {"spearman": "sts", "ndcg@10": "retrieval"}  # main metric -> task family, in preference order
@@ -23,7 +24,8 @@ TASK_NAMES = {"stsb": "STS-B", "sickr": "SICK-R", "sts12": "STS12", "sts13": "ST
 METRIC_NAMES = {"spearman": "Spearman x100", "ndcg@10": "nDCG@10"}
 # A display preference only: methods not listed follow in alphabetical order.
 METHOD_ORDER = ["pretrained", "full", "separate", "mrl", "2dmse", "starbucks-srl", "starbucks"]
-CELL_KEY = ["method", "layer", "dim", "precision", "task"]
+# Cells of different backbones are never compared: every view is drawn per backbone (see `by_backbone`).
+CELL_KEY = ["backbone", "method", "layer", "dim", "precision", "task"]
 CELL_COLUMNS = CELL_KEY + ["family", "metric", "mean", "std", "n", "is_target", "bytes_per_vector", "rel_cost"]
 Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, task) -> suffix, e.g. "*"
 
@@ -37,15 +39,15 @@ def quality_rows(frame: pd.DataFrame) -> pd.DataFrame:
     q = frame[(frame["layer"] >= 1) & (frame["dim"] >= 1) & (frame["split"] == "test")
               & frame["metric"].isin(list(MAIN_METRICS))]
     if q.empty:
-        return pd.DataFrame(columns=["method", "seed", "layer", "dim", "precision", "task", "family", "metric",
+        return pd.DataFrame(columns=["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric",
                                      "score", "is_target", "bytes_per_vector", "rel_cost"])
     present = q.groupby("task")["metric"].agg(set)
     main = present.map(lambda ms: next(m for m in MAIN_METRICS if m in ms))
     q = q[q["metric"] == q["task"].map(main)].copy()
     q["family"] = q["metric"].map(MAIN_METRICS)
     q["rel_cost"] = _relative_encode_cost(frame, q)
-    q["method"] = _method_labels(q)
-    return q[["method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score", "is_target",
+    q["method"] = method_labels(q)
+    return q[["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score", "is_target",
               "bytes_per_vector", "rel_cost"]]
 
 
@@ -59,15 +61,16 @@ def _relative_encode_cost(frame: pd.DataFrame, q: pd.DataFrame) -> pd.Series:
     return fallback.where(np.isnan(found), pd.Series(found, index=q.index))
 
 
-def _method_labels(q: pd.DataFrame) -> pd.Series:
-    """The method name, plus a config hash only where two configs of one method claim the same cell and seed.
+def method_labels(q: pd.DataFrame) -> pd.Series:
+    """The method name, plus a config hash only where two configs of one method claim the same cell and seed of
+    one backbone (runs on different backbones are told apart by the backbone column, not the label).
 
     `separate` has a different config per checkpoint but each owns different cells, so it stays one method;
     two hyperparameter (or evaluation) settings of `mrl` would otherwise be averaged as if they were seeds.
     """
-    config = (q["backbone"] + "|" + q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
+    config = (q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
         lambda s: stable_hash(s)[:6])
-    per_cell = q.assign(config=config).groupby(["method", "seed", "layer", "dim", "precision", "task"])["config"]
+    per_cell = q.assign(config=config).groupby(["backbone", "method", "seed", "layer", "dim", "precision", "task"])["config"]
     counts = per_cell.nunique()
     clashing = counts[counts > 1].index.get_level_values("method").unique()
     return q["method"].where(~q["method"].isin(clashing), q["method"] + "@" + config)
@@ -79,7 +82,7 @@ def with_sts_average(q: pd.DataFrame) -> pd.DataFrame:
     n_tasks = sts["task"].nunique()
     if n_tasks < 2:
         return q
-    avg = sts.groupby(["method", "seed", "layer", "dim", "precision"], as_index=False).agg(
+    avg = sts.groupby(["backbone", "method", "seed", "layer", "dim", "precision"], as_index=False).agg(
         score=("score", "mean"), n=("task", "nunique"), is_target=("is_target", "any"),
         bytes_per_vector=("bytes_per_vector", "first"), rel_cost=("rel_cost", "first"))
     avg = avg[avg["n"] == n_tasks].drop(columns="n").assign(task=STS_AVG, family="sts", metric="spearman")
@@ -99,11 +102,22 @@ def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
-    ranks = {"method": method_order(cells["method"]), "task": task_order(cells),
+    ranks = {"backbone": sorted(set(cells["backbone"])), "method": method_order(cells["method"]), "task": task_order(cells),
              "precision": precision_order(cells)}
     keys = cells.assign(**{f"_{c}": cells[c].map({v: i for i, v in enumerate(o)}) for c, o in ranks.items()})
-    keys = keys.sort_values(["_method", "_task", "_precision", "layer", "dim"], kind="mergesort")
+    keys = keys.sort_values(["_backbone", "_method", "_task", "_precision", "layer", "dim"], kind="mergesort")
     return keys.drop(columns=[f"_{c}" for c in ranks])
+
+
+def by_backbone(cells: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(backbone, its cells) in name order: tables and figures compare methods on one backbone only."""
+    return [(name, cells[cells["backbone"] == name]) for name in sorted(set(cells["backbone"]))]
+
+
+def one_backbone(cells: pd.DataFrame) -> None:
+    if cells["backbone"].nunique() > 1:
+        raise BenchError(f"these cells mix backbones ({', '.join(sorted(set(cells['backbone'])))}); draw one at a "
+                         "time: `for backbone, part in tables.by_backbone(cells)`")
 
 
 def method_order(methods) -> list[str]:
@@ -204,6 +218,7 @@ def paper_table(cells: pd.DataFrame, precision: str, caption: str = "",
     `annotations` maps (method, layer, dim, task) to a suffix (a significance mark, say) appended to the cell;
     the STS average column has task `STS_AVG`.
     """
+    one_backbone(cells)
     annotations = annotations or {}
     data = cells[cells["precision"] == precision]
     tasks = task_order(data)

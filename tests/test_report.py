@@ -145,6 +145,16 @@ def test_caption_states_budget_data_and_seeds(results_dir, tmp_path):
     assert "NOT THE SAME" in tables.caption(tables.provenance(load_results(tmp_path)), "fp32")
 
 
+def test_table_rows_are_the_diagonal_when_a_diagonal_method_is_present(tmp_path):
+    every_cell = [(layer, dim) for layer in LAYERS for dim in DIMS]
+    write_method(tmp_path, "2dmse", tasks=("stsb",), precisions=("fp32",), targets=every_cell)
+    assert len(tables.target_sizes(tables.cell_stats(load_results(tmp_path)))) == len(every_cell)
+    write_separate(tmp_path, tasks=("stsb",))
+    table = tables.paper_table(tables.cell_stats(load_results(tmp_path)), "fp32")
+    assert sorted({r.size for r in table.rows}) == sorted(TARGETS)
+    assert [r.method for r in table.rows if r.size == (2, 64)] == ["separate", "2dmse"]
+
+
 def test_without_targets_the_table_shows_the_full_size_cell(tmp_path):
     write_method(tmp_path, "pretrained", tasks=("stsb",), precisions=("int8",), targets=())
     cells = tables.cell_stats(load_results(tmp_path))

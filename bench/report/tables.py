@@ -203,9 +203,17 @@ class Table:
     caption: str
 
 
+# Methods whose targets are the paper's diagonal: the table's rows are their sizes when any of them is present
+# (2dmse marks every cell it samples as a target, mrl a whole row: as rows they would bury the diagonal).
+DIAGONAL_METHODS = ("separate", "starbucks-srl", "starbucks")
+
+
 def target_sizes(cells: pd.DataFrame) -> list[tuple[int, int]]:
-    """The trained (layer, dim) targets of any run; without any, the full-size cell only."""
+    """The table's rows: the targets of the diagonal methods when present, else the trained (layer, dim) targets
+    of any run; without any, the full-size cell only."""
     targets = cells[cells["is_target"]]
+    diagonal = targets[targets["method"].str.split("@").str[0].isin(DIAGONAL_METHODS)]
+    targets = diagonal if not diagonal.empty else targets
     if not targets.empty:
         return sorted({(int(l), int(d)) for l, d in zip(targets["layer"], targets["dim"])})
     return [(int(cells["layer"].max()), int(cells["dim"].max()))] if not cells.empty else []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -83,6 +84,11 @@ def _title(data: pd.DataFrame, task: str, precision: str, what: str) -> str:
     return f"{task_name(task)}: {what} {metric} ({precision}); red boxes: target (layer, dim) pairs"
 
 
+def _suptitle(fig: Figure, text: str) -> None:
+    """Wrapped to the figure's width: a one-panel figure would otherwise clip the title at both ends."""
+    fig.suptitle(textwrap.fill(text, width=max(30, int(fig.get_figwidth() * 13))))
+
+
 @styled
 def heatmap_figure(cells: pd.DataFrame, task: str, precision: str) -> Figure | None:
     """One panel per method, main score over layer x dim, one colour scale for the task across methods."""
@@ -102,7 +108,7 @@ def heatmap_figure(cells: pd.DataFrame, task: str, precision: str) -> Figure | N
                       cmap="viridis")
         ax.set_title(method)
     fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.8)
-    fig.suptitle(_title(data, task, precision, "mean"))
+    _suptitle(fig, _title(data, task, precision, "mean"))
     return fig
 
 
@@ -138,7 +144,7 @@ def diff_heatmap_figure(cells: pd.DataFrame, task: str, precision: str,
         _draw_heatmap(ax, grid, targets, digits, vmin=-limit, vmax=limit, cmap="RdBu")
         ax.set_title(f"{method} - {reference}")
     fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.8)
-    fig.suptitle(_title(data, task, precision, f"difference to {reference} in"))
+    _suptitle(fig, _title(data, task, precision, f"difference to {reference} in"))
     return fig
 
 

@@ -197,8 +197,8 @@ def paired_test(a: np.ndarray, b: np.ndarray, gold: np.ndarray | None = None, n_
 
 # ---- every cell of a results directory ----
 
-STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score", "ci_low",
-                 "ci_high", "reference", "delta", "p_value", "test", "significant"]
+STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score",
+                 "ci_low", "ci_high", "reference", "delta", "p_value", "test", "significant"]
 
 
 def _main_rows(results_dir: Path) -> pd.DataFrame:
@@ -313,9 +313,9 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
         ref = refs[backbone]
         score, dist = bootstrap(key)
         low, high = percentile_ci(dist, alpha)
-        row = dict(backbone=backbone, method=label, task=task, layer=layer, dim=dim, precision=precision, metric=group["metric"].iloc[0],
-                   n_seeds=group["seed"].nunique(), n_examples=values.shape[-1], score=score, ci_low=low,
-                   ci_high=high, reference=ref or "", delta=np.nan, p_value=np.nan, test="", significant=False)
+        row = dict(backbone=backbone, method=label, task=task, layer=layer, dim=dim, precision=precision,
+                   metric=group["metric"].iloc[0], n_seeds=group["seed"].nunique(), n_examples=values.shape[-1],
+                   score=score, ci_low=low, ci_high=high, reference=ref or "", delta=np.nan, p_value=np.nan, test="", significant=False)
         ref_key = (backbone, task, ref, layer, dim, precision)
         if label != ref and ref_key in cells and _same_evaluation(group, cells[ref_key][0]):
             _check_same_examples(label, ref, task, values, gold, cells[ref_key][1], cells[ref_key][2])

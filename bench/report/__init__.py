@@ -29,12 +29,12 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         slug = plots.slugify(backbone)
         provenance = tables.provenance(frame[frame["backbone"] == backbone])
         part_sig = None if sig is None else sig[sig["backbone"] == backbone]
+        note = (stats.significance_note(part_sig) if part_sig is not None
+                else "No significance marks: per-example files missing.")
         for precision in tables.precision_order(part):
-            note = (stats.significance_note(part_sig) if part_sig is not None
-                    else "No significance marks: per-example files missing.")
             marks = stats.significance_marks(part_sig, precision) if part_sig is not None else None
-            table = tables.paper_table(part, precision, caption=f"{tables.caption(provenance, precision)} {note}".strip(),
-                                       annotations=marks)
+            caption = f"{tables.caption(provenance, precision)} {note}".strip()
+            table = tables.paper_table(part, precision, caption=caption, annotations=marks)
             stem = out_dir / "tables" / slug / f"paper_{plots.slugify(precision)}"
             written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
                         _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]

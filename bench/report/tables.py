@@ -27,6 +27,8 @@ METHOD_ORDER = ["pretrained", "full", "separate", "mrl", "2dmse", "starbucks-srl
 # Cells of different backbones are never compared: every view is drawn per backbone (see `by_backbone`).
 CELL_KEY = ["backbone", "method", "layer", "dim", "precision", "task"]
 CELL_COLUMNS = CELL_KEY + ["family", "metric", "mean", "std", "n", "is_target", "bytes_per_vector", "rel_cost"]
+QUALITY_COLUMNS = ["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score",
+                   "is_target", "bytes_per_vector", "rel_cost"]
 Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, task) -> suffix, e.g. "*"
 
 
@@ -39,16 +41,14 @@ def quality_rows(frame: pd.DataFrame) -> pd.DataFrame:
     q = frame[(frame["layer"] >= 1) & (frame["dim"] >= 1) & (frame["split"] == "test")
               & frame["metric"].isin(list(MAIN_METRICS))]
     if q.empty:
-        return pd.DataFrame(columns=["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric",
-                                     "score", "is_target", "bytes_per_vector", "rel_cost"])
+        return pd.DataFrame(columns=QUALITY_COLUMNS)
     present = q.groupby("task")["metric"].agg(set)
     main = present.map(lambda ms: next(m for m in MAIN_METRICS if m in ms))
     q = q[q["metric"] == q["task"].map(main)].copy()
     q["family"] = q["metric"].map(MAIN_METRICS)
     q["rel_cost"] = _relative_encode_cost(frame, q)
     q["method"] = method_labels(q)
-    return q[["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score", "is_target",
-              "bytes_per_vector", "rel_cost"]]
+    return q[QUALITY_COLUMNS]
 
 
 def _relative_encode_cost(frame: pd.DataFrame, q: pd.DataFrame) -> pd.Series:
@@ -70,7 +70,8 @@ def method_labels(q: pd.DataFrame) -> pd.Series:
     """
     config = (q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
         lambda s: stable_hash(s)[:6])
-    per_cell = q.assign(config=config).groupby(["backbone", "method", "seed", "layer", "dim", "precision", "task"])["config"]
+    cell = ["backbone", "method", "seed", "layer", "dim", "precision", "task"]
+    per_cell = q.assign(config=config).groupby(cell)["config"]
     counts = per_cell.nunique()
     clashing = counts[counts > 1].index.get_level_values("method").unique()
     return q["method"].where(~q["method"].isin(clashing), q["method"] + "@" + config)
@@ -102,8 +103,8 @@ def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
-    ranks = {"backbone": sorted(set(cells["backbone"])), "method": method_order(cells["method"]), "task": task_order(cells),
-             "precision": precision_order(cells)}
+    ranks = {"backbone": sorted(set(cells["backbone"])), "method": method_order(cells["method"]),
+             "task": task_order(cells), "precision": precision_order(cells)}
     keys = cells.assign(**{f"_{c}": cells[c].map({v: i for i, v in enumerate(o)}) for c, o in ranks.items()})
     keys = keys.sort_values(["_backbone", "_method", "_task", "_precision", "layer", "dim"], kind="mergesort")
     return keys.drop(columns=[f"_{c}" for c in ranks])

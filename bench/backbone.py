@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 import transformers
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from bench import BenchError
@@ -67,6 +68,18 @@ def resolve_backbone(name: str) -> str:
     return name
 
 
+def backbone_shape(backbone: str) -> tuple[int, int]:
+    """(layers, hidden size) from the backbone's config, without loading its weights."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_backbone(backbone))
+    except OSError as exc:
+        raise BenchError(f"cannot load backbone {backbone!r} ({str(exc).splitlines()[0]}); pass a local model "
+                         "directory or a hub id reachable from here") from None
+    return config.num_hidden_layers, config.hidden_size
+
+
 def pick_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
@@ -104,6 +117,48 @@ def final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The model's list of transformer blocks (BERT's encoder.layer, decoders' layers, GPT-2's h), or None."""
+    for path in ("encoder.layer", "layers", "h", "encoder.layers", "transformer.h", "model.layers"):
+        module = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, torch.nn.ModuleList) and len(module) == model.config.num_hidden_layers:
+            return module
+    return None
+
+
+class LayerClock:
+    """Wall time from the start of each batch (tokenization included) to the end of each block, summed over
+    batches: entry l-1 is what encoding up to layer l costs, measured inside the one all-layer pass. Forward hooks
+    read the clock; on CUDA they synchronize first, or they would time the kernel launches only."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.blocks = transformer_blocks(model)
+        self.cuda = device.type == "cuda"
+        self.seconds = np.zeros(model.config.num_hidden_layers)
+        self._start = 0.0
+        self._handles = [] if self.blocks is None else [
+            block.register_forward_hook(self._hook(i)) for i, block in enumerate(self.blocks)]
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def _hook(self, index: int):
+        def hook(module, args, output):
+            self.seconds[index] += self._now() - self._start
+        return hook
+
+    def start_batch(self) -> None:
+        self._start = self._now()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """(batch, tokens, H) -> (batch, H): mean over real tokens, or the first (CLS) token."""
     if pooling == "cls":
@@ -129,6 +184,7 @@ class Encoder:
     tokenizer: object
     pooling: str = "mean"
     device: torch.device = torch.device("cpu")
+    layer_seconds: list[float] | None = None  # of the last encode: see `encode`
 
     @classmethod
     def load(cls, name: str, pooling: str = "mean", device: str | None = None, num_layers: int | None = None,
@@ -147,7 +203,9 @@ class Encoder:
 
     def encode(self, texts: list[str], max_length: int, batch_size: int = 64, out_path: Path | None = None,
                desc: str = "encode") -> np.ndarray:
-        """(L, N, H) float32 pooled vectors; batches sorted by length; streamed into a memmap when out_path is given."""
+        """(L, N, H) float32 pooled vectors; batches sorted by length; streamed into a memmap when out_path is given.
+        Afterwards `layer_seconds[l - 1]` holds the measured time of encoding these texts up to layer l (None when
+        the model's blocks cannot be found)."""
         shape = (self.num_layers, len(texts), self.hidden_size)
         if out_path is not None:
             out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape)
@@ -155,13 +213,17 @@ class Encoder:
             out = np.empty(shape, dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: memory peaks early
         norm = final_norm(self.model)
+        clock = LayerClock(self.model, self.device)
         with torch.inference_mode(), autocast(self.device):
             for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False,
                               disable=os.environ.get("BENCH_QUIET") == "1"):
+                clock.start_batch()
                 idx = order[start:start + batch_size]
                 batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                        max_length=max_length, return_tensors="pt").to(self.device)
                 out[:, idx] = pooled_all_layers(self.model, batch, self.pooling, norm).float().cpu().numpy()
+        clock.close()
+        self.layer_seconds = None if clock.blocks is None else clock.seconds.tolist()
         if isinstance(out, np.memmap):
             out.flush()
         return out

@@ -66,12 +66,12 @@ def _dirs(p: argparse.ArgumentParser) -> None:
 def cmd_run(args) -> int:
     from bench.backbone import cache_root
     from bench.data import resolve_data_dir
-    from bench.runner import run_all
-    from bench.suites import get_suite, make_specs, with_overrides
+    from bench.runner import make_specs, run_all
+    from bench.suites import get_suite, with_overrides
     from methods import RunContext
 
-    if args.data_dir is not None:  # task lookup also finds BEIR folders by name in the data dir
-        os.environ["BENCH_DATA_DIR"] = str(args.data_dir)
+    # absolute once, for this process and every one it starts (task lookup also finds BEIR folders by name there)
+    os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
                            dims=_ints(args.dims), train_data=args.train_data, steps=args.steps)

@@ -1,32 +1,52 @@
-"""Encode once per (checkpoint, task), then sweep the whole layer x dim x precision grid on the cached arrays."""
+"""Encode once per (checkpoint, task), then sweep the whole layer x dim x precision grid on the cached arrays.
+
+Evaluation alone decides which cells are scored: the requested grid plus the checkpoint's targets, or only its
+targets (`Checkpoint.only_targets`); precisions are checked against those dims once, before anything is encoded.
+A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench import BenchError
 from bench.backbone import Encoder
+from bench.fingerprint import encoding_code
+from bench.heads import head_id, load_head
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
 
 
-def grid(num_layers: int, hidden_size: int, spec: EvalSpec) -> list[SubModel]:
-    """Every requested (layer, dim) cell, checked against the backbone. Default: every layer x default_dims."""
+def grid(num_layers: int, width: int, spec: EvalSpec) -> list[SubModel]:
+    """Every requested (layer, dim) cell, checked against the model. Default: every layer x default_dims(width)."""
     layers = spec.layers or tuple(range(1, num_layers + 1))
-    dims = spec.dims or default_dims(hidden_size)
+    dims = spec.dims or default_dims(width)
     cells = [SubModel(layer, dim) for layer in layers for dim in dims]
     for cell in cells:
-        cell.check_inside(num_layers, hidden_size)
+        cell.check_inside(num_layers, width)
+    return cells
+
+
+def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[SubModel, ...] = (),
+                   only_targets: bool = False) -> list[SubModel]:
+    """The grid plus the targets not on it (or the targets alone), each inside the model, and the precisions
+    checked against their dims: a bad request fails here, before the encode."""
+    cells = [] if only_targets else grid(num_layers, width, spec)
+    cells += [t for t in targets if t not in cells]
+    for cell in cells:
+        cell.check_inside(num_layers, width)
+    check_precision_dims(spec.precisions, tuple(cell.dim for cell in cells))
     return cells
 
 
 def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) -> str:
-    h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}".encode())
+    """The encoding's cache key: the weights, how they are pooled, the texts, and the encoder's code."""
+    h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}|{encoding_code()}".encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -34,51 +54,92 @@ def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) ->
 
 
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None) -> np.ndarray:
-    """(L, N, H) vectors of `texts`; with a cache dir they are streamed to a memmap there and reused by any later
-    run of the same model on the same texts (model_id must identify the weights: backbone name or checkpoint key)."""
+                  batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
+    """(L, N, H) vectors of `texts`, and the measured encode time per layer ({"device", "layer_seconds",
+    "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there and reused by any later run
+    of the same model on the same texts (model_id must identify the weights: backbone name or checkpoint key); the
+    timing of the encode that made them is kept beside them."""
     if cache_dir is None:
-        return encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
+        vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
+        return vectors, _timing(encoder, len(texts))
     path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
+    timing_path = path.with_suffix(".timing.json")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
         encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
+        timing = _timing(encoder, len(texts))
+        if timing is not None:
+            tmp_timing = timing_path.with_suffix(f".tmp{os.getpid()}")
+            tmp_timing.write_text(json.dumps(timing))
+            os.replace(tmp_timing, timing_path)
         os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
+    return np.load(path, mmap_mode="r"), timing
 
 
-def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, cells: list[SubModel] | None = None,
-                  targets: tuple[SubModel, ...] = (), cache_dir: Path | None = None,
+def _timing(encoder: Encoder, n_texts: int) -> dict | None:
+    if encoder.layer_seconds is None:
+        return None
+    return {"device": str(encoder.device), "layer_seconds": encoder.layer_seconds, "n_texts": n_texts}
+
+
+def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
+    """`encode_ms_per_1k_texts` per layer over all of a task's texts: measured on this run's device only (a
+    cached encode made elsewhere gives no row rather than another machine's time)."""
+    if not timings or any(t is None or t["device"] != device for t in timings):
+        return []
+    seconds = np.sum([t["layer_seconds"] for t in timings], axis=0)
+    n = sum(t["n_texts"] for t in timings)
+    return [dict(layer=layer, metric="encode_ms_per_1k_texts", score=1e6 * s / n)
+            for layer, s in enumerate(seconds, 1)]
+
+
+class HeadedLayers:
+    """arrays[name][layer - 1] as the tasks read it, with the checkpoint's head applied to that layer (the last
+    layer asked for is kept: cells are scored layer by layer)."""
+
+    def __init__(self, vectors: np.ndarray, head):
+        self.vectors, self.head, self._last = vectors, head, (None, None)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._last[0] != index:
+            self._last = (index, self.head.apply(index + 1, self.vectors[index]))
+        return self._last[1]
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None) -> tuple[list[dict], dict]:
-    """Cell dicts (layer, dim, precision, metric, score, ...) plus run-level timing dicts (no layer), and the
-    per-example values of every cell keyed "layer/dim/precision/name" (pair similarities, per-query metrics).
-    `backbone_layers`: depth of the full backbone, for relative_encode_cost (default: the encoder's own depth,
-    which is wrong for a checkpoint cut to fewer blocks)."""
-    all_cells = grid(encoder.num_layers, encoder.hidden_size, spec)
-    cells = all_cells if cells is None else cells
-    for cell in cells:
-        cell.check_inside(encoder.num_layers, encoder.hidden_size)
-    check_precision_dims(spec.precisions, tuple(cell.dim for cell in cells))  # before the encode, not after
+    """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and
+    run-level timing dicts (no layer), and the per-example values of every cell keyed "layer/dim/precision/name"
+    (pair similarities, per-query metrics). `backbone_layers`: depth of the full backbone, for
+    relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks)."""
+    head = load_head(checkpoint.head) if checkpoint.head else None
+    width = (head.out_dim if head is not None and head.out_dim else encoder.hidden_size)
+    cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
+    precisions = [p for p in spec.precisions if p in task.meta.precisions]
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
-    arrays = {name: encode_cached(encoder, model_id, f"{task.name}/{name}", t, max_len, spec.batch_size, cache_dir)
-              for name, (t, max_len) in texts.items()}
+    encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
+                                   cache_dir) for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
+    arrays = {name: v if head is None else HeadedLayers(v, head) for name, (v, _) in encoded.items()}
     aux = task.prepare(data, texts)
-    rows, examples = [], {}
+    rows, examples, head_name = [], {}, head_id(checkpoint.head)
     t1 = time.perf_counter()
-    for cell in cells:
-        for precision in spec.precisions:
+    for cell in sorted(cells):
+        for precision in precisions:
             metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
-            if not metrics:  # the precision does not apply to this task family (binary+rescore on STS)
-                continue
             n = len(next(iter(per_example.values())))
             metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
-                          bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in targets)
-                     for m, s in metrics.items()]
+                          bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in checkpoint.targets,
+                          head=head_name) for m, s in metrics.items()]
             examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
+    rows += encode_time_rows([timing for _, timing in encoded.values()], str(encoder.device))
     rows.append(dict(metric="encode_seconds", score=encode_s))
     rows.append(dict(metric="grid_eval_seconds", score=time.perf_counter() - t1))
     return rows, examples

@@ -22,8 +22,9 @@ import pandas as pd
 
 from bench import BenchError
 from bench.results import ROW_KEY, load_results
+from bench.runner import make_specs
 from bench.spec import RunSpec
-from bench.suites import Suite, default, make_specs, smoke
+from bench.suites import Suite, default, smoke
 
 # The smoke suite's training methods (tiny random BERT, 8 steps), on its STS-B slice: they check that training is
 # reproducible; retrieval is checked by the MiniLM run. A new method is one more name here.
@@ -135,10 +136,11 @@ def write_reference(results_dir: Path, data_dir: Path, device: str | None = "cpu
                     specs: list[RunSpec] | None = None) -> list[Path]:
     """Run the reference specs into results_dir (finished ones are kept); return the run files."""
     from bench.results import run_path
+    from bench.runner import run_code
 
     specs = reference_specs() if specs is None else specs
     rerun(specs, data_dir, results_dir, device)
-    return [run_path(results_dir, s) for s in specs]
+    return [run_path(results_dir, s, run_code(s)) for s in specs]
 
 
 def reproduce(results_dir: Path, data_dir: Path, device: str | None = "cpu",

@@ -11,14 +11,23 @@ retrieval `index_bytes` (the serialized faiss index; binary+rescore's rescoring 
 not counted) and `search_ms_per_query` (median of repeated searches of all queries, faiss-cpu on one thread of
 the evaluating machine's CPU). The int8 calibration side, rescoring multiplier and documents, and search index
 are in `eval`. STS has no search, so binary+rescore gives no STS rows.
+
+Provenance columns: `code` is the fingerprint of the source that produced the run (bench/fingerprint.py), `git_sha`
+and `git_dirty` the checkout it ran from, `task_meta` the task's catalog record as JSON (its family and main
+metric: how reports judge the task), `head` the post-pool head a checkpoint applied ("" for none), `device` the
+device that evaluated (timings depend on it).
+
+A results folder may hold one spec (run_id) under several code fingerprints: a rerun after a code change writes a
+new file and never touches the old one. Loading keeps, per run_id, the newest code's rows (by created_utc) and
+counts the superseded ones, so reports show what the current code produced while the history stays on disk.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
-import subprocess
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -27,55 +36,60 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
+from bench.catalog import TASK_META, TaskMeta
+from bench.fingerprint import git_state
 from bench.spec import RunSpec
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("bench")
+SCHEMA_VERSION = 2
 COLUMNS = [
     "run_id", "method", "params_hash", "params", "backbone", "train_data", "budget", "seed",
     "layer", "dim", "is_target", "precision", "bytes_per_vector", "task", "split", "metric", "score",
-    "n_examples", "step", "eval", "git_sha", "created_utc", "schema_version",
+    "n_examples", "step", "eval", "head", "task_meta", "code", "git_sha", "git_dirty", "device", "created_utc",
+    "schema_version",
 ]
 INT_COLUMNS = ["seed", "layer", "dim", "bytes_per_vector", "n_examples", "step", "schema_version"]
+BOOL_COLUMNS = ["is_target", "git_dirty"]
 ROW_KEY = ["run_id", "layer", "dim", "precision", "split", "metric", "step"]
+OPTIONAL_TEXT = ["head"]  # may be empty
 
 
-def git_sha() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def run_fields(spec: RunSpec) -> dict:
-    """The columns every row of a run shares."""
+def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, device: str = "cpu") -> dict:
+    """The columns every row of a run shares; `task_meta` defaults to the catalog's record of the spec's task."""
+    if task_meta is None:
+        if spec.task not in TASK_META:
+            raise BenchError(f"task {spec.task!r} has no catalog record; pass its TaskMeta")
+        task_meta = TASK_META[spec.task]
+    sha, dirty = git_state()
     return {
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
         "train_data": spec.train_data, "budget": json.dumps(asdict(spec.budget), sort_keys=True),
         "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True),
-        "git_sha": git_sha(), "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
+        "device": device, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,
     }
 
 
-def make_row(spec: RunSpec, *, metric: str, score: float, split: str = "test", layer: int = -1, dim: int = -1,
+def make_row(shared: dict, *, metric: str, score: float, split: str = "test", layer: int = -1, dim: int = -1,
              precision: str = "fp32", bytes_per_vector: int = -1, is_target: bool = False, n_examples: int = -1,
-             step: int = -1, shared: dict | None = None) -> dict:
-    row = dict(shared) if shared is not None else run_fields(spec)
+             step: int = -1, head: str = "") -> dict:
+    """One row: the run's shared columns (`run_fields`) and this row's own."""
+    row = dict(shared)
     row.update(layer=layer, dim=dim, precision=precision, bytes_per_vector=bytes_per_vector, is_target=is_target,
-               split=split, metric=metric, score=float(score), n_examples=n_examples, step=step)
+               split=split, metric=metric, score=float(score), n_examples=n_examples, step=step, head=head)
     return row
 
 
-def run_path(results_dir: Path, spec: RunSpec) -> Path:
-    safe_task = spec.task.replace("/", "_")
-    return Path(results_dir) / f"{spec.method}__{safe_task}__{spec.run_id}.csv"
+def run_path(results_dir: Path, spec: RunSpec, code: str) -> Path:
+    """<method>__<task>__<run_id>__<code>.csv: one file per spec and code version."""
+    safe_task = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in spec.task)
+    return Path(results_dir) / f"{spec.method}__{safe_task}__{spec.run_id}__{code}.csv"
 
 
-def is_finished(results_dir: Path, spec: RunSpec) -> bool:
-    return run_path(results_dir, spec).exists()
+def is_finished(results_dir: Path, spec: RunSpec, code: str) -> bool:
+    return run_path(results_dir, spec, code).exists()
 
 
 def examples_path(csv_path: Path) -> Path:
@@ -83,10 +97,10 @@ def examples_path(csv_path: Path) -> Path:
     return Path(csv_path).with_suffix(".examples.npz")
 
 
-def write_run(results_dir: Path, spec: RunSpec, rows: list[dict], examples: dict | None = None) -> Path:
+def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], examples: dict | None = None) -> Path:
     """Write a finished run atomically (temp file + rename). An existing file is never overwritten.
     The per-example file is written first: the CSV's presence means the run is complete."""
-    path = run_path(results_dir, spec)
+    path = run_path(results_dir, spec, code)
     if path.exists():
         raise BenchError(f"{path} already exists; results are never overwritten (delete it to rerun)")
     frame = validate(pd.DataFrame(rows, columns=COLUMNS), str(path))
@@ -116,9 +130,12 @@ def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         for col in INT_COLUMNS:
             frame[col] = pd.to_numeric(frame[col], errors="raise").astype("int64")
         frame["score"] = pd.to_numeric(frame["score"], errors="raise").astype("float64")
-        frame["is_target"] = frame["is_target"].map(_to_bool)
+        for col in BOOL_COLUMNS:
+            frame[col] = frame[col].map(_to_bool)
     except (ValueError, TypeError) as exc:
         raise BenchError(f"{source}: corrupt results file ({exc}); delete it and rerun that run") from None
+    for col in OPTIONAL_TEXT:  # an empty text cell reads back as NaN
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), "")
     if frame[COLUMNS].drop(columns=["score"]).isna().any().any():
         raise BenchError(f"{source}: corrupt results file (empty cells); delete it and rerun that run")
     if (frame["schema_version"] != SCHEMA_VERSION).any():
@@ -138,31 +155,62 @@ def _to_bool(value) -> bool:
         return True
     if str(value) in ("False", "false", "0"):
         return False
-    raise ValueError(f"is_target must be True/False, got {value!r}")
+    raise ValueError(f"a True/False column holds {value!r}")
 
 
 def read_run_file(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype={"params_hash": str, "run_id": str, "git_sha": str}, keep_default_na=False,
-                            na_values=[""])
+        frame = pd.read_csv(path, dtype={"params_hash": str, "run_id": str, "git_sha": str, "code": str},
+                            keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: corrupt results file ({str(exc).splitlines()[0]}); delete it and rerun") from None
     return validate(frame, str(path))
 
 
-def load_results(results_dir: Path) -> pd.DataFrame:
-    """Every run file under results_dir, validated, as one frame. Duplicated runs are refused."""
+def result_files(results_dir: Path) -> list[Path]:
+    """The run files of a results folder, newest code version per run_id (see the module docstring)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BenchError(f"results directory {results_dir} does not exist; run `bench run` first or pass --results-dir")
-    files = sorted(results_dir.rglob("*.csv"))
-    if not files:
+    return [path for path, _ in _latest(results_dir)]
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    """Every run file under results_dir, validated, as one frame: per run_id the newest code version only."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise BenchError(f"results directory {results_dir} does not exist; run `bench run` first or pass --results-dir")
+    kept = _latest(results_dir)
+    if not kept:
         return pd.DataFrame(columns=COLUMNS)
-    frames = [read_run_file(p) for p in files]
-    frame = pd.concat(frames, ignore_index=True)
+    frame = pd.concat([f for _, f in kept], ignore_index=True)
     dup = frame.duplicated(ROW_KEY)
     if dup.any():
         run = frame[dup].iloc[0].run_id
-        holders = [str(p) for p, f in zip(files, frames) if (f.run_id == run).any()]
+        holders = [str(p) for p, f in kept if (f.run_id == run).any()]
         raise BenchError(f"run {run} appears in several files ({', '.join(holders)}); keep one of them")
     return frame
+
+
+def _latest(results_dir: Path) -> list[tuple[Path, pd.DataFrame]]:
+    """(path, rows) of every run file, keeping per run_id the newest code version (created_utc, then name)."""
+    files = [(p, read_run_file(p)) for p in sorted(results_dir.rglob("*.csv"))]
+    newest: dict[tuple, tuple[str, str, Path, pd.DataFrame]] = {}
+    for path, frame in files:
+        for run_id, part in frame.groupby("run_id", sort=True):
+            code = part["code"].iloc[0]
+            stamp = (part["created_utc"].max(), path.name)
+            held = newest.get(run_id)
+            if held is not None and held[2] != path and held[0] == code:
+                raise BenchError(f"run {run_id} (code {code}) appears in several files ({held[2]}, {path}); "
+                                 "keep one of them")
+            if held is None or stamp > held[1]:
+                newest[run_id] = (code, stamp, path, part)
+    superseded = sum(f["run_id"].nunique() for _, f in files) - len(newest)
+    if superseded:
+        log.info("%s: %d result(s) of older code superseded by a newer run of the same spec", results_dir,
+                 superseded)
+    by_path: dict[Path, list[pd.DataFrame]] = {}
+    for _, _, path, part in newest.values():
+        by_path.setdefault(path, []).append(part)
+    return [(p, pd.concat(parts)) for p, parts in sorted(by_path.items())]

@@ -21,12 +21,11 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
+from bench.catalog import main_rows, method_labels, pick_reference
 
 # The names tables print; a reader must be able to look the test up by this name.
 PAIRED_BOOTSTRAP = "paired bootstrap test"
 SIGN_FLIP = "paired sign-flip permutation test"
-REFERENCE_PREFERENCE = ("separate", "full", "pretrained")
-MAIN_METRICS = {"spearman": "sts", "ndcg@10": "retrieval"}  # as in bench.report.tables, in preference order
 _CHUNK_ELEMENTS = 2_000_000  # resample rows are drawn in chunks of about this many counts (memory bound)
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (per-example values, counts (B, n)) -> (B,)
@@ -204,19 +203,11 @@ STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "met
 def _main_rows(results_dir: Path) -> pd.DataFrame:
     """The main-metric row of every evaluated cell, with its run's per-example file and the method label tables
     print (the method name, plus a config hash where two configs of one method claim the same cell)."""
-    from bench.report.tables import method_labels  # lazy: the report package pulls in plotting
-    from bench.results import examples_path, read_run_file
+    from bench.results import examples_path, read_run_file, result_files
 
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise BenchError(f"results directory {results_dir} does not exist; run `bench run` first or pass --results-dir")
-    frames = []
-    for path in sorted(results_dir.rglob("*.csv")):
-        f = read_run_file(path)
-        q = f[(f["layer"] >= 1) & (f["dim"] >= 1) & (f["split"] == "test") & f["metric"].isin(list(MAIN_METRICS))]
-        if not q.empty:
-            main = next(m for m in MAIN_METRICS if m in set(q["metric"]))
-            frames.append(q[q["metric"] == main].assign(examples=str(examples_path(path))))
+    frames = [main_rows(read_run_file(path)).assign(examples=str(examples_path(path)))
+              for path in result_files(results_dir)]
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
@@ -245,7 +236,7 @@ def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> tuple[np.ndarray,
     """A cell's per-example values over its seeds: STS (seeds, pairs) similarities and the gold scores; retrieval
     the per-query metric averaged over seeds (its mean is the mean over seeds of the score)."""
     first = group.iloc[0]
-    sts = MAIN_METRICS[first["metric"]] == "sts"
+    sts = first["family"] == "sts"
     name = "similarity" if sts else first["metric"]
     key = f"{first['layer']}/{first['dim']}/{first['precision']}/{name}"
     values = [files.get(p, key) for p in group.sort_values("seed")["examples"]]
@@ -259,14 +250,6 @@ def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> tuple[np.ndarray,
         raise BenchError(f"{first['label']} on {first['task']}: seeds were scored against different gold pairs; "
                          "rerun them with the same evaluation settings")
     return np.vstack(values), golds[0]
-
-
-def pick_reference(methods, reference: str | None = None) -> str | None:
-    """The given reference method, else the first of separate, full, pretrained that is present (None: no tests)."""
-    methods = sorted(set(methods))
-    if reference is not None and reference not in methods:
-        raise BenchError(f"reference method {reference!r} has no results; choose one of {', '.join(methods)}")
-    return reference or next((name for name in REFERENCE_PREFERENCE if name in methods), None)
 
 
 def _backbone_reference(labels: pd.Series, reference: str | None) -> str | None:

@@ -111,26 +111,3 @@ def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
     top = {k: v for k, v in changes.items() if k in Suite.__dataclass_fields__ and v is not None}
     budget = suite.budget if steps is None else replace(suite.budget, steps=steps)
     return replace(suite, eval=replace(suite.eval, **eval_fields), budget=budget, **top)
-
-
-def make_specs(suite: Suite, methods: str) -> list:
-    """methods x seeds x tasks -> RunSpecs (each method with its default hyperparameters)."""
-    from bench.runner import default_params
-    from bench.spec import RunSpec, freeze_params
-    from bench.tasks import TASKS
-    from bench.train import method_jobs
-    from methods import METHODS
-
-    tasks = TASKS.expand(list(suite.tasks))
-    specs = []
-    for method in METHODS.expand(methods):
-        trains = getattr(METHODS.get(method), "trains", True)
-        for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
-            for task in tasks:
-                params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {})})
-                specs.append(RunSpec(method=method, task=task, backbone=suite.backbone, params=params,
-                                     train_data=suite.train_data if trains else "none",
-                                     budget=suite.budget if trains else Budget(steps=0), seed=seed, eval=suite.eval))
-        if trains and specs:  # a bad training config fails now, not after hours of other runs
-            method_jobs(METHODS.get(method)(), specs[-1])
-    return specs

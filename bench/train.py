@@ -39,7 +39,7 @@ from transformers import get_scheduler
 
 from bench import BenchError
 from bench.backbone import autocast, pick_device
-from bench.spec import Budget, SubModel
+from bench.spec import Budget
 
 Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
 STATE_FILE = "trainer_state.pt"
@@ -51,20 +51,6 @@ class TrainResult:
     model_dir: Path
     log: tuple[dict, ...]  # {"step": s, "metric": "loss", "score": x} per optimizer step
     seconds: float  # training wall time, summed over resumed segments
-
-
-@dataclass(frozen=True)
-class Job:
-    """One model a method trains: the first `num_layers` blocks of the backbone (None: all of them) under
-    `objective`. `cells` limits its evaluation (None: the whole grid plus its targets); `log_cell` tags its loss
-    rows when a method trains several models, so their curves stay distinct."""
-
-    name: str
-    objective: Objective
-    targets: tuple[SubModel, ...]
-    num_layers: int | None = None
-    cells: tuple[SubModel, ...] | None = None
-    log_cell: SubModel | None = None
 
 
 # ---- distributed -----------------------------------------------------------------------------------------------
@@ -304,80 +290,3 @@ def _save_final(out_dir: Path, model, tokenizer, log: list[dict], seconds: float
     _write_atomically(out_dir / "final", write)
     for old in out_dir.glob("step-*"):
         shutil.rmtree(old, ignore_errors=True)
-
-
-# ---- methods: spec -> trained checkpoints -------------------------------------------------------------------------
-
-def backbone_shape(backbone: str) -> tuple[int, int]:
-    """(layers, hidden size) from the backbone's config, without loading its weights."""
-    from transformers import AutoConfig
-
-    from bench.backbone import resolve_backbone
-
-    try:
-        config = AutoConfig.from_pretrained(resolve_backbone(backbone))
-    except OSError as exc:
-        raise BenchError(f"cannot load backbone {backbone!r} ({str(exc).splitlines()[0]}); pass a local model "
-                         "directory or a hub id reachable from here") from None
-    return config.num_hidden_layers, config.hidden_size
-
-
-def checkpoint_dir(spec, ctx, job: Job) -> Path:
-    """cache/checkpoints/<model_key>/<pooling>/<job>: every task of a spec shares it. The pooling trains the model
-    but is an evaluation field (not in model_key), so it names a level of its own."""
-    return Path(ctx.cache_dir) / "checkpoints" / spec.model_key / spec.eval.pooling / (job.name or "model")
-
-
-def method_jobs(method, spec) -> tuple[list[Job], int, int]:
-    """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
-    fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
-    outside the backbone."""
-    from bench.data.pairs import training_kind
-    from bench.losses import base_loss
-
-    if spec.budget.steps <= 0:
-        raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
-    loss = base_loss(training_kind(spec.train_data))
-    params = method.Params(**dict(spec.params))
-    num_layers, hidden = backbone_shape(spec.backbone)
-    jobs = method.jobs(params, num_layers, hidden, loss, spec.eval.pooling)
-    for job in jobs:
-        for target in job.targets:
-            target.check_inside(num_layers, hidden)
-    return jobs, num_layers, hidden
-
-
-def method_checkpoints(method, spec, ctx) -> list:
-    """Train (or reuse, or resume) every model a method's jobs describe; a Checkpoint per model. The training
-    data is only read when something is left to train."""
-    from bench.data.pairs import load_training_set
-    from bench.evaluate import grid
-    from methods import Checkpoint
-
-    jobs, num_layers, hidden = method_jobs(method, spec)
-    whole_grid = tuple(grid(num_layers, hidden, spec.eval))
-    data, out = None, []
-    for job in jobs:
-        folder = checkpoint_dir(spec, ctx, job)
-        if is_trained(folder):
-            result = read_result(folder)
-        else:
-            data = data or load_training_set(ctx.data_dir, spec.train_data)
-            result = _train_job(job, spec, data, folder, ctx.device)
-        cells = job.cells or whole_grid + tuple(t for t in job.targets if t not in whole_grid)
-        tag = {"layer": job.log_cell.layer, "dim": job.log_cell.dim} if job.log_cell else {}
-        out.append(Checkpoint(model=str(result.model_dir), model_id=f"ckpt:{spec.model_key}/{folder.parent.name}/"
-                              f"{folder.name}", cells=cells, targets=job.targets,
-                              train_log=tuple({**row, **tag} for row in result.log), train_seconds=result.seconds))
-    return out
-
-
-def _train_job(job: Job, spec, data, folder: Path, device: str | None) -> TrainResult:
-    from bench.backbone import load_model
-
-    model, tokenizer = load_model(spec.backbone, job.num_layers)
-    labels = data.labels or [None] * len(data)
-    examples = list(zip(data.texts, labels))
-    desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")
-    return train(model, tokenizer, examples, TextCollate(tokenizer, spec.budget.max_seq_len), job.objective,
-                 spec.budget, spec.seed, folder, device, desc)

@@ -99,7 +99,7 @@ def child(backbone: str, data_dir: Path, cache: Path, copies: int) -> None:
     seconds = next(r["score"] for r in rows if r["metric"] == "grid_eval_seconds")
     print(json.dumps(dict(copies=copies, documents=len(data.corpus_ids), load_peak_kib=load_peak,
                           before_kib=before, peak_kib=peak,
-                          cells=len({(r["layer"], r["dim"], r["precision"]) for r in rows if "layer" in r}),
+                          cells=len({(r["layer"], r["dim"], r["precision"]) for r in rows if r.get("dim", -1) > 0}),
                           grid_seconds=seconds)))
 
 

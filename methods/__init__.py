@@ -27,14 +27,17 @@ METHODS: Registry = Registry("method", discover=_discover)
 @dataclass(frozen=True)
 class Checkpoint:
     """A model to evaluate: `model` is a backbone name or checkpoint dir, `model_id` names its weights (the
-    encoding cache key), `cells` limits evaluation to those (layer, dim) cells (None: the whole grid).
-    A trained model also carries its loss curve (dicts with step, metric, score, optionally layer/dim) and the
-    seconds its training took; the runner writes both as rows."""
+    encoding cache key). `targets` are the (layer, dim) pairs it was trained for; evaluation scores the requested
+    grid plus the targets, or only the targets (`only_targets`: a `separate` model serves its own cell).
+    `head`: a post-pool head file (bench/heads.py) that evaluation applies to each layer's pooled vectors before
+    truncation, or None. A trained model also carries its loss curve (dicts with step, metric, score, optionally
+    layer/dim) and the seconds its training took; the runner writes both as rows."""
 
     model: str
     model_id: str
-    cells: tuple[SubModel, ...] | None = None
     targets: tuple[SubModel, ...] = ()
+    only_targets: bool = False
+    head: str | None = None
     train_log: tuple[dict, ...] = ()
     train_seconds: float = 0.0
 

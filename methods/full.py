@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from bench.losses import BaseLoss, at, embed_columns
 from bench.spec import RunSpec, SubModel
-from bench.train import Job, method_checkpoints
 from methods import METHODS, Checkpoint, RunContext
+from methods._jobs import Job, method_checkpoints
 
 
 @METHODS.register("full")

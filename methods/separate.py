@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from bench.losses import BaseLoss, at, check_choice, embed_columns
 from bench.spec import RunSpec, SubModel
-from bench.train import Job, method_checkpoints
 from methods import METHODS, Checkpoint, RunContext
+from methods._jobs import Job, method_checkpoints
 from methods.starbucks_srl import check_targets, resolve_targets
 
 TRAIN_WIDTHS = ("target", "full")
@@ -43,7 +43,8 @@ class Separate:
             target.check_inside(num_layers, hidden_size)
             train_dim = target.dim if params.train_width == "target" else hidden_size
             jobs.append(Job(f"layer{target.layer}-dim{target.dim}", self.objective(target, train_dim, loss, pooling),
-                            targets=(target,), num_layers=target.layer, cells=(target,), log_cell=target))
+                            targets=(target,), num_layers=target.layer, only_targets=True,
+                            log_cell=target))
         return jobs
 
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:

@@ -34,11 +34,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench import BenchError
+from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
+from bench.fingerprint import method_code
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
-from bench.train import backbone_shape, is_trained, method_checkpoints, read_result, train, world
+from bench.train import is_trained, read_result, train, world
 from methods import METHODS, Checkpoint, RunContext
+from methods._jobs import method_checkpoints
 from methods.starbucks_srl import StarbucksSRL, resolve_targets
 
 log = logging.getLogger("bench")
@@ -107,13 +110,14 @@ def pretrain_budget(params: Starbucks.Params, like: Budget = Budget()) -> Budget
 
 
 def pretrain_spec(spec: RunSpec, params: Starbucks.Params, targets: tuple[SubModel, ...]) -> dict:
-    """Everything that determines the pre-trained weights, and nothing else (its hash names the cache folder)."""
+    """Everything that determines the pre-trained weights, and nothing else (its hash names the cache folder),
+    the code that trains them included."""
     budget = asdict(pretrain_budget(params))
     for no_effect in ("checkpoint_every", "grad_checkpointing"):
         budget.pop(no_effect)
     return {"stage": "smae", "backbone": spec.backbone, "targets": [[t.layer, t.dim] for t in targets],
             "mlm_rate": params.mlm_rate, "mae_rate": params.mae_rate, "mae": params.mae, "corpus": params.corpus,
-            "budget": budget, "seed": spec.seed}
+            "budget": budget, "seed": spec.seed, "code": method_code(Starbucks, trains=True)}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from bench import BenchError
 from bench.losses import KL_KINDS, BaseLoss, at, check_choice, check_positive, embed_columns, kl_term
 from bench.spec import RunSpec, SubModel
-from bench.train import Job, method_checkpoints
 from methods import METHODS, Checkpoint, RunContext
+from methods._jobs import Job, method_checkpoints
 
 
 def default_targets(num_layers: int, hidden_size: int) -> tuple[SubModel, ...]:

@@ -24,11 +24,19 @@ from dataclasses import dataclass, replace
 import torch
 
 from bench import BenchError
-from bench.losses import LAYER_WEIGHTINGS, BaseLoss, at, check_choice, check_positive, embed_columns, kl_embedding, \
-    layer_weight
+from bench.losses import (
+    LAYER_WEIGHTINGS,
+    BaseLoss,
+    at,
+    check_choice,
+    check_positive,
+    embed_columns,
+    kl_embedding,
+    layer_weight,
+)
 from bench.spec import RunSpec, SubModel
-from bench.train import Job, method_checkpoints
 from methods import METHODS, Checkpoint, RunContext
+from methods._jobs import Job, method_checkpoints
 from methods.mrl import check_dims, resolve_dims
 
 

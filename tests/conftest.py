@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data")
+    return Path(os.environ.get("BENCH_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+
+
+# Absolute for every process a test starts (subprocesses run in other working directories).
+os.environ["BENCH_DATA_DIR"] = str(_data_dir())
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from bench.cli import main
 from bench.data.beir import load_beir
 from bench.data.fetch import SOURCES, ensure_data, fetch, hub_reachable, snli_triplets
 from bench.data.pairs import load_mrpc, load_triplets
-from bench.data.sts import load_sickr, load_stsb, load_sts_year
+from bench.data.sts import load_sickr, load_sts_year, load_stsb
 
 STS_ROWS = {"sentence1": ["A man plays a flute.", "Tab\there", 'She said "no".', "Line\nbreak", "x", "y"],
             "sentence2": ["A man plays music.", "Tab there", "She refused.", "Line break", "z", "w"],
@@ -226,15 +226,19 @@ def test_hub_reachable_follows_the_endpoint_answer(monkeypatch):
     assert hub_reachable() is True  # an HTTP answer, even an error, means the hub is there
 
 
-def test_every_registered_beir_set_is_fetchable():
-    from bench.tasks.retrieval import BEIR_SETS
+def test_every_catalogued_task_is_registered_and_fetchable():
+    from bench.catalog import TASK_META
+    from bench.tasks import TASKS
 
-    assert set(BEIR_SETS) - set(SOURCES) == {"cqadupstack"}  # 12 separate sub-forum sets on the hub
+    assert set(TASK_META) <= set(TASKS.names())
+    assert set(TASK_META) - set(SOURCES) == {"cqadupstack"}  # 12 separate sub-forum sets on the hub
 
 
 def test_sources_are_the_copies_mteb_pins():
-    """Oracle: mteb 2.x's task metadata names the same hub repo and revision for every set MTEB has."""
+    """Oracle: mteb 2.x's task metadata names the same hub repo, revision and split for every set MTEB has."""
     import mteb
+
+    from bench.catalog import TASK_META
 
     mteb_names = {"stsb": "STSBenchmark", "sickr": "SICK-R", "sts12": "STS12", "sts13": "STS13", "sts14": "STS14",
                   "sts15": "STS15", "sts16": "STS16", "scifact": "SciFact", "nfcorpus": "NFCorpus",
@@ -244,8 +248,7 @@ def test_sources_are_the_copies_mteb_pins():
     for name, task_name in mteb_names.items():
         meta = mteb.get_task(task_name).metadata
         assert (SOURCES[name].repo, SOURCES[name].revision) == (meta.dataset["path"], meta.dataset["revision"]), name
-        if name in fetch_mod.BEIR_HUB:
-            assert [fetch_mod.BEIR_HUB[name][2]] == meta.eval_splits, name
+        assert [TASK_META[name].split] == meta.eval_splits, name
 
 
 def test_real_hub_loader_offline_is_one_error_line():
@@ -288,7 +291,7 @@ def test_any_beir_folder_in_the_data_dir_is_a_retrieval_task(hub, tmp_path, monk
     fetch(["nfcorpus"], tmp_path)
     (tmp_path / "nfcorpus").rename(tmp_path / "my-set")
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
-    assert TASKS.get("my-set") == RetrievalTask("my-set")
+    assert TASKS.get("my-set") == RetrievalTask.local("my-set")
     assert TASKS.expand("stsb,my-set") == ["stsb", "my-set"]
     with pytest.raises(BenchError, match="unknown task 'my-sets'"):
         TASKS.get("my-sets")

@@ -16,6 +16,7 @@ from bench.evaluate import evaluate_grid, grid
 from bench.spec import EvalSpec, SubModel, default_dims
 from bench.tasks import TASKS
 from bench.transforms import truncate
+from methods import Checkpoint
 
 
 @pytest.mark.parametrize("backbone, cell", [("tiny-random-bert", SubModel(1, 32)), ("minilm", SubModel(3, 96)),
@@ -25,8 +26,8 @@ def test_grid_cell_equals_truly_truncated_model(backbone, cell, data_dir):
     spec = EvalSpec(max_seq_len=64, dims=(cell.dim,), precisions=("fp32",))
     task = TASKS.get("stsb")
     full = Encoder.load(backbone, device="cpu")
-    rows, _ = evaluate_grid(full, backbone, task, pairs, spec)
-    one_pass = {(r["layer"], r["dim"], r["metric"]): r["score"] for r in rows if "layer" in r}
+    rows, _ = evaluate_grid(full, Checkpoint(backbone, backbone), task, pairs, spec)
+    one_pass = {(r["layer"], r["dim"], r["metric"]): r["score"] for r in rows if r.get("dim", -1) > 0}
 
     truncated = Encoder.load(backbone, device="cpu", num_layers=cell.layer)
     assert truncated.num_layers == cell.layer  # the blocks above were never loaded

@@ -16,8 +16,11 @@ from unittest import mock
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.losses import (Matryoshka2dLoss, MatryoshkaLoss,
-                                                               MultipleNegativesRankingLoss)
+from sentence_transformers.sentence_transformer.losses import (
+    Matryoshka2dLoss,
+    MatryoshkaLoss,
+    MultipleNegativesRankingLoss,
+)
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -26,8 +29,9 @@ from bench.backbone import load_model, resolve_backbone
 from bench.data.pairs import load_triplets
 from bench.losses import at, base_loss, embed_columns
 from bench.spec import Budget, RunSpec, SubModel, freeze_params
-from bench.train import TextCollate, method_jobs
+from bench.train import TextCollate
 from methods import METHODS
+from methods._jobs import method_jobs
 from methods.starbucks_srl import default_targets
 from methods.twodmse import SENTENCE_TRANSFORMERS, STARBUCKS_BASELINE, Draw
 

@@ -28,6 +28,7 @@ from bench.evaluate import encode_cached, evaluate_grid
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
 from bench.transforms import truncate
+from methods import Checkpoint
 
 SPEC = EvalSpec(max_seq_len=128, max_query_len=64, max_doc_len=128, precisions=("fp32",))
 CELLS = [SubModel(6, 384), SubModel(3, 96)]  # the full model and one truncated cell
@@ -58,11 +59,12 @@ class SliceEncoder(AbsEncoder):
 
 def evaluate_ours(encoder: Encoder, task, data, cache_dir) -> tuple[dict, dict]:
     """Our grid scores of CELLS, and the very vectors they were computed from (a cache hit), keyed by text."""
-    rows, _ = evaluate_grid(encoder, "minilm", task, data, SPEC, CELLS, cache_dir=cache_dir)
+    rows, _ = evaluate_grid(encoder, Checkpoint("minilm", "minilm", targets=tuple(CELLS), only_targets=True), task,
+                            data, SPEC, cache_dir=cache_dir)
     scores = {(r["layer"], r["dim"], r["metric"]): r["score"] for r in rows if r.get("precision") == "fp32"}
     lookup = {}
     for side, (texts, max_len) in task.texts(data, SPEC).items():
-        arrays = encode_cached(encoder, "minilm", side, texts, max_len, SPEC.batch_size, cache_dir)
+        arrays, _ = encode_cached(encoder, "minilm", side, texts, max_len, SPEC.batch_size, cache_dir)
         lookup[side] = {t: arrays[:, i] for i, t in enumerate(texts)}
     return scores, lookup
 

@@ -23,9 +23,10 @@ from bench.data.sts import STSPairs
 from bench.evaluate import evaluate_grid
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
-from bench.tasks.retrieval import (binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k)
+from bench.tasks.retrieval import binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k
 from bench.tasks.sts import pair_similarity
 from bench.transforms import binarize, truncate
+from methods import Checkpoint
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
@@ -201,8 +202,8 @@ def test_grid_rows_carry_precision_bytes_and_cost(tiny):
                                                                               for i in range(40)],
                         query_ids=["q0", "q1", "q2"], query_texts=["topic 1", "topic 2", "document 5"],
                         qrels={"q0": {"d1": 1}, "q1": {"d2": 1}, "q2": {"d5": 1}})
-    rows, examples = evaluate_grid(tiny, "tiny", TASKS.get("scifact"), data, spec)
-    cells = [r for r in rows if "layer" in r]
+    rows, examples = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("scifact"), data, spec)
+    cells = [r for r in rows if r.get("dim", -1) > 0]
     assert {r["precision"] for r in cells} == {"fp32", "int8", "binary", "binary+rescore"}
     for r in cells:
         assert r["bytes_per_vector"] == {"fp32": 4, "int8": 1, "binary": 1 / 8, "binary+rescore": 1 / 8}[
@@ -217,8 +218,9 @@ def test_grid_rows_carry_precision_bytes_and_cost(tiny):
 
 def test_sts_grid_has_no_binary_rescore_rows_and_cost_is_relative_to_the_backbone(tiny):
     spec = EvalSpec(dims=(16, 64))
-    rows, examples = evaluate_grid(tiny, "tiny", TASKS.get("stsb"), sts_slice(), spec, backbone_layers=6)
-    precisions = {r["precision"] for r in rows if "layer" in r}
+    rows, examples = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("stsb"), sts_slice(), spec,
+                                   backbone_layers=6)
+    precisions = {r["precision"] for r in rows if r.get("dim", -1) > 0}
     assert precisions == {"fp32", "int8", "binary"}
     assert examples["1/16/binary/similarity"].shape == (30,)
     cost = {r["layer"]: r["score"] for r in rows if r.get("metric") == "relative_encode_cost"}
@@ -248,9 +250,10 @@ def test_non_multiple_of_8_dims_for_binary_are_allowed_without_binary():
 def test_binary_with_odd_default_or_checkpoint_dims_fails_before_encoding():
     encoder = SimpleNamespace(num_layers=2, hidden_size=100)  # no encode(): the check must come first
     with pytest.raises(BenchError, match="dims 25, 50, 100 are not multiples of 8"):  # default dims of 100
-        evaluate_grid(encoder, "x", TASKS.get("stsb"), sts_slice(), EvalSpec())
+        evaluate_grid(encoder, Checkpoint("x", "x"), TASKS.get("stsb"), sts_slice(), EvalSpec())
     with pytest.raises(BenchError, match="dims 12 are not multiples of 8"):
-        evaluate_grid(encoder, "x", TASKS.get("stsb"), sts_slice(), EvalSpec(), cells=[SubModel(1, 12)])
+        evaluate_grid(encoder, Checkpoint("x", "x", targets=(SubModel(1, 12),), only_targets=True), TASKS.get("stsb"),
+                      sts_slice(), EvalSpec())
 
 
 def test_empty_calibration_set_is_a_clear_error():

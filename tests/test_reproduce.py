@@ -13,7 +13,8 @@ import bench.reproduce
 from bench.cli import main
 from bench.reproduce import Tolerance, compare, rerun, tolerance
 from bench.results import examples_path, load_results, read_run_file
-from bench.suites import make_specs, smoke
+from bench.runner import make_specs
+from bench.suites import smoke
 
 # Columns that legitimately differ between two runs of one spec.
 RUN_STAMP = ["git_sha", "created_utc"]

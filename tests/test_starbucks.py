@@ -8,8 +8,8 @@ mean is the logged total); the SMAE loss itself (bench/smae.py) for the hyperpar
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import fields, replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,9 +20,10 @@ from bench import BenchError
 from bench.backbone import load_model, resolve_backbone
 from bench.cli import main
 from bench.results import load_results
+from bench.runner import make_specs
 from bench.smae import SMAEModel, make_batch, mlm_head_for
 from bench.spec import RunSpec, freeze_params, stable_hash
-from bench.suites import get_suite, make_specs
+from bench.suites import get_suite
 from methods import METHODS, RunContext
 from methods.starbucks_srl import resolve_targets
 

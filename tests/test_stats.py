@@ -8,11 +8,24 @@ import pytest
 from scipy import stats as sps
 
 from bench import BenchError
-from bench.results import make_row, write_run
+from bench.results import make_row, run_fields, write_run
 from bench.spec import EvalSpec, RunSpec
-from bench.stats import (PAIRED_BOOTSTRAP, SIGN_FLIP, bootstrap_ci, cell_statistics, mean_statistic, paired_bootstrap,
-                         paired_sign_flip, paired_test, point_estimate, resample_counts, significance_marks,
-                         significance_note, spearman_statistic, weighted_ranks)
+from bench.stats import (
+    PAIRED_BOOTSTRAP,
+    SIGN_FLIP,
+    bootstrap_ci,
+    cell_statistics,
+    mean_statistic,
+    paired_bootstrap,
+    paired_sign_flip,
+    paired_test,
+    point_estimate,
+    resample_counts,
+    significance_marks,
+    significance_note,
+    spearman_statistic,
+    weighted_ranks,
+)
 
 
 def sts_like(n: int, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +129,7 @@ def _fake_run(results_dir, method, task, seed, cells, gold=None, max_pairs=None,
     """A run file with hand-made per-example values, written through bench.results like a real run."""
     spec = RunSpec(method=method, task=task, backbone=backbone, seed=seed, eval=EvalSpec(max_pairs=max_pairs))
     rows, examples = [], ({"gold": gold} if gold is not None else {})
+    shared = run_fields(spec, "test")
     for (layer, dim), values in cells.items():
         if gold is not None:
             metric, name = "spearman", "similarity"
@@ -124,8 +138,8 @@ def _fake_run(results_dir, method, task, seed, cells, gold=None, max_pairs=None,
             metric = name = "ndcg@10"
             score = values.astype(np.float32).mean()
         examples[f"{layer}/{dim}/fp32/{name}"] = values
-        rows.append(make_row(spec, metric=metric, score=score, layer=layer, dim=dim, n_examples=len(values)))
-    write_run(results_dir, spec, rows, examples)
+        rows.append(make_row(shared, metric=metric, score=score, layer=layer, dim=dim, n_examples=len(values)))
+    write_run(results_dir, spec, "test", rows, examples)
 
 
 def test_cell_statistics_over_a_results_directory(tmp_path):

@@ -11,10 +11,11 @@ DEFAULT_DATA_DIR = Path("data")  # relative to the working directory; `bench dat
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """--data-dir, else $BENCH_DATA_DIR, else ./data."""
-    if data_dir is not None:
-        return Path(data_dir)
-    return Path(os.environ.get("BENCH_DATA_DIR") or DEFAULT_DATA_DIR)
+    """--data-dir, else $BENCH_DATA_DIR, else ./data; made absolute, so that a relative path means the same
+    folder in every process (a test's subprocess, a torchrun worker, a Slurm job) whatever its working dir."""
+    if data_dir is None:
+        data_dir = os.environ.get("BENCH_DATA_DIR") or DEFAULT_DATA_DIR
+    return Path(data_dir).expanduser().resolve()
 
 
 def require(path: Path, dataset: str) -> Path:

@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 from tqdm.auto import tqdm
 
 from bench import BenchError
+from bench.catalog import TASK_META
 from bench.data import require
 
 log = logging.getLogger("bench")
@@ -199,36 +200,17 @@ def _write_mrpc(src: Source, out: Path) -> None:
 
 # ---- the table: dataset name -> where it comes from and what it writes -----------------------------------------
 
-_STS_REVISIONS = {12: "a0d554a64d88156834ff5ae9920b964011b16384", 13: "7e90230a92c190f1bf69ae9002b8cea547a64cca",
-                  14: "6031580fec1f6af667f0bd2da0a551cf4f0b2375", 15: "ae752c7c21bf194d8b67fd573edf7ae58183cbe3",
-                  16: "4d8694f8f0e0100860b497b999b3dbed754a0513"}
-# BEIR set -> (MTEB's hub copy, revision MTEB pins, evaluation split). cqadupstack is 12 sub-forum sets on the hub,
-# not one: not fetchable under that name.
-BEIR_HUB = {
-    "scifact": ("mteb/scifact", "d56462d0e63a25450459c4f213e49ffdb866f7f9", "test"),
-    "nfcorpus": ("mteb/nfcorpus", "ec0fa4fe99da2ff19ca1214b7966684033a58814", "test"),
-    "arguana": ("mteb/arguana", "c22ab2a51041ffd869aaddef7af8d8215647e41a", "test"),
-    "fiqa": ("mteb/fiqa", "27a168819829fe9bcd655c2df245fb19452e8e06", "test"),
-    "scidocs": ("mteb/scidocs", "f8c2fcf00f625baaa80f62ec5bd9e1fff3b8ae88", "test"),
-    "trec-covid": ("mteb/trec-covid", "bb9466bac8153a0349341eb1b22e06409e78ef4e", "test"),
-    "quora": ("mteb/quora", "e4e08e0b7dbe3c8700f0daef558ff32256715259", "test"),
-    "nq": ("mteb/nq", "b774495ed302d8c44a3a7ea25c90dbce03968f31", "test"),
-    "hotpotqa": ("mteb/hotpotqa", "ab518f4d6fcca38d87c25209f94beba119d02014", "test"),
-    "climate-fever": ("mteb/climate-fever", "47f2ac6acb640fc46020b02a5b59fdda04d39380", "test"),
-    "dbpedia-entity": ("mteb/dbpedia", "c0f706b76e590d620bd6618b3ca8efdd34e2d659", "test"),
-    "fever": ("mteb/fever", "bea83ef9e8fb933d90a2f1d5515737465d613e12", "test"),
-    "msmarco": ("mteb/msmarco", "c5a29a104738b98a9e76336939199e264163d4a0", "dev"),
-    "touche2020": ("mteb/touche2020", "a34f9a33db75fa0cbb21bb5cfc3dae8dc8bec93f", "test"),
-}
+# Evaluation sets: where they come from (hub copy and pinned revision) is their catalog record's; the BEIR sets
+# are the catalog's retrieval tasks that name a hub source.
+BEIR_HUB = {m.name: (m.source, m.revision, m.split) for m in TASK_META.values() if m.family == "retrieval" and m.source}
 _SICK_FILES = tuple(f"sick/senteval_semeval2014_tokenized/{f}"
                     for f in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"))
 
 SOURCES: dict[str, Source] = {
-    "stsb": Source("mteb/stsbenchmark-sts", "b0fddb56ed78048fa8b90373c8a3cfc37b684831",
-                   ("stsbenchmark/sts-test.csv",), _write_stsb),
-    "sickr": Source("mteb/sickr-sts", "20a6d6f312dd54037fe07a32d58e5e168867909d", _SICK_FILES, _write_sickr),
-    **{f"sts{y}": Source(f"mteb/sts{y}-sts", rev, (f"sts12-16/normalized/sts{y}.tsv",), partial(_write_sts_year, y))
-       for y, rev in _STS_REVISIONS.items()},
+    "stsb": Source(TASK_META["stsb"].source, TASK_META["stsb"].revision, ("stsbenchmark/sts-test.csv",), _write_stsb),
+    "sickr": Source(TASK_META["sickr"].source, TASK_META["sickr"].revision, _SICK_FILES, _write_sickr),
+    **{f"sts{y}": Source(TASK_META[f"sts{y}"].source, TASK_META[f"sts{y}"].revision,
+                         (f"sts12-16/normalized/sts{y}.tsv",), partial(_write_sts_year, y)) for y in range(12, 17)},
     # qrels first, as load_beir reads them: the missing-file line then names the right --data-dir
     **{name: Source(repo, rev, (f"{name}/qrels/{split}.tsv", f"{name}/queries.jsonl", f"{name}/corpus.jsonl"),
                     partial(_write_beir, name, split))

@@ -19,15 +19,23 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from bench.report.tables import (METRIC_NAMES, main_precision, method_order, one_backbone, precision_order,
-                                 score_digits, task_name, task_order)
+from bench.catalog import pick_reference
+from bench.report.tables import (
+    METRIC_NAMES,
+    main_precision,
+    method_order,
+    one_backbone,
+    precision_order,
+    score_digits,
+    task_name,
+    task_order,
+)
 
 # text.parse_math off: a `$` in a method name from results must print as itself, not break mathtext.
 STYLE = {"svg.hashsalt": "elastic-bench", "text.parse_math": False, "font.family": "DejaVu Sans",
          "font.size": 8, "figure.dpi": 100, "savefig.dpi": 100}
 MARKERS = {"fp32": "o", "int8": "s", "binary": "^", "binary+rescore": "D"}
 EXTRA_MARKERS = ["v", "P", "X", "*", "<", ">", "h", "p"]
-REFERENCE_METHODS = ("separate", "full")  # default reference for difference heatmaps, in preference order
 
 
 def styled(fn):
@@ -110,10 +118,6 @@ def heatmap_figure(cells: pd.DataFrame, task: str, precision: str) -> Figure | N
     fig.colorbar(axes[0].collections[0], ax=axes, shrink=0.8)
     _suptitle(fig, _title(data, task, precision, "mean"))
     return fig
-
-
-def pick_reference(methods, preferred: tuple[str, ...] = REFERENCE_METHODS) -> str | None:
-    return next((m for m in preferred if m in set(methods)), None)
 
 
 @styled

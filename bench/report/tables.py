@@ -14,16 +14,10 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
-from bench.spec import PRECISIONS, stable_hash
+from bench.catalog import METRIC_NAMES, STS_ORDER, TASK_META, main_rows, method_labels, method_order
+from bench.spec import PRECISIONS
 
-MAIN_METRICS = {"spearman": "sts", "ndcg@10": "retrieval"}  # main metric -> task family, in preference order
 STS_AVG = "sts-avg"  # a synthetic task: the mean over the STS tasks of one checkpoint
-STS_ORDER = ["stsb", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr"]  # the paper's column order
-TASK_NAMES = {"stsb": "STS-B", "sickr": "SICK-R", "sts12": "STS12", "sts13": "STS13", "sts14": "STS14",
-              "sts15": "STS15", "sts16": "STS16", STS_AVG: "STS Avg", "scifact": "SciFact"}
-METRIC_NAMES = {"spearman": "Spearman x100", "ndcg@10": "nDCG@10"}
-# A display preference only: methods not listed follow in alphabetical order.
-METHOD_ORDER = ["pretrained", "full", "separate", "mrl", "2dmse", "starbucks-srl", "starbucks"]
 # Cells of different backbones are never compared: every view is drawn per backbone (see `by_backbone`).
 CELL_KEY = ["backbone", "method", "layer", "dim", "precision", "task"]
 CELL_COLUMNS = CELL_KEY + ["family", "metric", "mean", "std", "n", "is_target", "bytes_per_vector", "rel_cost"]
@@ -35,17 +29,13 @@ Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, ta
 def quality_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-run main scores of the evaluated grid cells (no run-level, cost or training-curve rows).
 
-    A task's family is decided by the metric it reports (spearman: STS, ndcg@10: retrieval), not by its name.
+    A task's family and main metric are what its rows' task record says (the `task_meta` column), not its name.
     `rel_cost` is the relative encode cost of the cell: layers run / layers of the backbone.
     """
-    q = frame[(frame["layer"] >= 1) & (frame["dim"] >= 1) & (frame["split"] == "test")
-              & frame["metric"].isin(list(MAIN_METRICS))]
+    q = main_rows(frame)
     if q.empty:
         return pd.DataFrame(columns=QUALITY_COLUMNS)
-    present = q.groupby("task")["metric"].agg(set)
-    main = present.map(lambda ms: next(m for m in MAIN_METRICS if m in ms))
-    q = q[q["metric"] == q["task"].map(main)].copy()
-    q["family"] = q["metric"].map(MAIN_METRICS)
+    q = q.copy()
     q["rel_cost"] = _relative_encode_cost(frame, q)
     q["method"] = method_labels(q)
     return q[QUALITY_COLUMNS]
@@ -59,22 +49,6 @@ def _relative_encode_cost(frame: pd.DataFrame, q: pd.DataFrame) -> pd.Series:
     found = stored.reindex(pd.MultiIndex.from_frame(q[key])).to_numpy()
     fallback = q["layer"] / q.groupby("backbone")["layer"].transform("max")
     return fallback.where(np.isnan(found), pd.Series(found, index=q.index))
-
-
-def method_labels(q: pd.DataFrame) -> pd.Series:
-    """The method name, plus a config hash only where two configs of one method claim the same cell and seed of
-    one backbone (runs on different backbones are told apart by the backbone column, not the label).
-
-    `separate` has a different config per checkpoint but each owns different cells, so it stays one method;
-    two hyperparameter (or evaluation) settings of `mrl` would otherwise be averaged as if they were seeds.
-    """
-    config = (q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
-        lambda s: stable_hash(s)[:6])
-    cell = ["backbone", "method", "seed", "layer", "dim", "precision", "task"]
-    per_cell = q.assign(config=config).groupby(cell)["config"]
-    counts = per_cell.nunique()
-    clashing = counts[counts > 1].index.get_level_values("method").unique()
-    return q["method"].where(~q["method"].isin(clashing), q["method"] + "@" + config)
 
 
 def with_sts_average(q: pd.DataFrame) -> pd.DataFrame:
@@ -121,14 +95,6 @@ def one_backbone(cells: pd.DataFrame) -> None:
                          "time: `for backbone, part in tables.by_backbone(cells)`")
 
 
-def method_order(methods) -> list[str]:
-    """Preferred methods first; labels like `mrl@1a2b3c` sort with their base method."""
-    def key(m: str):
-        base = m.split("@")[0]
-        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), base, m)
-    return sorted(set(methods), key=key)
-
-
 def task_order(cells: pd.DataFrame) -> list[str]:
     """STS tasks in the paper's order (unknown ones after), then the STS average, then retrieval, by name."""
     families = cells.drop_duplicates("task").set_index("task")["family"]
@@ -153,7 +119,9 @@ def main_precision(cells: pd.DataFrame) -> str | None:
 
 
 def task_name(task: str) -> str:
-    return TASK_NAMES.get(task, task)
+    if task == STS_AVG:
+        return "STS Avg"
+    return TASK_META[task].display if task in TASK_META else task
 
 
 def score_digits(cells: pd.DataFrame, task: str) -> int:

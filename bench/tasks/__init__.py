@@ -26,7 +26,7 @@ class _TaskRegistry(Registry):
                 raise
             from bench.tasks.retrieval import RetrievalTask
 
-            return RetrievalTask(name)
+            return RetrievalTask.local(name)
 
 
 TASKS: Registry = _TaskRegistry("task", discover=_discover)

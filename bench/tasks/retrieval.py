@@ -26,6 +26,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
+from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
@@ -38,9 +39,6 @@ SEARCH_THREADS = 1  # timed single-threaded: a per-query CPU cost that other wor
 # graph is built in parallel, so its results can differ slightly from run to run.
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
-# BEIR sets `bench data fetch` knows; any folder in BEIR layout under the data dir works by its name too.
-BEIR_SETS = ("scifact", "nfcorpus", "arguana", "fiqa", "scidocs", "trec-covid", "quora", "nq", "hotpotqa",
-             "climate-fever", "dbpedia-entity", "fever", "msmarco", "touche2020", "cqadupstack")
 
 
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
@@ -184,13 +182,19 @@ def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int =
 
 @dataclass(frozen=True)
 class RetrievalTask:
-    name: str
-    family: str = "retrieval"
-    main_metric: str = "ndcg@10"
-    split: str = "test"
+    meta: TaskMeta
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @classmethod
+    def local(cls, name: str) -> "RetrievalTask":
+        """A BEIR-layout folder of the data dir that the catalog does not name."""
+        return cls(local_beir_meta(name))
 
     def load(self, data_dir: Path, spec: EvalSpec) -> RetrievalSet:
-        return load_beir(data_dir, self.name, self.split, spec.max_queries)
+        return load_beir(data_dir, self.name, self.meta.split, spec.max_queries)
 
     def texts(self, data: RetrievalSet, spec: EvalSpec) -> dict[str, tuple[list[str], int]]:
         return {"corpus": (data.corpus_texts, spec.max_doc_len), "queries": (data.query_texts, spec.max_query_len)}
@@ -215,5 +219,6 @@ class RetrievalTask:
         return {}
 
 
-for _name in BEIR_SETS:
-    TASKS.register(_name)(RetrievalTask(_name))
+for _meta in TASK_META.values():  # every BEIR set of the catalog
+    if _meta.family == "retrieval":
+        TASKS.register(_meta.name)(RetrievalTask(_meta))

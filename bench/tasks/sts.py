@@ -16,7 +16,8 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 from bench import BenchError
-from bench.data.sts import STSPairs, load_sickr, load_stsb, load_sts_year
+from bench.catalog import TASK_META, TaskMeta
+from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
 from bench.transforms import binarize, hamming_similarity, int8_ranges, quantize_int8, truncate
@@ -49,11 +50,12 @@ def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, pr
 
 @dataclass(frozen=True)
 class STSTask:
-    name: str
+    meta: TaskMeta
     loader: Callable[[Path], STSPairs]
-    family: str = "sts"
-    main_metric: str = "spearman"
-    split: str = "test"
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
 
     def load(self, data_dir: Path, spec: EvalSpec) -> STSPairs:
         return self.loader(data_dir).head(spec.max_pairs)
@@ -71,8 +73,6 @@ class STSTask:
     def score_cell(self, data: STSPairs, arrays: dict, aux: dict, layer: int, dim: int, precision: str,
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Metrics of one cell, and per-example values (the pair similarities) for statistics."""
-        if precision == "binary+rescore":
-            return {}, {}
         vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
         sim = pair_similarity(vectors, aux["left"], aux["right"], precision)
         return sts_metrics(sim, data.scores), {"similarity": sim}
@@ -81,7 +81,7 @@ class STSTask:
         return {"gold": data.scores}
 
 
-TASKS.register("stsb")(STSTask("stsb", lambda d: load_stsb(d, "test")))
-TASKS.register("sickr")(STSTask("sickr", load_sickr))
+TASKS.register("stsb")(STSTask(TASK_META["stsb"], lambda d: load_stsb(d, "test")))
+TASKS.register("sickr")(STSTask(TASK_META["sickr"], load_sickr))
 for _year in (12, 13, 14, 15, 16):
-    TASKS.register(f"sts{_year}")(STSTask(f"sts{_year}", lambda d, y=_year: load_sts_year(d, y)))
+    TASKS.register(f"sts{_year}")(STSTask(TASK_META[f"sts{_year}"], lambda d, y=_year: load_sts_year(d, y)))

@@ -1,0 +1,93 @@
+"""From a trained method's spec to its checkpoints: the jobs it declares, each trained (or reused, or resumed)
+through the one loop in bench/train.py, which knows no method.
+
+A checkpoint folder is keyed by the spec's model fields AND the fingerprint of the code that trains it
+(bench/fingerprint.py): after an edit to the method, the loop or a loss, nothing trained by the old code is reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import BenchError
+from bench.backbone import backbone_shape, load_model
+from bench.fingerprint import method_code
+from bench.spec import RunSpec, SubModel, stable_hash
+from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
+from methods import Checkpoint, RunContext
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model a method trains: the first `num_layers` blocks of the backbone (None: all of them) under
+    `objective`. `only_targets`: the model is scored at its targets only (a `separate` model serves one cell);
+    `log_cell` tags its loss rows when a method trains several models, so their curves stay distinct."""
+
+    name: str
+    objective: Objective
+    targets: tuple[SubModel, ...]
+    num_layers: int | None = None
+    only_targets: bool = False
+    log_cell: SubModel | None = None
+
+
+def training_key(method, spec: RunSpec) -> str:
+    """The spec's model fields and the training code's fingerprint: what names a method's checkpoint folders."""
+    return stable_hash({"model": spec.model_key, "code": method_code(type(method), trains=True)})
+
+
+def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
+    """cache/checkpoints/<training key>/<pooling>/<job>: every task of a spec shares it. The pooling trains the
+    model but is an evaluation field (not in model_key), so it names a level of its own."""
+    return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / (job.name or "model")
+
+
+def method_jobs(method, spec: RunSpec) -> tuple[list[Job], int, int]:
+    """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
+    fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
+    outside the backbone."""
+    from bench.data.pairs import training_kind
+    from bench.losses import base_loss
+
+    if spec.budget.steps <= 0:
+        raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
+    loss = base_loss(training_kind(spec.train_data))
+    params = method.Params(**dict(spec.params))
+    num_layers, hidden = backbone_shape(spec.backbone)
+    jobs = method.jobs(params, num_layers, hidden, loss, spec.eval.pooling)
+    for job in jobs:
+        for target in job.targets:
+            target.check_inside(num_layers, hidden)
+    return jobs, num_layers, hidden
+
+
+def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+    """Train (or reuse, or resume) every model a method's jobs describe; a Checkpoint per model. The training
+    data is only read when something is left to train."""
+    from bench.data.pairs import load_training_set
+
+    jobs, _, _ = method_jobs(method, spec)
+    data, out = None, []
+    for job in jobs:
+        folder = checkpoint_dir(method, spec, ctx, job)
+        if is_trained(folder):
+            result = read_result(folder)
+        else:
+            data = data or load_training_set(ctx.data_dir, spec.train_data)
+            result = _train_job(job, spec, data, folder, ctx.device)
+        tag = {"layer": job.log_cell.layer, "dim": job.log_cell.dim} if job.log_cell else {}
+        out.append(Checkpoint(model=str(result.model_dir), model_id=f"ckpt:{folder.parent.parent.name}/"
+                              f"{folder.parent.name}/{folder.name}", targets=job.targets,
+                              only_targets=job.only_targets, train_log=tuple({**row, **tag} for row in result.log),
+                              train_seconds=result.seconds))
+    return out
+
+
+def _train_job(job: Job, spec: RunSpec, data, folder: Path, device: str | None) -> TrainResult:
+    model, tokenizer = load_model(spec.backbone, job.num_layers)
+    labels = data.labels or [None] * len(data)
+    examples = list(zip(data.texts, labels))
+    desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")
+    return train(model, tokenizer, examples, TextCollate(tokenizer, spec.budget.max_seq_len), job.objective,
+                 spec.budget, spec.seed, folder, device, desc)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats as sps
 
 from bench import BenchError
-from bench.catalog import TASK_META, local_beir_meta
-from bench.report import build_report, plots, tables
+from bench.catalog import TASK_META, TaskMeta, local_beir_meta
+from bench.report import build_report, interactive, plots, tables
 from bench.results import load_results, make_row, run_fields, write_run
 from bench.spec import Budget, RunSpec
 
@@ -34,8 +37,13 @@ def fake_score(method: str, task: str, layer: int, dim: int, precision: str, see
 
 def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifact"), seeds=(0,),
                  precisions=("fp32", "int8"), cells=None, targets=TARGETS, params: dict | None = None,
-                 num_layers: int | None = None, steps: int = 100, backbone: str = "minilm") -> None:
-    """One result file per (task, seed): every grid cell x precision, plus pearson/mrr, a timing and a loss curve."""
+                 num_layers: int | None = None, steps: int = 100, backbone: str = "minilm", examples: bool = False,
+                 timed: bool = False) -> None:
+    """One result file per (task, seed): every grid cell x precision, plus pearson/mrr, a timing and a loss curve.
+
+    examples: write per-example values too, and store the scores they give (so statistics are real);
+    timed: add the measured `encode_ms_per_1k_texts` row of each layer.
+    """
     cells = cells or [(layer, dim) for layer in LAYERS for dim in DIMS]
     trained = method != "pretrained"
     for task in tasks:
@@ -44,13 +52,19 @@ def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifac
             spec = RunSpec(method=method, task=task, seed=seed, params=tuple(sorted((params or {}).items())),
                            train_data="nli" if trained else "none", budget=Budget(steps=steps if trained else 0),
                            backbone=backbone)
-            meta = TASK_META.get(task) or local_beir_meta(task)  # an unknown name: a user's BEIR folder
+            meta = TASK_META.get(task) or _unknown_task_meta(task)
             shared = run_fields(spec, "test", meta)
             rows = [make_row(shared, metric="encode_seconds", score=1.5)]
             rows += [make_row(shared, metric="loss", score=9.0, split="train", step=s) for s in (1, 2)]
+            if timed:
+                rows += [make_row(shared, metric="encode_ms_per_1k_texts", score=encode_ms(layer), layer=layer)
+                         for layer in sorted({layer for layer, _ in cells})]
+            per_example = FakeExamples(task, main) if examples else None
             for layer, dim in cells:
                 for precision in precisions:
                     score = fake_score(method, task, layer, dim, precision, seed)
+                    if per_example is not None:
+                        score = per_example.add(score, (method, layer, dim, precision, seed))
                     metrics = [(main, score), (other, score - 1)]
                     if num_layers:  # the cost row the evaluator writes per cell
                         metrics.append(("relative_encode_cost", layer / num_layers))
@@ -58,14 +72,51 @@ def write_method(results_dir: Path, method: str, tasks=("stsb", "sickr", "scifac
                         rows.append(make_row(shared, metric=metric, score=value, layer=layer, dim=dim,
                                              precision=precision, bytes_per_vector=int(BYTES[precision] * dim),
                                              is_target=(layer, dim) in targets))
-            write_run(results_dir, spec, "test", rows)
+            write_run(results_dir, spec, "test", rows, per_example.values if per_example is not None else None)
 
 
-def write_separate(results_dir: Path, tasks=("stsb", "sickr", "scifact")) -> None:
-    """`separate`: one checkpoint per target, each with rows only at its own cell."""
+def _unknown_task_meta(task: str) -> TaskMeta:
+    """A task the catalog does not know: an STS task when named like one, else a user's BEIR folder."""
+    return TaskMeta(task, task, "sts", "spearman") if task.startswith("sts") else local_beir_meta(task)
+
+
+def encode_ms(layer: int) -> float:
+    """The fake measured encode time of `layer` layers per 1,000 texts."""
+    return 10.0 + 7.5 * layer
+
+
+class FakeExamples:
+    """Per-example values of one run, made so that a better fake score gives better examples: STS similarities
+    with less noise around one gold vector per task, retrieval per-query scores around the fake score."""
+
+    N = 40
+
+    def __init__(self, task: str, metric: str):
+        self.metric, self.sts = metric, metric == "spearman"
+        self.values: dict[str, np.ndarray] = {}
+        if self.sts:
+            self.gold = np.random.default_rng(zlib.crc32(task.encode())).uniform(0, 5, self.N).astype(np.float32)
+            self.values["gold"] = self.gold
+
+    def add(self, score: float, cell: tuple) -> float:
+        """Store the cell's values; return the score they give (as the evaluator would have stored it)."""
+        _, layer, dim, precision, _ = cell
+        rng = np.random.default_rng(zlib.crc32(repr(cell).encode()))
+        if self.sts:
+            values = (self.gold + rng.normal(0, 60 / score, self.N)).astype(np.float32)
+            key, stored = "similarity", 100 * sps.spearmanr(values, self.gold).statistic
+        else:
+            values = np.clip(score + rng.normal(0, 0.15, self.N), 0, 1).astype(np.float32)
+            key, stored = self.metric, float(values.mean())
+        self.values[f"{layer}/{dim}/{precision}/{key}"] = values
+        return float(stored)
+
+
+def write_separate(results_dir: Path, tasks=("stsb", "sickr", "scifact"), **options) -> None:
+    """`separate`: one checkpoint per target, each with rows only at its own cell (options: of write_method)."""
     for layer, dim in TARGETS:
         write_method(results_dir, "separate", tasks=tasks, precisions=("fp32",), cells=[(layer, dim)],
-                     targets=[(layer, dim)], params={"layer": layer, "dim": dim})
+                     targets=[(layer, dim)], params={"layer": layer, "dim": dim}, **options)
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +130,12 @@ def results_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report_results_dir(tmp_path_factory) -> Path:
-    """Like results_dir with one STS task fewer: figures dominate the test time."""
+    """Like results_dir with one STS task fewer (figures dominate the test time), with per-example files and
+    measured encode times: intervals, p-values and the Pareto plots' time axis are in the report."""
     path = tmp_path_factory.mktemp("report-results")
-    write_method(path, "full", tasks=("stsb", "scifact"), seeds=(0, 1))
-    write_method(path, "starbucks", tasks=("stsb", "scifact"), seeds=(0, 1))
-    write_separate(path, tasks=("stsb", "scifact"))
+    for method in ("full", "starbucks"):
+        write_method(path, method, tasks=("stsb", "scifact"), seeds=(0, 1), examples=True, timed=True)
+    write_separate(path, tasks=("stsb", "scifact"), examples=True, timed=True)
     return path
 
 
@@ -213,6 +265,9 @@ def test_report_writes_tables_figures_and_html(report_files):
                 f"figures/minilm/cost_{task}.png"} <= names
     png = report_files["figures/minilm/heatmap_stsb_fp32.png"]
     assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png
+    assert report_files["plotly.min.js"] == interactive.PLOTLY_JS.read_bytes()  # the page's figures, offline
+    page = report_files["index.html"].decode()
+    assert "95% CI [" in page and "p=" in page and "ms per 1k texts" in page  # statistics and timings reached it
 
 
 def test_report_is_byte_identical_across_processes_and_never_imports_torch(report_results_dir, report_files,

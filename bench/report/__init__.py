@@ -7,28 +7,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from bench import BenchError, stats
-from bench.report import html, plots, tables
+from bench.report import html, interactive, plots, tables
+from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
 
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write tables/<backbone>/, figures/<backbone>/ and index.html under out_dir from what results_dir holds;
-    return the files written. Methods are compared on one backbone at a time: a smoke run on a tiny model never
-    shares a table or a colour scale with a real one.
+    """Write tables/<backbone>/, figures/<backbone>/, index.html and the plotly.min.js its interactive figures
+    load (beside it: the page works offline) under out_dir from what results_dir holds; return the files written.
+    Methods are compared on one backbone at a time: a smoke run on a tiny model never shares a table or a colour
+    scale with a real one.
 
     Partial results give a report of what exists; a missing results_dir raises BenchError (from load_results).
     """
     frame = load_results(results_dir)
     cells = tables.cell_stats(frame)
-    # paired test of each method against the reference method per target cell, on the stored per-example values
-    sig = _significance(results_dir, cells)
+    # intervals, and paired tests of each method against the reference method, on the stored per-example values
+    sig = _statistics(results_dir)
     out_dir = Path(out_dir)
     written, built, figures = [], [], []
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
         provenance = tables.provenance(frame[frame["backbone"] == backbone])
-        part_sig = None if sig is None else sig[sig["backbone"] == backbone]
+        part_sig = None if sig is None else _at_sizes(sig[sig["backbone"] == backbone], tables.target_sizes(part))
         note = (stats.significance_note(part_sig) if part_sig is not None
                 else "No significance marks: per-example files missing.")
         for precision in tables.precision_order(part):
@@ -40,21 +44,30 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
                         _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]
             built.append((backbone, table))
         for stem, title, png in plots.report_figures(part):
-            written.append(_write(out_dir / "figures" / slug / f"{stem}.png", png))
-            figures.append((backbone, title, png))
-    page = html.render_leaderboard(cells, tables.provenance(frame), built, figures)
+            path = _write(out_dir / "figures" / slug / f"{stem}.png", png)
+            written.append(path)
+            figures.append((backbone, title, path.relative_to(out_dir).as_posix()))
+    details = cell_details(cells, sig, frame)
+    page = html.render_leaderboard(details, tables.provenance(frame), built, figures)
     written.append(_write(out_dir / "index.html", page.encode()))
+    if not cells.empty:  # the interactive figures' library, loaded by a relative <script src>
+        written.append(_write(out_dir / interactive.PLOTLY_JS.name, interactive.PLOTLY_JS.read_bytes()))
     return written
 
 
-def _significance(results_dir: Path, cells):
-    """Paired tests against the reference method, or None when some run lacks its per-example file (a report of
-    what exists is still written; the caption says why there are no marks)."""
+def _statistics(results_dir: Path) -> pd.DataFrame | None:
+    """Every cell's interval and paired test against the reference method, or None when some run lacks its
+    per-example file (a report of what exists is still written; the caption says why there are no marks)."""
     try:
-        sizes = {size for _, part in tables.by_backbone(cells) for size in tables.target_sizes(part)}
-        return stats.cell_statistics(results_dir, sizes=sorted(sizes))
+        return stats.cell_statistics(results_dir, alpha=ALPHA)
     except BenchError:
         return None
+
+
+def _at_sizes(sig: pd.DataFrame, sizes: list[tuple[int, int]]) -> pd.DataFrame:
+    """The tests at the table's sizes: its marks and the note under them."""
+    cells = pd.MultiIndex.from_arrays([sig["layer"].astype(int), sig["dim"].astype(int)])
+    return sig[cells.isin([(int(layer), int(dim)) for layer, dim in sizes])]
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -125,13 +125,20 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     assert (load_results(reference / "results")["metric"] == "train_seconds").sum() == 1
 
 
-def test_separate_models_hold_only_their_blocks(data_dir, tmp_path):
-    specs = make_specs(with_overrides(smoke(), tasks=("stsb",)), "separate")
-    checkpoints = METHODS.get("separate")().checkpoints(specs[0], RunContext(data_dir, tmp_path / "r", tmp_path / "c"))
+def test_separate_models_hold_only_their_blocks_and_the_full_size_one_is_fulls(data_dir, tmp_path, monkeypatch):
+    """Each `separate` model holds only its target's blocks; the full-size one is `full`'s checkpoint (same blocks,
+    objective, budget and seed), so running `full` afterwards trains nothing and serves the same folder."""
+    ctx = RunContext(data_dir, tmp_path / "r", tmp_path / "c")
+    specs = make_specs(with_overrides(smoke(), tasks=("stsb",)), "separate,full")
+    checkpoints = METHODS.get("separate")().checkpoints(specs[0], ctx)
     for ck in checkpoints:
         (cell,) = ck.targets
         assert ck.only_targets
         assert json.loads((Path(ck.model) / "config.json").read_text())["num_hidden_layers"] == cell.layer
+    import bench.train
+    monkeypatch.setattr(bench.train, "_one_step", lambda *a: pytest.fail("full retrained separate's model"))
+    (full,) = METHODS.get("full")().checkpoints(specs[1], ctx)
+    assert full.model == checkpoints[-1].model and checkpoints[-1].targets == full.targets
 
 
 def test_scored_pairs_train_with_sentence_transformers_cosent(data_dir):

@@ -209,6 +209,8 @@ def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": budget.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
+    if budget.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=budget.lr)
     return torch.optim.AdamW(groups, lr=budget.lr)
 
 

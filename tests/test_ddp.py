@@ -122,12 +122,12 @@ def moved(state: dict, initial: dict) -> float:
 def test_two_process_ddp_and_accumulation_equal_plain_sgd(data_dir, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    args = [str(data_dir), None, str(LR), str(STEPS), str(BATCH)]
-    args[1] = "1"
+    def args(accum: int) -> list[str]:
+        return [str(data_dir), str(accum), str(LR), str(STEPS), str(BATCH)]
+
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-         str(tmp_path / "ddp"), *args], tmp_path)
-    args[1] = "2"
-    run([sys.executable, str(script), str(tmp_path / "single"), *args], tmp_path)
+         str(tmp_path / "ddp"), *args(1)], tmp_path)
+    run([sys.executable, str(script), str(tmp_path / "single"), *args(2)], tmp_path)
     rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "single" / "rank0.pt")
 

@@ -161,7 +161,8 @@ def test_embedding_kl_equals_the_starbucks_sts_loss(model_and_tokenizer, data_di
     model, tokenizer = model_and_tokenizer
     batch = real_batch(data_dir, train_data, tokenizer)
     expected = value_and_grad(model, lambda m: starbucks_sts_loss(m, batch, base))
-    assert_same(expected, value_and_grad(model, lambda m: ours(METHODS.get("starbucks-srl")().Params(), kind)(m, batch)))
+    defaults = METHODS.get("starbucks-srl")().Params()
+    assert_same(expected, value_and_grad(model, lambda m: ours(defaults, kind)(m, batch)))
 
 
 def test_scores_kl_equals_the_starbucks_retrieval_loss_with_cosine_scores(model_and_tokenizer, data_dir):
@@ -181,7 +182,8 @@ def test_kl_weights_scale_the_kl_term_as_the_formulas_do(model_and_tokenizer, da
     srl = METHODS.get("starbucks-srl")()
     assert_same(sts, value_and_grad(model, lambda m: ours(srl.Params(kl_weight=1.7), "triplets")(m, batch)))
     retrieval = value_and_grad(model, lambda m: starbucks_retrieval_loss(m, batch, cosine_scores, 1 / SCALE, 1.7))
-    assert_same(retrieval, value_and_grad(model, lambda m: ours(replace(RETRIEVAL, kl_weight=1.7), "triplets")(m, batch)))
+    heavier = replace(RETRIEVAL, kl_weight=1.7)
+    assert_same(retrieval, value_and_grad(model, lambda m: ours(heavier, "triplets")(m, batch)))
 
 
 def test_paper_dot_product_scores_differ_from_ours(model_and_tokenizer, data_dir):

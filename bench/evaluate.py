@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from bench.backbone import Encoder
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
 
+log = logging.getLogger("bench")
 
 def grid(num_layers: int, hidden_size: int, spec: EvalSpec) -> list[SubModel]:
     """Every requested (layer, dim) cell, checked against the backbone. Default: every layer x default_dims."""
@@ -40,12 +42,33 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
     if cache_dir is None:
         return encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
     path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
-        os.replace(tmp, path)
+    shape = (encoder.num_layers, len(texts), encoder.hidden_size)
+    cached = _cached_array(path, shape) if path.exists() else None
+    if cached is not None:
+        return cached
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
+    os.replace(tmp, path)
     return np.load(path, mmap_mode="r")
+
+
+def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The cached float32 array of this shape, or None (with a warning) when the file is damaged: an unreadable
+    header, another shape or dtype, or a size other than header + data (cut short, or bytes added). Values changed
+    in place are not seen (that needs a checksum, i.e. a full read on every reuse)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - np.load refuses a bad header in many ways (ValueError, EOFError,
+        # tokenize.TokenError, ...), and a cache that cannot be read is simply rebuilt
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    else:
+        size = path.stat().st_size
+        if array.shape == shape and array.dtype == np.float32 and size == array.offset + array.nbytes:
+            return array
+        problem = f"{array.dtype} {array.shape} in {size} bytes, expected float32 {shape}"
+    log.warning("cached encoding %s is damaged (%s); encoding again", path, problem)
+    return None
 
 
 def evaluate_grid(encoder: Encoder, model_id: str, task, data, spec: EvalSpec, cells: list[SubModel] | None = None,

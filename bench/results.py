@@ -141,6 +141,20 @@ def _to_bool(value) -> bool:
     raise ValueError(f"is_target must be True/False, got {value!r}")
 
 
+def read_examples(path: Path) -> dict[str, np.ndarray]:
+    """Every per-example array of a run, read in full, so a damaged file fails here (one line), not mid-statistics.
+    A zip that was cut short or corrupted fails in many ways (BadZipFile, zlib.error, EOFError, ValueError, CRC
+    errors, NotImplementedError for a garbled compression method): all of them mean the same thing here."""
+    try:
+        with np.load(path) as npz:
+            return {key: np.asarray(npz[key]) for key in npz.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the archive is a damaged file
+        raise BenchError(f"{path}: corrupt per-example file ({type(exc).__name__}); delete the run's files (its CSV "
+                         "and this file) and rerun it") from None
+
+
 def read_run_file(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"params_hash": str, "run_id": str, "git_sha": str}, keep_default_na=False,

@@ -17,6 +17,7 @@ from bench.transforms import bytes_per_vector
 
 log = logging.getLogger("bench")
 
+
 def grid(num_layers: int, hidden_size: int, spec: EvalSpec) -> list[SubModel]:
     """Every requested (layer, dim) cell, checked against the backbone. Default: every layer x default_dims."""
     layers = spec.layers or tuple(range(1, num_layers + 1))

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
-from bench.spec import RunSpec
+from bench.spec import RunSpec, budget_identity
 
 SCHEMA_VERSION = 1
 COLUMNS = [
@@ -53,7 +53,7 @@ def run_fields(spec: RunSpec) -> dict:
     return {
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
-        "train_data": spec.train_data, "budget": json.dumps(asdict(spec.budget), sort_keys=True),
+        "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
         "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True),
         "git_sha": git_sha(), "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,

@@ -81,7 +81,8 @@ class EvalSpec:
 SCHEDULES = ("linear", "cosine", "constant_with_warmup")  # transformers.get_scheduler names, with warmup
 OPTIMIZERS = ("adamw", "sgd")
 # Budget fields added after reference results were committed, at the default that reproduces the old behaviour:
-# at that default they stay out of the run's identity, so existing run ids (and references) remain valid.
+# at that default they stay out of the run's identity and of its recorded budget (absent means that default), so
+# existing run ids and references stay valid and old and new rows of one budget read the same.
 LATER_BUDGET_DEFAULTS = {"optimizer": "adamw"}
 
 
@@ -154,7 +155,7 @@ class RunSpec:
 
 
 def budget_identity(budget: Budget) -> dict:
-    """The budget's fields as they enter run ids: LATER_BUDGET_DEFAULTS left out at their default."""
+    """The budget's fields as they enter run ids and result rows: LATER_BUDGET_DEFAULTS left out at their default."""
     fields = asdict(budget)
     for name, default in LATER_BUDGET_DEFAULTS.items():
         if fields[name] == default:

@@ -2,13 +2,15 @@
 
 `train()` is generic: it takes a model, a list of examples, a `collate` (examples -> batch) and an `objective`
 (model, batch, generator -> scalar loss), and runs them under a `Budget`: AdamW (no decay on biases and norms, as
-the HF trainer), warmup + linear/cosine decay from transformers, gradient clipping, gradient accumulation, optional
-activation checkpointing, bf16 autocast on CUDA, fp32 on CPU. The data order is a seeded permutation per epoch and
+the HF trainer; or plain SGD, `budget.optimizer`, for tests of gradient scale), warmup + linear/cosine decay from
+transformers, gradient clipping, gradient accumulation, optional activation checkpointing, bf16 autocast on CUDA,
+fp32 on CPU. The data order is a seeded permutation per epoch and
 optimizer step `s` always reads the same examples, so a resumed run sees exactly what an uninterrupted one sees.
 
 Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
-scheduler and RNG states) is written atomically; a rerun resumes from the newest one. The finished model goes to
-`final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds).
+scheduler and RNG states) is written atomically; a rerun resumes from the newest intact one. The finished model goes
+to `final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds). A
+damaged checkpoint (a cut file) is never loaded: an earlier one is resumed, or the model is trained again.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the same code wraps the model in DistributedDataParallel (gloo on CPU,
 nccl on CUDA); each process reads its own micro-batches of every step, rank 0 writes the checkpoints. The data of

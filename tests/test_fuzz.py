@@ -6,6 +6,10 @@ BenchError whose message is one line naming the damaged file and the fix; never 
 traceback. A damaged cache or checkpoint is never used: it is rebuilt (the encoding) or trained again / resumed
 from an earlier valid state (the checkpoint), to the same numbers as an undamaged run.
 
+Not claimed, as no format here carries a checksum or row count: a text file cut exactly at a line boundary is a
+shorter valid file (the results test checks that its rows are then exactly the original's first ones), and values
+changed in place (a digit of a score, a byte of a cached float) read as valid values.
+
 Runs: a fixed derandomized profile (no example database, no deadline), so CI sees the same examples every time;
 max_examples is small enough that the whole file takes well under a minute on one core.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
+
+log = logging.getLogger("bench")
 
 
 def grid(num_layers: int, width: int, spec: EvalSpec) -> list[SubModel]:
@@ -64,7 +67,8 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
         return vectors, _timing(encoder, len(texts))
     path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
     timing_path = path.with_suffix(".timing.json")
-    if not path.exists():
+    shape = (encoder.num_layers, len(texts), encoder.hidden_size)
+    if not path.exists() or _cached_array(path, shape) is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
         encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
@@ -76,6 +80,24 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
         os.replace(tmp, path)
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
     return np.load(path, mmap_mode="r"), timing
+
+
+def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The cached float32 array of this shape, or None (with a warning) when the file is damaged: an unreadable
+    header, another shape or dtype, or a size other than header + data (cut short, or bytes added). Values changed
+    in place are not seen (that needs a checksum, i.e. a full read on every reuse)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - np.load refuses a bad header in many ways (ValueError, EOFError,
+        # tokenize.TokenError, ...), and a cache that cannot be read is simply rebuilt
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    else:
+        size = path.stat().st_size
+        if array.shape == shape and array.dtype == np.float32 and size == array.offset + array.nbytes:
+            return array
+        problem = f"{array.dtype} {array.shape} in {size} bytes, expected float32 {shape}"
+    log.warning("cached encoding %s is damaged (%s); encoding again", path, problem)
+    return None
 
 
 def _timing(encoder: Encoder, n_texts: int) -> dict | None:

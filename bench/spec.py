@@ -79,6 +79,11 @@ class EvalSpec:
 
 
 SCHEDULES = ("linear", "cosine", "constant_with_warmup")  # transformers.get_scheduler names, with warmup
+OPTIMIZERS = ("adamw", "sgd")
+# Budget fields added after reference results were committed, at the default that reproduces the old behaviour:
+# at that default they stay out of the run's identity and of its recorded budget (absent means that default), so
+# existing run ids and references stay valid and old and new rows of one budget read the same.
+LATER_BUDGET_DEFAULTS = {"optimizer": "adamw"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,9 @@ class Budget:
     max_grad_norm: float = 1.0  # gradient clipping, as the HF/sentence-transformers trainer does by default
     checkpoint_every: int = 50  # steps between resumable checkpoints (does not change the result)
     grad_checkpointing: bool = False  # activation checkpointing: less memory, same numbers
+    # "sgd": plain SGD (no momentum), whose step is proportional to the gradient; tests use it to see gradient-scale
+    # bugs that AdamW's normalization hides
+    optimizer: str = "adamw"
 
     def __post_init__(self):
         if self.steps < 0:
@@ -109,6 +117,8 @@ class Budget:
             raise BenchError(f"budget warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.schedule not in SCHEDULES:
             raise BenchError(f"unknown budget schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise BenchError(f"unknown budget optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise BenchError("budget weight_decay and max_grad_norm must be >= 0 (0 turns them off)")
 
@@ -129,7 +139,7 @@ class RunSpec:
     def model_fields(self) -> dict:
         """What determines the checkpoint (not the task nor how it is scored)."""
         return {"method": self.method, "backbone": self.backbone, "params": dict(self.params),
-                "train_data": self.train_data, "budget": asdict(self.budget), "seed": self.seed}
+                "train_data": self.train_data, "budget": budget_identity(self.budget), "seed": self.seed}
 
     @property
     def model_key(self) -> str:
@@ -142,6 +152,15 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return stable_hash({**self.model_fields(), "task": self.task, "eval": asdict(self.eval)})
+
+
+def budget_identity(budget: Budget) -> dict:
+    """The budget's fields as they enter run ids and result rows: LATER_BUDGET_DEFAULTS left out at their default."""
+    fields = asdict(budget)
+    for name, default in LATER_BUDGET_DEFAULTS.items():
+        if fields[name] == default:
+            del fields[name]
+    return fields
 
 
 def stable_hash(obj) -> str:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from bench.data.pairs import load_training_set
 from bench.losses import base_loss
 from bench.results import load_results
 from bench.runner import make_specs, run_all
-from bench.spec import Budget
+from bench.spec import Budget, RunSpec
 from bench.suites import smoke, with_overrides
 from bench.train import ExampleOrder, TextCollate, micro_batch, train
 from methods import METHODS, RunContext
@@ -68,6 +69,7 @@ def test_training_on_cpu_is_deterministic_and_writes_safetensors(data_dir, tmp_p
 
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
+from dataclasses import replace
 from pathlib import Path
 import bench.train
 from bench.runner import run_all
@@ -220,10 +222,19 @@ def test_empty_training_data_is_one_clear_line(data_dir, tmp_path):
     ("grad_accum", -1, "budget grad_accum must be positive, got -1"),
     ("lr", 0.0, "budget lr must be positive, got 0.0"),
     ("schedule", "step", "unknown budget schedule 'step'; choose from linear, cosine, constant_with_warmup"),
+    ("optimizer", "adam", "unknown budget optimizer 'adam'; choose from adamw, sgd"),
 ])
 def test_bad_budgets_fail_with_one_line(field, value, message):
     with pytest.raises(BenchError, match=message):
         Budget(**{field: value})
+
+
+def test_optimizer_joins_the_run_id_only_away_from_its_default():
+    """Added after references were committed: AdamW (the only optimizer before) keeps every existing run id."""
+    spec = RunSpec("full", "stsb", train_data="snli", budget=Budget(steps=2))
+    assert "optimizer" not in spec.model_fields()["budget"]
+    assert replace(spec, budget=Budget(steps=2, optimizer="adamw")).run_id == spec.run_id
+    assert replace(spec, budget=Budget(steps=2, optimizer="sgd")).run_id != spec.run_id
 
 
 def test_fewer_examples_than_a_batch_is_refused(tmp_path):

@@ -80,7 +80,7 @@ def pca_target(vectors: torch.Tensor, k: int) -> torch.Tensor:
 
 def distillation(slim: torch.Tensor, target: torch.Tensor, mse_weight: float, temperature: float) -> torch.Tensor:
     """D(x, t): MSE plus T x KL(softmax(t / T) || softmax(x / T)); the target is a constant."""
-    total = mse_weight * F.mse_loss(slim.float(), target) if mse_weight else slim.new_zeros((), dtype=torch.float32)
+    total = mse_weight * F.mse_loss(slim.to(target.dtype), target) if mse_weight else target.new_zeros(())
     if temperature > 0:
         total = total + temperature * kl_embedding([slim], [target], temperature, detach_teacher=True)
     return total

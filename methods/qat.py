@@ -86,10 +86,10 @@ def precision_aware(loss: BaseLoss, weights: dict[str, float]) -> BaseLoss:
     """The base loss on the float vectors and on each quantized copy, weighted; zero-weight terms are skipped."""
     def combined(columns: list[torch.Tensor], labels):
         total = weights["fp32"] * loss(columns, labels) if weights["fp32"] else 0.0
-        normalized = [F.normalize(c, dim=-1) for c in columns]
-        for precision, quantize in QUANTIZERS.items():
-            if weights[precision]:
-                total = total + weights[precision] * loss(quantize(normalized), labels)
+        quantized = [p for p in QUANTIZERS if weights[p]]
+        normalized = [F.normalize(c, dim=-1) for c in columns] if quantized else []
+        for precision in quantized:
+            total = total + weights[precision] * loss(QUANTIZERS[precision](normalized), labels)
         return total
 
     return combined

@@ -39,8 +39,8 @@ def edited(monkeypatch, *modules: str) -> None:
 
 
 @pytest.mark.parametrize("module, changes", [
-    ("methods.starbucks_srl", {"starbucks-srl", "starbucks", "separate", "mrl", "2dmse"}),  # they import its rules
-    ("bench.losses", {"full", "mrl", "2dmse", "starbucks-srl", "starbucks", "separate"}),
+    ("methods.starbucks_srl", {"starbucks-srl", "starbucks", "separate", "mrl", "2dmse", "qat"}),  # import its rules
+    ("bench.losses", {"full", "mrl", "2dmse", "starbucks-srl", "starbucks", "separate", "qat", "ese"}),
     ("bench.smae", {"starbucks"}),
     ("methods.full", {"full"}),
 ])

@@ -167,7 +167,7 @@ def test_target_rule_gives_the_paper_pairs_on_bert_base_and_the_same_pattern_els
 # ---- contract tests over every registered training method ---------------------------------------------------------
 
 # Hyperparameters whose default (None: "follow the backbone") has no generic variant: a value to try instead.
-NONE_VARIANTS = {"dims": (16, 64), "targets": ((2, 32), (4, 64)), "weights": (1.0, 3.0)}
+NONE_VARIANTS = {"dims": (16, 64), "targets": ((2, 32), (4, 64)), "weights": (1.0, 3.0), "compression_size": 16}
 
 
 def variant(method: str, name: str, value, params):

@@ -160,7 +160,8 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
                           bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in checkpoint.targets,
                           head=head_name) for m, s in metrics.items()]
-            examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
+            if spec.example_cells is None or (cell.layer, cell.dim) in spec.example_cells:
+                examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
     rows += encode_time_rows([timing for _, timing in encoded.values()], str(encoder.device))
     rows.append(dict(metric="encode_seconds", score=encode_s))
     rows.append(dict(metric="grid_eval_seconds", score=time.perf_counter() - t1))

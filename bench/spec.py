@@ -62,6 +62,10 @@ class EvalSpec:
     rescore_multiplier: int = 4  # binary+rescore: shortlist = k * multiplier by Hamming
     rescore_docs: str = "int8"  # binary+rescore: float query against "int8" (dequantized) or "fp32" documents
     search_index: str = "flat"  # faiss: "flat" (exact) or "hnsw" (approximate, for large corpora)
+    # Per-example values (for intervals and paired tests) are stored for these (layer, dim) cells only, at every
+    # precision; None: every cell. Scores are unaffected. It keeps committed results small: SICK-R's 9,927 pair
+    # similarities x 36 cells x 3 precisions are 4.3 MB per run.
+    example_cells: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -73,6 +77,9 @@ class EvalSpec:
                               ("search_index", SEARCH_INDEXES)):
             if getattr(self, name) not in allowed:
                 raise BenchError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        if self.example_cells is not None and not all(
+                len(c) == 2 and all(isinstance(x, int) and x > 0 for x in c) for c in self.example_cells):
+            raise BenchError(f"example_cells must be (layer, dim) pairs of positive integers, got {self.example_cells!r}")
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
             if getattr(self, name) <= 0:
                 raise BenchError(f"{name} must be positive, got {getattr(self, name)}")

@@ -305,3 +305,18 @@ def test_empty_calibration_set_is_a_clear_error():
 def test_cli_reports_an_unknown_precision(capsys):
     assert main(["run", "--suite", "smoke", "--precisions", "fp32,int4"]) == 2
     assert "unknown precision 'int4'" in capsys.readouterr().err
+
+
+def test_per_example_values_are_stored_only_for_the_example_cells_and_scores_do_not_change(tiny):
+    """example_cells keeps committed results small: the cells outside it keep their scores and lose only their
+    per-example values."""
+    every, only = EvalSpec(dims=(16, 64)), EvalSpec(dims=(16, 64), example_cells=((1, 16),))
+    rows_all, examples_all = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("stsb"), sts_slice(), every)
+    rows_one, examples_one = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("stsb"), sts_slice(), only)
+    assert {k.rsplit("/", 2)[0] for k in examples_one} == {"1/16"}
+    assert {k: examples_all[k] for k in examples_one}.keys() == examples_one.keys()
+    scores = [[(r["layer"], r["dim"], r["precision"], r["metric"], r["score"]) for r in rows if r.get("dim", -1) > 0
+               and "ms" not in r["metric"]] for rows in (rows_all, rows_one)]
+    assert scores[0] == scores[1]
+    with pytest.raises(BenchError, match="example_cells must be"):
+        EvalSpec(example_cells=((1, 0),))

@@ -38,7 +38,7 @@ from bench.backbone import Encoder, backbone_shape
 from bench.evaluate import encode_cached
 from bench.heads import save_head
 from bench.spec import Budget, RunSpec
-from bench.train import ExampleOrder, check_trainable, make_optimizer, make_scheduler, micro_batch
+from bench.train import ExampleOrder, check_trainable, is_main_process, make_optimizer, make_scheduler, micro_batch
 from methods import Checkpoint, RunContext
 from methods._jobs import training_key
 
@@ -127,6 +127,8 @@ def head_dir(method, spec: RunSpec, ctx: RunContext) -> Path:
 def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
     """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too)."""
     params = check_head_config(method, spec)
+    if not is_main_process():  # under torchrun one process fits (seconds of CPU) and evaluates; see bench/runner.py
+        return []
     folder = head_dir(method, spec, ctx)
     path, log_path = folder / "head.safetensors", folder / LOG_FILE
     if not log_path.exists():
@@ -136,7 +138,7 @@ def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]
         seconds = time.perf_counter() - t0
         save_head(path, head)
         tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"log": log, "seconds": seconds, "n_fit": int(vectors.shape[1])}))
+        tmp.write_text(json.dumps({"log": log, "seconds": seconds}))
         os.replace(tmp, log_path)  # written last: a folder with a log holds a whole head
     meta = json.loads(log_path.read_text())
     return [Checkpoint(model=spec.backbone, model_id=backbone_id(spec), head=str(path), train_log=tuple(meta["log"]),

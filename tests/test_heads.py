@@ -89,7 +89,7 @@ def test_identity_head_gives_exactly_the_base_models_grid(tiny, task, data, tmp_
     assert all(np.array_equal(examples[k], base_examples[k]) for k in examples)
 
 
-# ---- pca --------------------------------------------------------------------------------------------------------------
+# ---- pca -------------------------------------------------------------------------------------------------------------
 
 def correlated(n: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -194,7 +194,7 @@ def test_adaptor_head_computes_the_trained_module_in_numpy():
     np.testing.assert_array_equal(head.apply(1, x), x)  # a layer without an adaptor passes through
 
 
-# ---- bebr ---------------------------------------------------------------------------------------------------------------
+# ---- bebr ------------------------------------------------------------------------------------------------------------
 
 def binarizer(levels: int, x: np.ndarray, trained: bool, seed: int = 0) -> RecurrentBinarizer:
     """The method's own module for one layer: untrained (identity blocks, greedy weights) or randomly moved."""

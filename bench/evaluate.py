@@ -2,7 +2,9 @@
 
 Evaluation alone decides which cells are scored: the requested grid plus the checkpoint's targets, or only its
 targets (`Checkpoint.only_targets`); precisions are checked against those dims once, before anything is encoded.
-A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation.
+A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation; a head that makes
+its own binary codes (bebr) is scored at the binary precisions only, through those codes, at `bits_per_dim` bits per
+dimension.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
-from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.spec import PRECISIONS, EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
 
 log = logging.getLogger("bench")
@@ -119,7 +121,8 @@ def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
 
 class HeadedLayers:
     """arrays[name][layer - 1] as the tasks read it, with the checkpoint's head applied to that layer (the last
-    layer asked for is kept: cells are scored layer by layer)."""
+    layer asked for is kept: cells are scored layer by layer); `codes(layer, dim)` the head's own binary codes of
+    a cell, or None where it makes none (bench/transforms.head_codes)."""
 
     def __init__(self, vectors: np.ndarray, head):
         self.vectors, self.head, self._last = vectors, head, (None, None)
@@ -132,6 +135,10 @@ class HeadedLayers:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def codes(self, layer: int, dim: int):
+        make = getattr(self.head, "codes", None)
+        return None if make is None else make(layer, self.vectors[layer - 1], dim)
+
 
 def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None) -> tuple[list[dict], dict]:
@@ -142,7 +149,9 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.hidden_size)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
-    precisions = [p for p in spec.precisions if p in task.meta.precisions]
+    served = getattr(head, "PRECISIONS", PRECISIONS)  # a head of binary codes has no float cells of its own
+    precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
+    bits_per_dim = getattr(head, "bits_per_dim", 1)
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
@@ -157,9 +166,10 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
             metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
             n = len(next(iter(per_example.values())))
             metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
+            size = bytes_per_vector(cell.dim, precision, bits_per_dim)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
-                          bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in checkpoint.targets,
-                          head=head_name) for m, s in metrics.items()]
+                          bytes_per_vector=size, is_target=cell in checkpoint.targets, head=head_name)
+                     for m, s in metrics.items()]
             if spec.example_cells is None or (cell.layer, cell.dim) in spec.example_cells:
                 examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
     rows += encode_time_rows([timing for _, timing in encoded.values()], str(encoder.device))

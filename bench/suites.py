@@ -39,7 +39,8 @@ def smoke() -> Suite:
                  tasks=("stsb", "scifact"), eval=EvalSpec(max_pairs=200, max_queries=20, dims=(16, 32, 64),
                                                          max_doc_len=64, batch_size=32),
                  budget=Budget(steps=8, batch_size=8, lr=1e-4, max_seq_len=32, checkpoint_every=4),
-                 method_params={"starbucks": SMOKE_SMAE})
+                 method_params={"starbucks": SMOKE_SMAE,
+                                **{m: dict(fit_sentences=1024) for m in ("pca", "matryoshka-adaptor", "bebr")}})
 
 
 # MiniLM (6 x 384) evaluated at the Starbucks target dims: a 6 x 6 grid whose diagonal is the targets

@@ -235,13 +235,19 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, generator: torch.
 
 # ---- the loop ------------------------------------------------------------------------------------------------------
 
-def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": budget.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
     if budget.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=budget.lr)
     return torch.optim.AdamW(groups, lr=budget.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, budget: Budget):
+    """The budget's schedule (transformers' names) with its warmup share of the steps."""
+    warmup = math.ceil(budget.warmup_ratio * budget.steps)
+    return get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
 
 
 def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
@@ -272,9 +278,8 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
     model.to(dev).train()
     if budget.grad_checkpointing:
         model.activation_checkpointing_enable()
-    optimizer = _optimizer(model, budget)
-    warmup = math.ceil(budget.warmup_ratio * budget.steps)
-    scheduler = get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
+    optimizer = make_optimizer(model, budget)
+    scheduler = make_scheduler(optimizer, budget)
     start, log, seconds = 0, [], 0.0
     latest = _latest_step_dir(out_dir)
     if latest is not None:

@@ -197,6 +197,7 @@ def run_cli(args: list[str], data_dir: Path, tmp_path: Path, capsys) -> str:
 @pytest.mark.parametrize("args,message", [
     (["--methods", "fulll"], "error: unknown method 'fulll': did you mean 'full'?"),
     (["--methods", "mrl", "--steps", "0"], "error: method mrl trains, so the budget needs steps > 0; got 0"),
+    (["--methods", "bebr", "--steps", "0"], "error: method bebr trains, so the budget needs steps > 0; got 0"),
     (["--methods", "mrl", "--steps", "-3"], "error: budget steps must be >= 0, got -3"),
     (["--methods", "mrl", "--train-data", "quora"], "error: unknown training data 'quora'; known: snli"),
 ])

@@ -226,3 +226,20 @@ def test_registered_remote_code_model_is_refused_before_any_download(capsys, tmp
     with pytest.raises(BenchError, match="--trust-remote-code"):
         make_specs(with_overrides(default(), backbone="nomic-embed-text-v1.5"), "pretrained")
     assert bench.models.public_model("nomic-ai/nomic-embed-text-v1.5") is None  # a hub id is not an entry
+
+
+def test_prompts_flag_parses_roles_commas_and_newlines():
+    from bench.cli import _prompts
+
+    parsed = _prompts('query=Instruct: find it, then rank it\\nQuery:,document=,default=@STS')
+    assert parsed == (("default", "@STS"), ("document", ""), ("query", "Instruct: find it, then rank it\nQuery:"))
+    assert _prompts(None) is None
+
+
+def test_a_default_prompt_name_the_model_lacks_is_one_line(tmp_path):
+    folder = st_folder(tmp_path / "st", save_hf(tiny_bert(layers=1), tmp_path / "hf"), "mean",
+                       prompts={"query": "q: "})
+    config = tmp_path / "st" / "config_sentence_transformers.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "default_prompt_name": "sts"}))
+    with pytest.raises(BenchError, match="names default prompt 'sts', which is not one of its prompts"):
+        Encoder.load(folder, device="cpu")

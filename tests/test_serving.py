@@ -169,11 +169,15 @@ def test_head_on_the_last_layer_only_is_recorded_and_keeps_pooled_states_below(b
         Encoder.load(dense, device="cpu", head_layers="last")
 
 
-def test_pooling_override_replaces_the_models_pooling(bert_dir, tmp_path):
-    folder = st_folder(tmp_path / "st", bert_dir, "mean", head=[("Normalize",)])
-    cls_folder = st_folder(tmp_path / "cls", bert_dir, "cls", head=[("Normalize",)])
-    ours = Encoder.load(folder, device="cpu", pooling="cls").encode(TEXTS, 512)
-    np.testing.assert_allclose(ours[-1], served_by_st(cls_folder), atol=TOL)
+def test_pooling_override_replaces_the_models_pooling_and_keeps_include_prompt(bert_dir, tmp_path):
+    """--pooling max on a mean model that leaves its prompt out of pooling: served like the same model saved with
+    max pooling (prompt still left out)."""
+    kwargs = dict(include_prompt=False, head=[("Normalize",)], prompts={"sts": "a long prompt: "},
+                  default_prompt_name="sts")
+    folder = st_folder(tmp_path / "st", bert_dir, "mean", **kwargs)
+    max_folder = st_folder(tmp_path / "max", bert_dir, "max", **kwargs)
+    ours = Encoder.load(folder, device="cpu", pooling="max").encode(TEXTS, 512)
+    np.testing.assert_allclose(ours[-1], served_by_st(max_folder), atol=TOL)
 
 
 def manual_last_token(folder: str, layers: int, prompt: str, eos_id: int | None) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,18 +25,47 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _prompts(text: str | None) -> tuple[tuple[str, str], ...] | None:
+    """`query=search_query: ,document=search_document: ` -> (("document", ...), ("query", ...)). A comma starts a new
+    role only when a role name and "=" follow it, so prompts may hold commas; a literal backslash-n is a newline
+    (Qwen3's instructions end in "\\nQuery:"); `role=@name` picks the model's prompt of that name."""
+    if text is None:
+        return None
+    from bench.spec import ROLES
+
+    parts = re.split(rf",(?=\s*(?:{'|'.join(ROLES)})=)", text)
+    pairs = []
+    for part in parts:
+        role, sep, prompt = part.partition("=")
+        if not sep:
+            raise BenchError(f"expected --prompts ROLE=TEXT[,ROLE=TEXT] with roles {', '.join(ROLES)}; got {part!r}")
+        pairs.append((role.strip(), prompt.replace("\\n", "\n")))
+    return tuple(sorted(pairs))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark elastic text embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
     run.add_argument("--suite", default="default", help="preset (see `bench ls`); default: default")
-    run.add_argument("--methods", default="all", help="comma list of methods, or all (default)")
+    run.add_argument("--methods", help="comma list of methods, or all (default: the suite's, mostly all)")
     run.add_argument("--tasks", help="comma list of tasks (default: the suite's)")
     run.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
     run.add_argument("--precisions", help="comma list of fp32,int8,binary,binary+rescore (default: the suite's)")
     run.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
-    run.add_argument("--dims", help="comma list of dims to evaluate (default: halving down from the full width)")
-    run.add_argument("--backbone", help="hub id or local model dir (default: the suite's)")
+    run.add_argument("--dims", help="comma list of dims to evaluate (default: the suite's; with --backbone, halving "
+                                    "down from the width the model serves)")
+    run.add_argument("--backbone", help="a registered public model (see `bench ls`), hub id or local model dir "
+                                        "(default: the suite's)")
+    run.add_argument("--pooling", help="override the model's pooling: cls, mean, max, lasttoken, weightedmean, "
+                                       "mean_sqrt_len_tokens (default: auto, the model's own)")
+    run.add_argument("--prompts", help='override prompts by role, e.g. query="search_query: ",document="search_'
+                                       'document: " (roles: default, query, document; ROLE=@name picks the '
+                                       "model's prompt of that name; default: the model's own)")
+    run.add_argument("--head-layers", help="every (default) or last: the layers the model's modules after pooling "
+                                           "(Dense, LayerNorm, Normalize) apply to")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="allow models that run code from their own repository (off by default)")
     run.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
     run.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
     _dirs(run)
@@ -74,9 +104,11 @@ def cmd_run(args) -> int:
     os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
-                           dims=_ints(args.dims), train_data=args.train_data, steps=args.steps)
-    specs = make_specs(suite, args.methods)
-    ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device)
+                           dims=_ints(args.dims), train_data=args.train_data, steps=args.steps, pooling=args.pooling,
+                           prompts=_prompts(args.prompts), head_layers=args.head_layers)
+    specs = make_specs(suite, args.methods, trust_remote_code=args.trust_remote_code)
+    ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
+                     trust_remote_code=args.trust_remote_code)
     written = run_all(specs, ctx)
     print(f"{len(written)} new result file(s), {len(specs) - len(written)} already finished, in {args.results_dir}")
     return 0
@@ -91,6 +123,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_ls(args) -> int:
+    from bench.models import PUBLIC_MODELS
     from bench.suites import SUITES
     from bench.tasks import TASKS
     from methods import METHODS
@@ -99,6 +132,8 @@ def cmd_ls(args) -> int:
     print("tasks:   " + ", ".join(TASKS.names()))
     for name, make in SUITES.items():
         print(f"suite {name}: {make().description}")
+    for name, entry in PUBLIC_MODELS.items():
+        print(f"model {name}: {entry.summary()}")
     return 0
 
 

@@ -49,9 +49,10 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
     return cells
 
 
-def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) -> str:
-    """The encoding's cache key: the weights, how they are pooled, the texts, and the encoder's code."""
-    h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}|{encoding_code()}".encode())
+def texts_key(model_id: str, serving: str, max_length: int, texts: list[str]) -> str:
+    """The encoding's cache key: the weights, how they are served (`Encoder.serving_tag`: pooling, prompt, head),
+    the texts, and the encoder's code."""
+    h = hashlib.sha256(f"{model_id}|{serving}|{max_length}|{len(texts)}|{encoding_code()}".encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -59,21 +60,22 @@ def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) ->
 
 
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
-    """(L, N, H) vectors of `texts`, and the measured encode time per layer ({"device", "layer_seconds",
-    "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there and reused by any later run
-    of the same model on the same texts (model_id must identify the weights: backbone name or checkpoint key); the
-    timing of the encode that made them is kept beside them."""
+                  batch_size: int, cache_dir: Path | None, role: str | None = None) -> tuple[np.ndarray, dict | None]:
+    """(L, N, width) vectors of `texts` in `role` (query, document, or None: the model's default prompt), and the
+    measured encode time per layer ({"device", "layer_seconds", "n_texts"}, or None). With a cache dir the vectors
+    are streamed to a memmap there and reused by any later run of the same model on the same texts with the same
+    prompt (model_id must identify the weights: backbone name or checkpoint key); the timing of the encode that
+    made them is kept beside them."""
     if cache_dir is None:
-        vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
+        vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}", role=role)
         return vectors, _timing(encoder, len(texts))
-    path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
+    path = Path(cache_dir) / f"{texts_key(model_id, encoder.serving_tag(role), max_length, texts)}.npy"
     timing_path = path.with_suffix(".timing.json")
-    shape = (encoder.num_layers, len(texts), encoder.hidden_size)
+    shape = (encoder.num_layers, len(texts), encoder.width)
     if not path.exists() or _cached_array(path, shape) is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
+        encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}", role=role)
         timing = _timing(encoder, len(texts))
         if timing is not None:
             tmp_timing = timing_path.with_suffix(f".tmp{os.getpid()}")
@@ -100,6 +102,13 @@ def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
         problem = f"{array.dtype} {array.shape} in {size} bytes, expected float32 {shape}"
     log.warning("cached encoding %s is damaged (%s); encoding again", path, problem)
     return None
+
+
+def text_role(task, name: str) -> str | None:
+    """The role of a task's text set (`task.role(name)`: "query", "document", or None for texts without one, which
+    get the model's default prompt); a task that declares no roles has none."""
+    role = getattr(task, "role", None)
+    return role(name) if role is not None else None
 
 
 def _timing(encoder: Encoder, n_texts: int) -> dict | None:
@@ -147,7 +156,7 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     (pair similarities, per-query metrics). `backbone_layers`: depth of the full backbone, for
     relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks)."""
     head = load_head(checkpoint.head) if checkpoint.head else None
-    width = (head.out_dim if head is not None and head.out_dim else encoder.hidden_size)
+    width = (head.out_dim if head is not None and head.out_dim else encoder.width)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
     served = getattr(head, "PRECISIONS", PRECISIONS)  # a head of binary codes has no float cells of its own
     precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
@@ -155,7 +164,7 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir) for name, (t, max_len) in texts.items()}
+                                   cache_dir, role=text_role(task, name)) for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
     arrays = {name: v if head is None else HeadedLayers(v, head) for name, (v, _) in encoded.items()}
     aux = task.prepare(data, texts)

@@ -10,7 +10,9 @@ what one vector takes in the search index (4d, d, d/8, d/8). Cost rows of every 
 retrieval `index_bytes` (the serialized faiss index; binary+rescore's rescoring vectors are read from storage and
 not counted) and `search_ms_per_query` (median of repeated searches of all queries, faiss-cpu on one thread of
 the evaluating machine's CPU). The int8 calibration side, rescoring multiplier and documents, and search index
-are in `eval`. STS has no search, so binary+rescore gives no STS rows.
+are in `eval`, with the pooling, prompts (by role) and head layers the model was served with (fields added to
+EvalSpec later are left out at their "as before" value, as in the run_id: no prompts, the head on every layer).
+STS has no search, so binary+rescore gives no STS rows.
 
 Provenance columns: `code` is the fingerprint of the source that produced the run (bench/fingerprint.py), `git_sha`
 and `git_dirty` the checkout it ran from, `task_meta` the task's catalog record as JSON (its family and main
@@ -38,7 +40,7 @@ import pandas as pd
 from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
 from bench.fingerprint import git_state
-from bench.spec import RunSpec, budget_identity
+from bench.spec import RunSpec, budget_identity, eval_hash_fields
 
 log = logging.getLogger("bench")
 SCHEMA_VERSION = 2
@@ -65,7 +67,7 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
         "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
-        "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True),
+        "seed": spec.seed, "task": spec.task, "eval": json.dumps(eval_hash_fields(spec.eval), sort_keys=True),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
         "device": device, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,

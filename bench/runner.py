@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import BenchError
-from bench.backbone import Encoder, backbone_shape, pick_device
+from bench.backbone import Encoder, backbone_shape, pick_device, resolve_eval
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
@@ -33,21 +33,28 @@ def default_params(method: str) -> tuple:
     return freeze_params(asdict(METHODS.get(method)().Params()))
 
 
-def make_specs(suite: Suite, methods: str) -> list[RunSpec]:
-    """methods x seeds x tasks -> RunSpecs (each method with its default hyperparameters, then the suite's)."""
+def make_specs(suite: Suite, methods: str | None = None, trust_remote_code: bool = False) -> list[RunSpec]:
+    """backbones x methods x seeds x tasks -> RunSpecs (each method with its default hyperparameters, then the
+    suite's; methods None: the suite's). The evaluation is resolved against each backbone (bench.backbone.
+    resolve_eval: its pooling and prompts), so a spec records how the model was served."""
     tasks = TASKS.expand(list(suite.tasks))
     specs = []
-    for method in METHODS.expand(methods):
-        trains = getattr(METHODS.get(method), "trains", True)
-        for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
-            for task in tasks:
-                params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {})})
-                specs.append(RunSpec(method=method, task=task, backbone=suite.backbone, params=params,
-                                     train_data=suite.train_data if trains else "none",
-                                     budget=suite.budget if trains else Budget(steps=0), seed=seed, eval=suite.eval))
-        if trains and specs:  # a bad training config fails now, not after hours of other runs
-            check = method_jobs if hasattr(METHODS.get(method), "jobs") else check_head_config  # a head: `fit`
-            check(METHODS.get(method)(), specs[-1])
+    for backbone in suite.backbones or (suite.backbone,):
+        evaluation = resolve_eval(suite.eval, backbone, trust_remote_code)
+        for method in METHODS.expand(methods or suite.methods):
+            trains = getattr(METHODS.get(method), "trains", True)
+            for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
+                for task in tasks:
+                    params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {})})
+                    specs.append(RunSpec(method=method, task=task, backbone=backbone, params=params,
+                                         train_data=suite.train_data if trains else "none",
+                                         budget=suite.budget if trains else Budget(steps=0), seed=seed,
+                                         eval=evaluation))
+            if trains and specs:  # a bad training config fails now, not after hours of other runs
+                if hasattr(METHODS.get(method), "jobs"):
+                    method_jobs(METHODS.get(method)(), specs[-1], trust_remote_code)
+                else:  # a head fitted on frozen vectors
+                    check_head_config(METHODS.get(method)(), specs[-1])
     return specs
 
 
@@ -76,12 +83,13 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
     checkpoints = method.checkpoints(spec, ctx)
     if not is_main_process():  # under torchrun every process trains; one evaluates and writes
         return None
-    full_depth = backbone_shape(spec.backbone)[0]  # a `separate` checkpoint holds fewer blocks than the backbone
+    full_depth = backbone_shape(spec.backbone, ctx.trust_remote_code)[0]  # a `separate` checkpoint holds fewer blocks
     for ck in checkpoints:
         rows += [make_row(shared, split="train", **entry) for entry in ck.train_log]
         if getattr(method, "trains", True):
             timings["train_seconds"] = timings.get("train_seconds", 0.0) + ck.train_seconds
-        encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device)
+        encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
+                               prompts=spec.eval.prompts, head_layers=spec.eval.head_layers)
         cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
                                            backbone_layers=full_depth)
         examples.update(per_example)

@@ -9,6 +9,11 @@ from dataclasses import asdict, dataclass, field
 from bench import BenchError
 
 PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
+POOLINGS = ("cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens")  # sentence-transformers'
+# Text roles and their prompts: `default` is what SentenceTransformer.encode(texts) prepends (STS sentences and
+# any text without a role), `query` and `document` what encode(prompt_name="query" / "document") prepends.
+ROLES = ("default", "query", "document")
+HEAD_LAYERS = ("every", "last")
 INT8_CALIBRATIONS = ("corpus", "queries")
 RESCORE_DOCS = ("int8", "fp32")
 SEARCH_INDEXES = ("flat", "hnsw")
@@ -25,6 +30,12 @@ def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> 
     if binary and odd:
         raise BenchError(f"precision {binary[0]} packs 8 dims per byte, but dims {', '.join(map(str, odd))} are not "
                          "multiples of 8; choose dims like 16,24,32 or drop the binary precisions")
+
+
+def check_pooling(pooling: str) -> None:
+    """"auto", one of POOLINGS, or several joined by "+" (a Pooling that concatenates modes)."""
+    if pooling != "auto" and not all(mode in POOLINGS for mode in pooling.split("+")):
+        raise BenchError(f"unknown pooling {pooling!r}; choose from auto, {', '.join(POOLINGS)}")
 
 
 @dataclass(frozen=True, order=True)
@@ -46,8 +57,14 @@ class EvalSpec:
     """How a checkpoint is scored. Every field moves scores, so every field is recorded with the results."""
 
     layers: tuple[int, ...] | None = None  # None: every layer 1..L
-    dims: tuple[int, ...] | None = None  # None: default_dims(hidden_size)
-    pooling: str = "mean"
+    dims: tuple[int, ...] | None = None  # None: default_dims(the width the model serves)
+    # "auto": the model's own (its sentence-transformers Pooling, else mean), resolved when specs are made, so a
+    # written spec always names the pooling it used; or one of POOLINGS, overriding the model's
+    pooling: str = "auto"
+    # role -> prompt text. None: the model's own, resolved when specs are made into all three ROLES; a partial
+    # tuple overrides those roles ("@name" picks the model's prompt of that name, "@@" starts a literal "@")
+    prompts: tuple[tuple[str, str], ...] | None = None
+    head_layers: str = "every"  # the modules after pooling (Dense, LayerNorm, Normalize) on "every" layer or the "last"
     normalize: bool = True  # L2-normalize after truncation
     precisions: tuple[str, ...] = PRECISIONS
     batch_size: int = 64
@@ -68,8 +85,13 @@ class EvalSpec:
     example_cells: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self):
-        if self.pooling not in ("mean", "cls"):
-            raise BenchError(f"unknown pooling {self.pooling!r}; use 'mean' or 'cls'")
+        check_pooling(self.pooling)
+        for role, _ in self.prompts or ():
+            if role not in ROLES:
+                raise BenchError(f"unknown prompt role {role!r}; roles are {', '.join(ROLES)} (e.g. --prompts "
+                                 'query="search_query: ",document="search_document: ")')
+        if self.head_layers not in HEAD_LAYERS:
+            raise BenchError(f"unknown head_layers {self.head_layers!r}; choose from {', '.join(HEAD_LAYERS)}")
         if not self.precisions:
             raise BenchError(f"no precision to evaluate; pass some of {', '.join(PRECISIONS)}")
         check_precision_dims(self.precisions, self.dims or ())
@@ -158,7 +180,19 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return stable_hash({**self.model_fields(), "task": self.task, "eval": asdict(self.eval)})
+        return stable_hash({**self.model_fields(), "task": self.task, "eval": eval_hash_fields(self.eval)})
+
+
+# EvalSpec fields added after results were committed, with the value that means "as before the field existed":
+# they join the run_id only when they differ from it, so every earlier run keeps its run_id (and `bench reproduce`
+# its references). Prompts that are all empty are no prompts, which is what every earlier run had.
+LATER_EVAL_FIELDS = {"prompts": lambda v: v is not None and not any(text for _, text in v),
+                     "head_layers": lambda v: v == "every", "example_cells": lambda v: v is None}
+
+
+def eval_hash_fields(spec: EvalSpec) -> dict:
+    fields = asdict(spec)
+    return {k: v for k, v in fields.items() if not (k in LATER_EVAL_FIELDS and LATER_EVAL_FIELDS[k](v))}
 
 
 def budget_identity(budget: Budget) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from bench import BenchError
+from bench.models import PUBLIC_MODELS
 from bench.spec import Budget, EvalSpec
 
 STS_TASKS = ("stsb", "sickr", "sts12", "sts13", "sts14", "sts15", "sts16")
@@ -16,6 +17,8 @@ class Suite:
     name: str
     description: str
     backbone: str = "minilm"
+    backbones: tuple[str, ...] = ()  # several backbones, each run with the same specs (`backbone` is then unused)
+    methods: str = "all"  # the default of `--methods`
     tasks: tuple[str, ...] = FOUNDATION_TASKS
     eval: EvalSpec = field(default_factory=EvalSpec)
     budget: Budget = field(default_factory=Budget)
@@ -105,7 +108,18 @@ PAPER_SMAE = dict(corpus="hf:HuggingFaceFW/fineweb:sample-100BT", mlm_rate=0.2, 
                   pretrain_warmup_ratio=0.05, pretrain_weight_decay=0.001, pretrain_max_seq_len=512)
 
 
-SUITES = {"smoke": smoke, "default": default, "cpu-full": cpu_full, "paper-sts": paper_sts}
+def public_models() -> Suite:
+    """Every registered public elastic model (bench/models.py) as its authors serve it, pretrained only, on STS-B,
+    SICK-R and SciFact (whole documents up to 512 tokens, capped by each model's own max sequence length): for users
+    with the hub (the models download at their pinned revisions; nomic-embed-text-v1.5 needs --trust-remote-code).
+    Each model's dims follow its width and include the dims it was trained for; its trained cells are boxed."""
+    return Suite("public-models", "the registered public elastic models as served, pretrained, STS and retrieval (hub)",
+                 backbones=tuple(PUBLIC_MODELS), methods="pretrained", tasks=("stsb", "sickr", "scifact"),
+                 eval=EvalSpec(max_doc_len=512, batch_size=32))
+
+
+SUITES = {"smoke": smoke, "default": default, "cpu-full": cpu_full, "paper-sts": paper_sts,
+          "public-models": public_models}
 
 
 def get_suite(name: str) -> Suite:
@@ -116,8 +130,14 @@ def get_suite(name: str) -> Suite:
 
 def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
     """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec, `steps` into the
-    training budget (which the runs record, so a shorter run never passes for the suite's)."""
+    training budget (which the runs record, so a shorter run never passes for the suite's). A backbone given
+    replaces the suite's backbone(s), and unless dims are given too, the dims follow it: the default rule on the
+    width it serves (bench.spec.default_dims), not the suite's dims for its own backbone."""
     eval_fields = {k: v for k, v in changes.items() if k in EvalSpec.__dataclass_fields__ and v is not None}
     top = {k: v for k, v in changes.items() if k in Suite.__dataclass_fields__ and v is not None}
+    if changes.get("backbone") is not None:
+        top["backbones"] = ()
+        if changes.get("dims") is None:
+            eval_fields["dims"] = None
     budget = suite.budget if steps is None else replace(suite.budget, steps=steps)
     return replace(suite, eval=replace(suite.eval, **eval_fields), budget=budget, **top)

@@ -60,7 +60,8 @@ def write_perturbed(encoder: Encoder, backbone: str, data: RetrievalSet, real: d
     folder.mkdir(parents=True, exist_ok=True)
     texts = TASKS.get("scifact").texts(big, spec)
     for name, (side_texts, max_len) in texts.items():
-        path = folder / f"{texts_key(model_id(backbone, copies), encoder.pooling, max_len, side_texts)}.npy"
+        tag = encoder.serving_tag(TASKS.get("scifact").role(name))
+        path = folder / f"{texts_key(model_id(backbone, copies), tag, max_len, side_texts)}.npy"
         if path.exists():
             continue
         source = real[name]
@@ -128,7 +129,7 @@ def main() -> None:
     data = task.load(data_dir, spec)
     encoder = Encoder.load(args.backbone, spec.pooling)
     real = {name: encode_cached(encoder, model_id(args.backbone, 1), f"scifact/{name}", texts, max_len,
-                                spec.batch_size, cache_dir_for(cache, 1))
+                                spec.batch_size, cache_dir_for(cache, 1), role=task.role(name))
             for name, (texts, max_len) in task.texts(data, spec).items()}
     tokens = sum(len(ids) for ids in encoder.tokenizer(data.corpus_texts, truncation=True,
                                                        max_length=spec.max_doc_len)["input_ids"])

@@ -48,9 +48,9 @@ def embedding_probe(args, levels) -> dict:
         encoder = Encoder.load(spec.backbone, ev.pooling, "cpu")
         texts = task.texts(data, ev)
         arrays = {name: np.asarray(encode_cached(encoder, resolve_backbone(spec.backbone), name, t, n, ev.batch_size,
-                                                 cache)) for name, (t, n) in texts.items()}
+                                                 cache, role=task.role(name))) for name, (t, n) in texts.items()}
         aux = task.prepare(data, texts)
-        cells = grid(encoder.num_layers, encoder.hidden_size, ev)
+        cells = grid(encoder.num_layers, encoder.width, ev)
         base = score_all(task, data, arrays, aux, cells, ev)
         for level in levels:
             rng = np.random.default_rng(0)

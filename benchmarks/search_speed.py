@@ -42,9 +42,9 @@ def full_size_vectors(backbone: str, data_dir: Path, cache_dir: Path, spec: Eval
     data = task.load(data_dir, spec)
     encoder = Encoder.load(backbone, spec.pooling)
     arrays = {name: encode_cached(encoder, f"backbone:{backbone}", f"scifact/{name}", texts, max_len,
-                                  spec.batch_size, cache_dir / "encodings")
+                                  spec.batch_size, cache_dir / "encodings", role=task.role(name))
               for name, (texts, max_len) in task.texts(data, spec).items()}
-    layer, dim = encoder.num_layers, encoder.hidden_size
+    layer, dim = encoder.num_layers, encoder.width
     vectors = {name: truncate(a[layer - 1], dim, spec.normalize) for name, a in arrays.items()}
     return data, vectors, (layer, dim)
 

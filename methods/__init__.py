@@ -52,3 +52,4 @@ class RunContext:
     results_dir: Path
     cache_dir: Path
     device: str | None = None
+    trust_remote_code: bool = False  # a permission, not a score-moving choice: not in any spec

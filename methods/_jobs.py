@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import BenchError
-from bench.backbone import backbone_shape, load_model
+from bench.backbone import backbone_shape, load_model, resolve_pooling
 from bench.fingerprint import method_code
 from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
@@ -52,7 +52,7 @@ def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
     return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / (job.name or "model")
 
 
-def method_jobs(method, spec: RunSpec) -> tuple[list[Job], int, int]:
+def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
     """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
     fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
     outside the backbone."""
@@ -63,8 +63,9 @@ def method_jobs(method, spec: RunSpec) -> tuple[list[Job], int, int]:
         raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
     loss = base_loss(training_kind(spec.train_data))
     params = method.Params(**dict(spec.params))
-    num_layers, hidden = backbone_shape(spec.backbone)
-    jobs = method.jobs(params, num_layers, hidden, loss, spec.eval.pooling)
+    num_layers, hidden = backbone_shape(spec.backbone, trust_remote_code)
+    pooling = resolve_pooling(spec.eval.pooling, spec.backbone, trust_remote_code)
+    jobs = method.jobs(params, num_layers, hidden, loss, pooling)
     for job in jobs:
         for target in job.targets:
             target.check_inside(num_layers, hidden)
@@ -76,7 +77,7 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
     data is only read when something is left to train."""
     from bench.data.pairs import load_training_set
 
-    jobs, _, _ = method_jobs(method, spec)
+    jobs, _, _ = method_jobs(method, spec, ctx.trust_remote_code)
     data, out = None, []
     for job in jobs:
         folder = checkpoint_dir(method, spec, ctx, job)
@@ -84,7 +85,7 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
             result = read_result(folder)
         else:
             data = data or load_training_set(ctx.data_dir, spec.train_data)
-            result = _train_job(job, spec, data, folder, ctx.device)
+            result = _train_job(job, spec, data, folder, ctx)
         tag = {"layer": job.log_cell.layer, "dim": job.log_cell.dim} if job.log_cell else {}
         out.append(Checkpoint(model=str(result.model_dir), model_id=f"ckpt:{folder.parent.parent.name}/"
                               f"{folder.parent.name}/{folder.name}", targets=job.targets,
@@ -93,10 +94,10 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
     return out
 
 
-def _train_job(job: Job, spec: RunSpec, data, folder: Path, device: str | None) -> TrainResult:
-    model, tokenizer = load_model(spec.backbone, job.num_layers)
+def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> TrainResult:
+    model, tokenizer = load_model(spec.backbone, job.num_layers, ctx.trust_remote_code)
     labels = data.labels or [None] * len(data)
     examples = list(zip(data.texts, labels))
     desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")
     return train(model, tokenizer, examples, TextCollate(tokenizer, spec.budget.max_seq_len), job.objective,
-                 spec.budget, spec.seed, folder, device, desc)
+                 spec.budget, spec.seed, folder, ctx.device, desc)

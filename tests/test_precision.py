@@ -288,7 +288,7 @@ def test_non_multiple_of_8_dims_for_binary_are_allowed_without_binary():
 
 
 def test_binary_with_odd_default_or_checkpoint_dims_fails_before_encoding():
-    encoder = SimpleNamespace(num_layers=2, hidden_size=100)  # no encode(): the check must come first
+    encoder = SimpleNamespace(num_layers=2, hidden_size=100, width=100)  # no encode(): the check comes first
     with pytest.raises(BenchError, match="dims 25, 50, 100 are not multiples of 8"):  # default dims of 100
         evaluate_grid(encoder, Checkpoint("x", "x"), TASKS.get("stsb"), sts_slice(), EvalSpec())
     with pytest.raises(BenchError, match="dims 12 are not multiples of 8"):

@@ -1,5 +1,9 @@
 """Task registry. A task loads its data, names the texts to encode, and scores one (layer, dim, precision) cell
-from the cached all-layer arrays. One file per task family."""
+from the cached all-layer arrays. One file per task family.
+
+The protocol: `meta` (a TaskMeta), `name`, `load(data_dir, spec)`, `texts(data, spec)` -> {name: (texts,
+max_len)}, `role(name)` -> "query", "document" or None (which prompt the model prepends to that text set; a task
+without `role` encodes every set as None), `prepare(data, texts)`, `score_cell(...)`, `gold(data)`."""
 
 from __future__ import annotations
 

@@ -230,6 +230,10 @@ class RetrievalTask:
     def texts(self, data: RetrievalSet, spec: EvalSpec) -> dict[str, tuple[list[str], int]]:
         return {"corpus": (data.corpus_texts, spec.max_doc_len), "queries": (data.query_texts, spec.max_query_len)}
 
+    def role(self, name: str) -> str | None:
+        """Queries get the model's `query` prompt, the corpus its `document` prompt."""
+        return {"corpus": "document", "queries": "query"}[name]
+
     def prepare(self, data: RetrievalSet, texts: dict) -> dict:
         return {"qrels": [data.qrels[q] for q in data.query_ids]}
 

@@ -72,6 +72,10 @@ class STSTask:
         unique = sorted(set(data.sentences1) | set(data.sentences2))
         return {"sentences": (unique, spec.max_seq_len)}
 
+    def role(self, name: str) -> str | None:
+        """STS sentences have no query/document role: they get what SentenceTransformer.encode(texts) prepends."""
+        return None
+
     def prepare(self, data: STSPairs, texts: dict) -> dict:
         index = {t: i for i, t in enumerate(texts["sentences"][0])}
         return {"left": np.array([index[s] for s in data.sentences1]),

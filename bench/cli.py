@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dims", help="comma list of dims to evaluate (default: halving down from the full width)")
     run.add_argument("--backbone", help="hub id or local model dir (default: the suite's)")
     run.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
+    run.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
     run.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
     _dirs(run)
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
@@ -74,7 +75,8 @@ def cmd_run(args) -> int:
     os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
-                           dims=_ints(args.dims), train_data=args.train_data, steps=args.steps)
+                           dims=_ints(args.dims), train_data=args.train_data, steps=args.steps,
+                           store_dtype=args.store_dtype)
     specs = make_specs(suite, args.methods)
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device)
     written = run_all(specs, ctx)

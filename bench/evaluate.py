@@ -2,7 +2,9 @@
 
 Evaluation alone decides which cells are scored: the requested grid plus the checkpoint's targets, or only its
 targets (`Checkpoint.only_targets`); precisions are checked against those dims once, before anything is encoded.
-A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation.
+A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation. Encodings store
+only the evaluated layers and dims, in EvalSpec.store_dtype, and are encoded sharded under torchrun
+(bench/storage.py): every rank encodes its part, rank 0 scores.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import BenchError
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.transforms import bytes_per_vector
 
 
@@ -44,9 +48,11 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
     return cells
 
 
-def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) -> str:
-    """The encoding's cache key: the weights, how they are pooled, the texts, and the encoder's code."""
-    h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}|{encoding_code()}".encode())
+def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str], storage: Storage | None = None) -> str:
+    """The encoding's cache key: the weights, how they are pooled, the texts, what is stored, and the encoder's
+    code."""
+    stored = "" if storage is None else f"|{storage.key()}"
+    h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}{stored}|{encoding_code()}".encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -54,34 +60,39 @@ def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) ->
 
 
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
-    """(L, N, H) vectors of `texts`, and the measured encode time per layer ({"device", "layer_seconds",
-    "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there and reused by any later run
-    of the same model on the same texts (model_id must identify the weights: backbone name or checkpoint key); the
-    timing of the encode that made them is kept beside them."""
+                  batch_size: int, cache_dir: Path | None, storage: Storage | None = None,
+                  world: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, dict | None]:
+    """(layers, N, width) vectors of `texts` as `storage` says (default: every layer, full width, float32), and
+    the measured encode time per layer ({"device", "layer_seconds", "n_texts"}, or None). With a cache dir the
+    vectors are streamed to a memmap there and reused by any later run of the same model on the same texts (model_id
+    must identify the weights: backbone name or checkpoint key); the timing of the encode that made them is kept
+    beside them. `world` (rank, size) > 1 process: collective, each rank encodes its shard (bench/storage.py);
+    the timing is then summed over the ranks (device-seconds)."""
+    storage = storage or Storage.everything(encoder.num_layers, encoder.hidden_size)
     if cache_dir is None:
-        vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
-        return vectors, _timing(encoder, len(texts))
-    path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
+        if world[1] > 1:
+            raise BenchError("a sharded encode writes one shared file: pass a cache dir")
+        vectors, seconds = encode_in_memory(encoder, texts, max_length, batch_size, storage, f"encode {name}")
+        return vectors, _timing(encoder, seconds, len(texts))
+    path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts, storage)}.npy"
     timing_path = path.with_suffix(".timing.json")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
-        timing = _timing(encoder, len(texts))
+
+    def write_timing(seconds: list[float] | None) -> None:
+        timing = _timing(encoder, seconds, len(texts))
         if timing is not None:
             tmp_timing = timing_path.with_suffix(f".tmp{os.getpid()}")
             tmp_timing.write_text(json.dumps(timing))
             os.replace(tmp_timing, timing_path)
-        os.replace(tmp, path)
+
+    encode_to_file(encoder, texts, max_length, batch_size, path, storage, world, f"encode {name}", write_timing)
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
     return np.load(path, mmap_mode="r"), timing
 
 
-def _timing(encoder: Encoder, n_texts: int) -> dict | None:
-    if encoder.layer_seconds is None:
+def _timing(encoder: Encoder, seconds: list[float] | None, n_texts: int) -> dict | None:
+    if seconds is None:
         return None
-    return {"device": str(encoder.device), "layer_seconds": encoder.layer_seconds, "n_texts": n_texts}
+    return {"device": str(encoder.device), "layer_seconds": seconds, "n_texts": n_texts}
 
 
 def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
@@ -112,21 +123,27 @@ class HeadedLayers:
 
 
 def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
-                  backbone_layers: int | None = None) -> tuple[list[dict], dict]:
+                  backbone_layers: int | None = None, world: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and
     run-level timing dicts (no layer), and the per-example values of every cell keyed "layer/dim/precision/name"
     (pair similarities, per-query metrics). `backbone_layers`: depth of the full backbone, for
-    relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks)."""
+    relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks).
+    `world` (rank, size): under torchrun every rank calls this and encodes its shard; rank 0 alone scores, the
+    others get ([], {})."""
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.hidden_size)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
     precisions = [p for p in spec.precisions if p in task.meta.precisions]
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
+    storage = Storage.for_cells(cells, spec.store_dtype, encoder.hidden_size if head is not None else None)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir) for name, (t, max_len) in texts.items()}
+                                   cache_dir, storage, world) for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
-    arrays = {name: v if head is None else HeadedLayers(v, head) for name, (v, _) in encoded.items()}
+    if world[0] != 0:
+        return [], {}
+    stored = {name: StoredLayers(v, storage.layers) for name, (v, _) in encoded.items()}
+    arrays = {name: v if head is None else HeadedLayers(v, head) for name, v in stored.items()}
     aux = task.prepare(data, texts)
     rows, examples, head_name = [], {}, head_id(checkpoint.head)
     t1 = time.perf_counter()

@@ -25,7 +25,7 @@ from types import ModuleType
 # What every training goes through (the loop, the losses, pooling and the orchestration of jobs); SMAE and the
 # data loaders of training sets are reached from the methods that use them.
 TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data.pairs", "methods._jobs")
-ENCODING_MODULES = ("bench.backbone",)  # tokenization, the forward pass and pooling of every layer
+ENCODING_MODULES = ("bench.backbone", "bench.storage")  # tokenization, forward pass, pooling; chunks, stored part
 SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads")  # slicing, heads, quantization
 PROJECT_PACKAGES = ("bench", "methods")
 

@@ -12,6 +12,10 @@ PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
 INT8_CALIBRATIONS = ("corpus", "queries")
 RESCORE_DOCS = ("int8", "fp32")
 SEARCH_INDEXES = ("flat", "hnsw")
+STORE_DTYPES = ("float32", "float16")
+# EvalSpec fields added after reference results were committed, at the default that reproduces the old behaviour:
+# at that default they stay out of the run's identity, so existing run ids (and references) remain valid.
+LATER_EVAL_DEFAULTS = {"store_dtype": "float32"}
 
 
 def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
@@ -62,6 +66,9 @@ class EvalSpec:
     rescore_multiplier: int = 4  # binary+rescore: shortlist = k * multiplier by Hamming
     rescore_docs: str = "int8"  # binary+rescore: float query against "int8" (dequantized) or "fp32" documents
     search_index: str = "flat"  # faiss: "flat" (exact) or "hnsw" (approximate, for large corpora)
+    # how the cached encodings are stored: "float16" halves their disk and page-cache footprint (every cell is
+    # still computed in float32 from the rounded vectors); its effect on scores is in README and bench/storage.py
+    store_dtype: str = "float32"
 
     def __post_init__(self):
         if self.pooling not in ("mean", "cls"):
@@ -70,7 +77,7 @@ class EvalSpec:
             raise BenchError(f"no precision to evaluate; pass some of {', '.join(PRECISIONS)}")
         check_precision_dims(self.precisions, self.dims or ())
         for name, allowed in (("int8_calibration", INT8_CALIBRATIONS), ("rescore_docs", RESCORE_DOCS),
-                              ("search_index", SEARCH_INDEXES)):
+                              ("search_index", SEARCH_INDEXES), ("store_dtype", STORE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise BenchError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
@@ -141,7 +148,16 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return stable_hash({**self.model_fields(), "task": self.task, "eval": asdict(self.eval)})
+        return stable_hash({**self.model_fields(), "task": self.task, "eval": eval_identity(self.eval)})
+
+
+def eval_identity(spec: EvalSpec) -> dict:
+    """The evaluation's fields as they enter run ids: LATER_EVAL_DEFAULTS left out at their default."""
+    fields = asdict(spec)
+    for name, default in LATER_EVAL_DEFAULTS.items():
+        if fields[name] == default:
+            del fields[name]
+    return fields
 
 
 def stable_hash(obj) -> str:

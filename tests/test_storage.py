@@ -21,7 +21,6 @@ from bench import BenchError
 from bench.backbone import Encoder
 from bench.cli import main
 from bench.data.beir import load_beir
-from bench.data.sts import load_stsb
 from bench.evaluate import encode_cached, evaluate_grid, texts_key
 from bench.heads import LinearHead, save_head
 from bench.reproduce import reference_specs
@@ -40,7 +39,6 @@ SHARD_SCRIPT = """
 import json, sys
 from pathlib import Path
 from bench.backbone import Encoder
-from bench.data.sts import load_stsb
 from bench.evaluate import encode_cached
 from bench.storage import Storage
 from bench.train import world
@@ -180,7 +178,8 @@ def test_float16_storage_is_recorded_changes_the_run_id_and_keeps_old_run_ids(da
     for dtype in ("float32", "float16"):
         folder = tmp_path / dtype
         args = ["run", "--suite", "smoke", "--methods", "pretrained", "--tasks", "stsb", "--store-dtype", dtype,
-                "--data-dir", str(data_dir), "--results-dir", str(folder), "--cache-dir", str(folder), "--device", "cpu"]
+                "--data-dir", str(data_dir), "--results-dir", str(folder), "--cache-dir", str(folder),
+                "--device", "cpu"]
         assert main(args) == 0
         rows = load_results(folder)
         assert set(rows["eval"].map(lambda e: json.loads(e)["store_dtype"])) == {dtype}

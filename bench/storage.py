@@ -20,7 +20,8 @@ contiguous run of chunks [r*C // W, (r+1)*C // W) into its own rows of ONE memor
 a single process encodes every chunk in turn. Each text thus goes through the very same batch either way: with the
 same kind of device, software and thread count, the sharded array is bitwise the single-process one (checked under
 torchrun with gloo on CPU). GPUs of one model run the same kernels on the same shapes, so the same is expected
-there; not checked (no GPU here). Sorting within 16 batches rather than over all texts adds little padding.
+there; not checked (no GPU here). Sorting within 16 batches rather than over all texts adds little padding: at
+batch 64, SciFact's documents at 256 tokens get 0.2% more padded tokens (none at 64), STS-B's sentences none.
 """
 
 from __future__ import annotations
@@ -100,11 +101,11 @@ def encode_chunks(encoder: Encoder, texts: list[str], max_length: int, batch_siz
     """Encode the rows of `spans` into `out`, one encoder call per chunk. Returns [seconds of layer 1..L summed
     over the chunks, number of chunks the model's blocks could not be timed in]."""
     seconds = np.zeros(encoder.num_layers + 1)
-    for start, stop in spans:
+    for k, (start, stop) in enumerate(spans, 1):
         rows = out[:, start:stop]
         with np.errstate(over="ignore"):  # an overflowing float16 cast is refused just below, in one line
-            encoder.encode(texts[start:stop], max_length, batch_size, desc=desc, layers=storage.layers,
-                           max_dim=storage.width, out=rows)
+            encoder.encode(texts[start:stop], max_length, batch_size, desc=f"{desc} {k}/{len(spans)}",
+                           layers=storage.layers, max_dim=storage.width, out=rows)
         if storage.dtype == "float16" and not np.isfinite(rows).all():
             raise BenchError("the encoding does not fit float16 storage (values beyond +-65504, or not finite); "
                              "evaluate with store_dtype float32 (bench run --store-dtype float32)")

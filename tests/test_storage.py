@@ -39,6 +39,7 @@ SHARD_SCRIPT = """
 import json, sys
 from pathlib import Path
 from bench.backbone import Encoder
+from bench.data.sts import load_stsb
 from bench.evaluate import encode_cached
 from bench.storage import Storage
 from bench.train import world

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ def cache_root() -> Path:
 def tiny_random_bert_dir() -> str:
     """A seeded random 2-layer, 64-dim BERT with MiniLM's tokenizer, written once to the cache: tests and smoke
     runs need a real model directory (loadable, truncatable, trainable) without the network."""
+    from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
     folder = cache_root() / "models" / "tiny-random-bert"
@@ -59,13 +61,16 @@ def tiny_random_bert_dir() -> str:
         torch.manual_seed(0)
         model = BertModel(BertConfig(vocab_size=30522, **TINY_CONFIG))
         tmp = folder.with_name(f"tiny-random-bert.tmp{os.getpid()}")
-        model.save_pretrained(tmp)
+        # not model.save_pretrained: under an initialized process group (torchrun) it writes the weights on rank 0
+        # only, and another rank's folder without them could win the rename below
+        model.config.save_pretrained(tmp)
+        save_file(model.state_dict(), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         AutoTokenizer.from_pretrained(resolve_backbone("minilm")).save_pretrained(tmp)
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process won the race; theirs is identical
-            pass
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(folder)
 
 
@@ -524,13 +529,20 @@ class Encoder:
         return torch.stack(vectors)
 
     def encode(self, texts: list[str], max_length: int, batch_size: int = 64, out_path: Path | None = None,
-               desc: str = "encode", role: str | None = None) -> np.ndarray:
+               desc: str = "encode", role: str | None = None, *, layers: tuple[int, ...] | None = None,
+               max_dim: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """(L, N, width) float32 served vectors of texts of `role` (its prompt prepended); batches sorted by
         length; streamed into a memmap when out_path is given. `max_length` is capped by the model's own max
         sequence length. Afterwards `layer_seconds[l - 1]` holds the measured time of encoding these texts up to
-        layer l (None when the model's blocks cannot be found)."""
-        shape = (self.num_layers, len(texts), self.width)
-        if out_path is not None:
+        layer l (None when the model's blocks cannot be found). Storage choices (bench/storage.py) keep only
+        `layers` (1-based) and the first `max_dim` dims, and write into `out` (a slice of a shared array, of any
+        float dtype) instead of a new float32 array."""
+        keep = [layer - 1 for layer in layers] if layers else list(range(self.num_layers))
+        shape = (len(keep), len(texts), max_dim or self.width)
+        if out is not None:
+            if out.shape != shape:
+                raise ValueError(f"out has shape {out.shape}, the encoding {shape}")
+        elif out_path is not None:
             out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape)
         else:
             out = np.empty(shape, dtype=np.float32)
@@ -543,7 +555,7 @@ class Encoder:
                 clock.start_batch()
                 idx = order[start:start + batch_size]
                 batch = self._tokenize([texts[i] for i in idx], prompt, max_length)
-                out[:, idx] = self.all_layers(batch).float().cpu().numpy()
+                out[:, idx] = self.all_layers(batch)[keep, :, :shape[2]].float().cpu().numpy()  # cast to out's dtype
         clock.close()
         self.layer_seconds = None if clock.blocks is None else clock.seconds.tolist()
         if isinstance(out, np.memmap):

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true",
                      help="allow models that run code from their own repository (off by default)")
     run.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
+    run.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
     run.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
     _dirs(run)
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
@@ -105,7 +106,7 @@ def cmd_run(args) -> int:
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
                            dims=_ints(args.dims), train_data=args.train_data, steps=args.steps, pooling=args.pooling,
-                           prompts=_prompts(args.prompts), head_layers=args.head_layers)
+                           prompts=_prompts(args.prompts), head_layers=args.head_layers, store_dtype=args.store_dtype)
     specs = make_specs(suite, args.methods, trust_remote_code=args.trust_remote_code)
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
                      trust_remote_code=args.trust_remote_code)

@@ -4,7 +4,8 @@ Evaluation alone decides which cells are scored: the requested grid plus the che
 targets (`Checkpoint.only_targets`); precisions are checked against those dims once, before anything is encoded.
 A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation; a head that makes
 its own binary codes (bebr) is scored at the binary precisions only, through those codes, at `bits_per_dim` bits per
-dimension.
+dimension. Encodings store only the evaluated layers and dims, in EvalSpec.store_dtype, and are encoded sharded under
+torchrun (bench/storage.py): every rank encodes its part, rank 0 scores.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import BenchError
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
 from bench.spec import PRECISIONS, EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.transforms import bytes_per_vector
 
 log = logging.getLogger("bench")
@@ -49,10 +52,11 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
     return cells
 
 
-def texts_key(model_id: str, serving: str, max_length: int, texts: list[str]) -> str:
+def texts_key(model_id: str, serving: str, max_length: int, texts: list[str], storage: Storage | None = None) -> str:
     """The encoding's cache key: the weights, how they are served (`Encoder.serving_tag`: pooling, prompt, head),
-    the texts, and the encoder's code."""
-    h = hashlib.sha256(f"{model_id}|{serving}|{max_length}|{len(texts)}|{encoding_code()}".encode())
+    the texts, what is stored, and the encoder's code."""
+    stored = "" if storage is None else f"|{storage.key()}"
+    h = hashlib.sha256(f"{model_id}|{serving}|{max_length}|{len(texts)}{stored}|{encoding_code()}".encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -60,34 +64,40 @@ def texts_key(model_id: str, serving: str, max_length: int, texts: list[str]) ->
 
 
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None, role: str | None = None) -> tuple[np.ndarray, dict | None]:
-    """(L, N, width) vectors of `texts` in `role` (query, document, or None: the model's default prompt), and the
-    measured encode time per layer ({"device", "layer_seconds", "n_texts"}, or None). With a cache dir the vectors
-    are streamed to a memmap there and reused by any later run of the same model on the same texts with the same
-    prompt (model_id must identify the weights: backbone name or checkpoint key); the timing of the encode that
-    made them is kept beside them."""
+                  batch_size: int, cache_dir: Path | None, storage: Storage | None = None,
+                  world: tuple[int, int] = (0, 1), *, role: str | None = None) -> tuple[np.ndarray, dict | None]:
+    """(layers, N, width) vectors of `texts` in `role` (query, document, or None: the model's default prompt) as
+    `storage` says (default: every layer, full width, float32), and the measured encode time per layer
+    ({"device", "layer_seconds", "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there
+    and reused by any later run of the same model on the same texts with the same prompt (model_id must identify
+    the weights: backbone name or checkpoint key); a damaged cached file is encoded again, never trusted; the timing
+    of the encode that made them is kept beside them. `world` (rank, size) > 1 process: collective, each rank
+    encodes its shard (bench/storage.py); the timing is then summed over the ranks (device-seconds)."""
+    storage = storage or Storage.everything(encoder.num_layers, encoder.width)
     if cache_dir is None:
-        vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}", role=role)
-        return vectors, _timing(encoder, len(texts))
-    path = Path(cache_dir) / f"{texts_key(model_id, encoder.serving_tag(role), max_length, texts)}.npy"
+        if world[1] > 1:
+            raise BenchError("a sharded encode writes one shared file: pass a cache dir")
+        vectors, seconds = encode_in_memory(encoder, texts, max_length, batch_size, storage, f"encode {name}", role)
+        return vectors, _timing(encoder, seconds, len(texts))
+    path = Path(cache_dir) / f"{texts_key(model_id, encoder.serving_tag(role), max_length, texts, storage)}.npy"
     timing_path = path.with_suffix(".timing.json")
-    shape = (encoder.num_layers, len(texts), encoder.width)
-    if not path.exists() or _cached_array(path, shape) is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}", role=role)
-        timing = _timing(encoder, len(texts))
+    if world[0] == 0 and path.exists() and _cached_array(path, storage.shape(len(texts)), storage.dtype) is None:
+        path.unlink()  # rank 0 decides for every rank whether the file is there (bench/storage.encode_to_file)
+
+    def write_timing(seconds: list[float] | None) -> None:
+        timing = _timing(encoder, seconds, len(texts))
         if timing is not None:
             tmp_timing = timing_path.with_suffix(f".tmp{os.getpid()}")
             tmp_timing.write_text(json.dumps(timing))
             os.replace(tmp_timing, timing_path)
-        os.replace(tmp, path)
+
+    encode_to_file(encoder, texts, max_length, batch_size, path, storage, world, f"encode {name}", write_timing, role)
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
     return np.load(path, mmap_mode="r"), timing
 
 
-def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
-    """The cached float32 array of this shape, or None (with a warning) when the file is damaged: an unreadable
+def _cached_array(path: Path, shape: tuple[int, int, int], dtype: str) -> np.ndarray | None:
+    """The cached array of this shape and dtype, or None (with a warning) when the file is damaged: an unreadable
     header, another shape or dtype, or a size other than header + data (cut short, or bytes added). Values changed
     in place are not seen (that needs a checksum, i.e. a full read on every reuse)."""
     try:
@@ -97,9 +107,9 @@ def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
     else:
         size = path.stat().st_size
-        if array.shape == shape and array.dtype == np.float32 and size == array.offset + array.nbytes:
+        if array.shape == shape and array.dtype == np.dtype(dtype) and size == array.offset + array.nbytes:
             return array
-        problem = f"{array.dtype} {array.shape} in {size} bytes, expected float32 {shape}"
+        problem = f"{array.dtype} {array.shape} in {size} bytes, expected {dtype} {shape}"
     log.warning("cached encoding %s is damaged (%s); encoding again", path, problem)
     return None
 
@@ -111,10 +121,10 @@ def text_role(task, name: str) -> str | None:
     return role(name) if role is not None else None
 
 
-def _timing(encoder: Encoder, n_texts: int) -> dict | None:
-    if encoder.layer_seconds is None:
+def _timing(encoder: Encoder, seconds: list[float] | None, n_texts: int) -> dict | None:
+    if seconds is None:
         return None
-    return {"device": str(encoder.device), "layer_seconds": encoder.layer_seconds, "n_texts": n_texts}
+    return {"device": str(encoder.device), "layer_seconds": seconds, "n_texts": n_texts}
 
 
 def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
@@ -150,11 +160,13 @@ class HeadedLayers:
 
 
 def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
-                  backbone_layers: int | None = None) -> tuple[list[dict], dict]:
+                  backbone_layers: int | None = None, world: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and
     run-level timing dicts (no layer), and the per-example values of every cell keyed "layer/dim/precision/name"
     (pair similarities, per-query metrics). `backbone_layers`: depth of the full backbone, for
-    relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks)."""
+    relative_encode_cost (default: the encoder's own depth, which is wrong for a checkpoint cut to fewer blocks).
+    `world` (rank, size): under torchrun every rank calls this and encodes its shard; rank 0 alone scores, the
+    others get ([], {})."""
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.width)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
@@ -163,10 +175,15 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     bits_per_dim = getattr(head, "bits_per_dim", 1)
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
+    storage = Storage.for_cells(cells, spec.store_dtype, encoder.width if head is not None else None)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir, role=text_role(task, name)) for name, (t, max_len) in texts.items()}
+                                   cache_dir, storage, world, role=text_role(task, name))
+               for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
-    arrays = {name: v if head is None else HeadedLayers(v, head) for name, (v, _) in encoded.items()}
+    if world[0] != 0:
+        return [], {}
+    stored = {name: StoredLayers(v, storage.layers) for name, (v, _) in encoded.items()}
+    arrays = {name: v if head is None else HeadedLayers(v, head) for name, v in stored.items()}
     aux = task.prepare(data, texts)
     rows, examples, head_name = [], {}, head_id(checkpoint.head)
     t1 = time.perf_counter()

@@ -40,7 +40,7 @@ import pandas as pd
 from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
 from bench.fingerprint import git_state
-from bench.spec import RunSpec, budget_identity, eval_hash_fields
+from bench.spec import RunSpec, budget_identity
 
 log = logging.getLogger("bench")
 SCHEMA_VERSION = 2
@@ -67,7 +67,7 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
         "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
-        "seed": spec.seed, "task": spec.task, "eval": json.dumps(eval_hash_fields(spec.eval), sort_keys=True),
+        "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True, default=str),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
         "device": device, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,

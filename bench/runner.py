@@ -8,6 +8,7 @@ A spec's results file is named by its run_id and the fingerprint of the code tha
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from bench.results import is_finished, make_row, run_fields, run_path, write_run
 from bench.spec import Budget, RunSpec, freeze_params, stable_hash
 from bench.suites import Suite
 from bench.tasks import TASKS
-from bench.train import is_main_process
+from bench.train import world
 from methods import METHODS, RunContext
 from methods._heads import check_head_config
 from methods._jobs import method_jobs
@@ -66,6 +67,13 @@ def run_code(spec: RunSpec) -> str:
                         task_code(TASKS.get(spec.task))])
 
 
+def process_device(device: str | None, size: int) -> str | None:
+    """Under torchrun on GPUs each process evaluates on its own GPU (LOCAL_RANK), as training does."""
+    if size > 1 and pick_device(device).type == "cuda":
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return device
+
+
 def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
     """Evaluate one spec; a run finished by the same code is a no-op (returns None)."""
     code = run_code(spec)
@@ -81,17 +89,19 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
     shared = run_fields(spec, code, task.meta, device)
     rows, timings, layer_times, examples = [], {}, {}, dict(task.gold(data))
     checkpoints = method.checkpoints(spec, ctx)
-    if not is_main_process():  # under torchrun every process trains; one evaluates and writes
-        return None
+    rank, size = world()  # under torchrun every process trains and encodes its shard; rank 0 scores and writes
     full_depth = backbone_shape(spec.backbone, ctx.trust_remote_code)[0]  # a `separate` checkpoint holds fewer blocks
     for ck in checkpoints:
+        encoder = Encoder.load(ck.model, spec.eval.pooling, process_device(ctx.device, size),
+                               trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
+                               head_layers=spec.eval.head_layers)
+        cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
+                                           backbone_layers=full_depth, world=(rank, size))
+        if rank != 0:
+            continue
         rows += [make_row(shared, split="train", **entry) for entry in ck.train_log]
         if getattr(method, "trains", True):
             timings["train_seconds"] = timings.get("train_seconds", 0.0) + ck.train_seconds
-        encoder = Encoder.load(ck.model, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
-                               prompts=spec.eval.prompts, head_layers=spec.eval.head_layers)
-        cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
-                                           backbone_layers=full_depth)
         examples.update(per_example)
         for cell in cells:
             if "layer" not in cell:  # run-level timing: summed over the checkpoints of a multi-model method
@@ -100,6 +110,8 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
                 layer_times[cell["layer"]] = cell
             else:
                 rows.append(make_row(shared, split=task.meta.split, **cell))
+    if rank != 0:
+        return None
     rows += [make_row(shared, split=task.meta.split, **cell) for _, cell in sorted(layer_times.items())]
     rows += [make_row(shared, metric=m, score=s, split=task.meta.split) for m, s in timings.items()]
     rows.append(make_row(shared, metric="run_seconds", score=time.perf_counter() - t0))

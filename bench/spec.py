@@ -17,6 +17,7 @@ HEAD_LAYERS = ("every", "last")
 INT8_CALIBRATIONS = ("corpus", "queries")
 RESCORE_DOCS = ("int8", "fp32")
 SEARCH_INDEXES = ("flat", "hnsw")
+STORE_DTYPES = ("float32", "float16")
 
 
 def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
@@ -83,6 +84,9 @@ class EvalSpec:
     # precision; None: every cell. Scores are unaffected. It keeps committed results small: SICK-R's 9,927 pair
     # similarities x 36 cells x 3 precisions are 4.3 MB per run.
     example_cells: tuple[tuple[int, int], ...] | None = None
+    # how the cached encodings are stored: "float16" halves their disk and page-cache footprint (every cell is
+    # still computed in float32 from the rounded vectors); its effect on scores is in README and bench/storage.py
+    store_dtype: str = "float32"
 
     def __post_init__(self):
         check_pooling(self.pooling)
@@ -96,7 +100,7 @@ class EvalSpec:
             raise BenchError(f"no precision to evaluate; pass some of {', '.join(PRECISIONS)}")
         check_precision_dims(self.precisions, self.dims or ())
         for name, allowed in (("int8_calibration", INT8_CALIBRATIONS), ("rescore_docs", RESCORE_DOCS),
-                              ("search_index", SEARCH_INDEXES)):
+                              ("search_index", SEARCH_INDEXES), ("store_dtype", STORE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise BenchError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.example_cells is not None and not all(
@@ -187,7 +191,8 @@ class RunSpec:
 # they join the run_id only when they differ from it, so every earlier run keeps its run_id (and `bench reproduce`
 # its references). Prompts that are all empty are no prompts, which is what every earlier run had.
 LATER_EVAL_FIELDS = {"prompts": lambda v: v is not None and not any(text for _, text in v),
-                     "head_layers": lambda v: v == "every", "example_cells": lambda v: v is None}
+                     "head_layers": lambda v: v == "every", "example_cells": lambda v: v is None,
+                     "store_dtype": lambda v: v == "float32"}
 
 
 def eval_hash_fields(spec: EvalSpec) -> dict:

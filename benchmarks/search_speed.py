@@ -42,7 +42,7 @@ def full_size_vectors(backbone: str, data_dir: Path, cache_dir: Path, spec: Eval
     data = task.load(data_dir, spec)
     encoder = Encoder.load(backbone, spec.pooling)
     arrays = {name: encode_cached(encoder, f"backbone:{backbone}", f"scifact/{name}", texts, max_len,
-                                  spec.batch_size, cache_dir / "encodings", role=task.role(name))
+                                  spec.batch_size, cache_dir / "encodings", role=task.role(name))[0]
               for name, (texts, max_len) in task.texts(data, spec).items()}
     layer, dim = encoder.num_layers, encoder.width
     vectors = {name: truncate(a[layer - 1], dim, spec.normalize) for name, a in arrays.items()}

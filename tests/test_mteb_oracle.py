@@ -26,6 +26,7 @@ from bench.data.beir import RetrievalSet, load_beir
 from bench.data.sts import load_stsb
 from bench.evaluate import encode_cached, evaluate_grid
 from bench.spec import EvalSpec, SubModel
+from bench.storage import Storage, StoredLayers
 from bench.tasks import TASKS
 from bench.transforms import truncate
 from methods import Checkpoint
@@ -62,10 +63,11 @@ def evaluate_ours(encoder: Encoder, task, data, cache_dir) -> tuple[dict, dict]:
     rows, _ = evaluate_grid(encoder, Checkpoint("minilm", "minilm", targets=tuple(CELLS), only_targets=True), task,
                             data, SPEC, cache_dir=cache_dir)
     scores = {(r["layer"], r["dim"], r["metric"]): r["score"] for r in rows if r.get("precision") == "fp32"}
-    lookup = {}
+    lookup, storage = {}, Storage.for_cells(CELLS, SPEC.store_dtype)  # what evaluate_grid stored: layers 3, 6
     for side, (texts, max_len) in task.texts(data, SPEC).items():
-        arrays, _ = encode_cached(encoder, "minilm", side, texts, max_len, SPEC.batch_size, cache_dir)
-        lookup[side] = {t: arrays[:, i] for i, t in enumerate(texts)}
+        arrays, _ = encode_cached(encoder, "minilm", side, texts, max_len, SPEC.batch_size, cache_dir, storage)
+        lookup[side] = {t: StoredLayers(arrays[:, i], storage.layers) for i, t in enumerate(texts)}
+    assert len(list(cache_dir.glob("*.npy"))) == len(lookup)  # cache hits: the vectors the scores came from
     return scores, lookup
 
 

@@ -7,13 +7,16 @@ A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors b
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
@@ -53,6 +56,26 @@ def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) ->
     return h.hexdigest()[:16]
 
 
+def one_encode_at_a_time(encode):
+    """Two processes (jobs, terminals) that reach the same encoding at once: the first encodes under a file lock
+    beside the cache file, the second waits for it and then reads the finished file instead of encoding again. The
+    lock is keyed like the file (weights, pooling, length, texts), whatever else the encode takes."""
+    signature = inspect.signature(encode)
+
+    @functools.wraps(encode)
+    def locked(*args, **kwargs):
+        call = signature.bind(*args, **kwargs).arguments
+        if call.get("cache_dir") is None:
+            return encode(*args, **kwargs)
+        key = texts_key(call["model_id"], call["encoder"].pooling, call["max_length"], call["texts"])
+        Path(call["cache_dir"]).mkdir(parents=True, exist_ok=True)
+        with FileLock(str(Path(call["cache_dir"]) / f"{key}.lock")):
+            return encode(*args, **kwargs)
+
+    return locked
+
+
+@one_encode_at_a_time
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
                   batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
     """(L, N, H) vectors of `texts`, and the measured encode time per layer ({"device", "layer_seconds",

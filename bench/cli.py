@@ -147,7 +147,6 @@ def _print_plan(specs: list, args) -> int:
 
 def _launch(specs: list, ctx, args) -> int:
     from bench.launch import Resources, launch
-
     from bench.results import is_finished
     from bench.runner import run_code
 

@@ -22,6 +22,7 @@ The runner stays in-process (`bench run` without --launcher); this module only a
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import signal
 import time
@@ -59,6 +60,8 @@ class Resources:
     def __post_init__(self):
         if self.gpus < 0 or self.time_min <= 0 or self.max_parallel <= 0 or (self.processes or 1) <= 0:
             raise BenchError("--gpus must be >= 0, and --time and --max-parallel positive")
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?B?", self.mem, flags=re.IGNORECASE):
+            raise BenchError(f"--mem takes a Slurm size such as 32G or 500M; got {self.mem!r}")
 
     @property
     def tasks(self) -> int:

@@ -1,4 +1,4 @@
-"""`bench run | report | ls | data | reproduce`: wiring only."""
+"""`bench run | status | report | ls | data | reproduce`: wiring only."""
 
 from __future__ import annotations
 
@@ -47,31 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark elastic text embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
-    run.add_argument("--suite", default="default", help="preset (see `bench ls`); default: default")
-    run.add_argument("--methods", help="comma list of methods, or all (default: the suite's, mostly all)")
-    run.add_argument("--tasks", help="comma list of tasks (default: the suite's)")
-    run.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
-    run.add_argument("--precisions", help="comma list of fp32,int8,binary,binary+rescore (default: the suite's)")
-    run.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
-    run.add_argument("--dims", help="comma list of dims to evaluate (default: the suite's; with --backbone, halving "
-                                    "down from the width the model serves)")
-    run.add_argument("--backbone", help="a registered public model (see `bench ls`), hub id or local model dir "
-                                        "(default: the suite's)")
-    run.add_argument("--pooling", help="override the model's pooling: cls, mean, max, lasttoken, weightedmean, "
-                                       "mean_sqrt_len_tokens (default: auto, the model's own)")
-    run.add_argument("--prompts", help='override prompts by role, e.g. query="search_query: ",document="search_'
-                                       'document: " (roles: default, query, document; ROLE=@name picks the '
-                                       "model's prompt of that name; default: the model's own)")
-    run.add_argument("--head-layers", help="every (default) or last: the layers the model's modules after pooling "
-                                           "(Dense, LayerNorm, Normalize) apply to")
-    run.add_argument("--trust-remote-code", action="store_true",
-                     help="allow models that run code from their own repository (off by default)")
-    run.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
-    run.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
-    run.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
+    _selection(run)
     _dirs(run)
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (runs, jobs, finished or not); run nothing")
+    jobs = run.add_argument_group("launchers", "one job per method x hyperparameters x seed, through submitit")
+    jobs.add_argument("--launcher", choices=("in-process", "local", "slurm"), default="in-process",
+                      help="in-process (default): this process; local: parallel processes here; slurm: a job array")
+    jobs.add_argument("--max-parallel", type=int, default=1,
+                      help="local: jobs running at once; slurm: array jobs running at once (default: 1)")
+    jobs.add_argument("--gpus", type=int, default=0, help="GPUs per job; several: DDP, one process each (default: 0)")
+    jobs.add_argument("--time", type=_minutes, default=24 * 60,
+                      help="time limit per job: minutes, H:MM:SS or D-HH:MM:SS (default: 24:00:00)")
+    jobs.add_argument("--mem", help="slurm: memory per job, e.g. 32G")
+    jobs.add_argument("--cpus-per-task", type=int, help="slurm: CPUs per process")
+    jobs.add_argument("--slurm-partition", help="slurm: the partition to submit to")
+    status = sub.add_parser("status", help="finished, running, failed and missing runs of a selection (as bench run)")
+    _selection(status)
+    status.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     report = sub.add_parser("report", help="tables, heatmaps and the HTML leaderboard from results/")
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("reports"))
@@ -89,29 +83,131 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _selection(p: argparse.ArgumentParser) -> None:
+    """What runs: the same options for `bench run` and `bench status`."""
+    p.add_argument("--suite", default="default", help="preset (see `bench ls`); default: default")
+    p.add_argument("--methods", help="comma list of methods, or all (default: the suite's, mostly all)")
+    p.add_argument("--tasks", help="comma list of tasks (default: the suite's)")
+    p.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
+    p.add_argument("--precisions", help="comma list of fp32,int8,binary,binary+rescore (default: the suite's)")
+    p.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
+    p.add_argument("--dims", help="comma list of dims to evaluate (default: the suite's; with --backbone, halving "
+                                  "down from the width the model serves)")
+    p.add_argument("--backbone", help="a registered public model (see `bench ls`), hub id or local model dir "
+                                      "(default: the suite's)")
+    p.add_argument("--pooling", help="override the model's pooling: cls, mean, max, lasttoken, weightedmean, "
+                                     "mean_sqrt_len_tokens (default: auto, the model's own)")
+    p.add_argument("--prompts", help='override prompts by role, e.g. query="search_query: ",document="search_'
+                                     'document: " (roles: default, query, document; ROLE=@name picks the '
+                                     "model's prompt of that name; default: the model's own)")
+    p.add_argument("--head-layers", help="every (default) or last: the layers the model's modules after pooling "
+                                         "(Dense, LayerNorm, Normalize) apply to")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow models that run code from their own repository (off by default)")
+    p.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
+    p.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
+    p.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+                   help="a method hyperparameter (repeatable); a comma list sweeps it: starbucks-srl.kl_weight=0.1,0.3")
+
+
+def _minutes(text: str) -> int:
+    """Slurm's time formats: minutes, H:MM:SS (or MM:SS), D-HH[:MM[:SS]] -> whole minutes (rounded up)."""
+    try:
+        days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+        parts = [int(x) for x in clock.split(":")]
+        if "-" in text:
+            parts += [0] * (3 - len(parts))
+            seconds = int(days) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+        elif len(parts) == 1:
+            seconds = parts[0] * 60
+        else:
+            seconds = sum(v * m for v, m in zip(reversed(parts), (1, 60, 3600)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes, H:MM:SS or D-HH:MM:SS, got {text!r}") from None
+    return max(1, -(-seconds // 60))
+
+
 def _dirs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     p.add_argument("--data-dir", type=Path, help="default: $BENCH_DATA_DIR, else ./data")
 
 
-def cmd_run(args) -> int:
-    from bench.backbone import cache_root
-    from bench.data import resolve_data_dir
-    from bench.runner import make_specs, run_all
+def _specs(args) -> list:
+    """The RunSpecs of `bench run` / `bench status`: the suite with the command line's overrides and sweeps."""
+    from bench.overrides import parse_sets
+    from bench.runner import make_specs
     from bench.suites import get_suite, with_overrides
-    from methods import RunContext
+    from methods import METHODS
 
-    # absolute once, for this process and every one it starts (task lookup also finds BEIR folders by name there)
-    os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
                            dims=_ints(args.dims), train_data=args.train_data, steps=args.steps, pooling=args.pooling,
                            prompts=_prompts(args.prompts), head_layers=args.head_layers, store_dtype=args.store_dtype)
-    specs = make_specs(suite, args.methods, trust_remote_code=args.trust_remote_code)
+    methods = args.methods or suite.methods
+    return make_specs(suite, methods, parse_sets(args.sets, METHODS.expand(methods)),
+                      trust_remote_code=args.trust_remote_code)
+
+
+def cmd_run(args) -> int:
+    from bench.backbone import cache_root
+    from bench.data import resolve_data_dir
+    from bench.runner import run_all
+    from methods import RunContext
+
+    # absolute once, for this process and every one it starts (task lookup also finds BEIR folders by name there)
+    os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
+    specs = _specs(args)
+    if args.dry_run:
+        return _print_plan(specs, args)
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
                      trust_remote_code=args.trust_remote_code)
-    written = run_all(specs, ctx)
-    print(f"{len(written)} new result file(s), {len(specs) - len(written)} already finished, in {args.results_dir}")
+    if args.launcher == "in-process":
+        written = run_all(specs, ctx)
+        print(f"{len(written)} new result file(s), {len(specs) - len(written)} already finished, in {args.results_dir}")
+        return 0
+    return _launch(specs, ctx, args)
+
+
+def _print_plan(specs: list, args) -> int:
+    from bench.status import format_states, run_states
+
+    table = run_states(specs, args.results_dir)
+    print(format_states(table))
+    todo = table[table["state"] != "finished"]
+    print(f"dry run: {len(todo)} run(s) in {todo['job'].nunique()} job(s) to run with --launcher {args.launcher}; "
+          "nothing was run")
+    return 0
+
+
+def _launch(specs: list, ctx, args) -> int:
+    from bench.launch import Resources, launch
+    from bench.results import is_finished
+    from bench.runner import run_code
+
+    resources = Resources(gpus=args.gpus, time_min=args.time, mem=args.mem, cpus_per_task=args.cpus_per_task,
+                          partition=args.slurm_partition, max_parallel=args.max_parallel)
+    finished = sum(is_finished(args.results_dir, s, run_code(s)) for s in specs)
+    outcomes = launch(specs, ctx, args.launcher, resources)
+    if args.launcher == "slurm":
+        ids = ", ".join(o.job_id for o in outcomes)
+        print(f"submitted {len(outcomes)} job(s) for {len(specs)} run(s): {ids}; follow them with "
+              f"`bench status --suite {args.suite} --results-dir {args.results_dir}` (same selection)")
+        return 0
+    for o in outcomes:
+        log = "" if o.error is None or o.log in o.error else f" (log: {o.log})"
+        state = f"{len(o.written)} new result file(s)" if o.error is None else f"FAILED: {o.error}{log}"
+        print(f"job {o.job_id} {o.group[0].method} seed {o.group[0].seed}: {state}")
+    failed = sum(o.error is not None for o in outcomes)
+    print(f"{sum(len(o.written) for o in outcomes)} new result file(s), {finished} already finished, {failed} failed "
+          f"job(s), in {args.results_dir}")
+    return 1 if failed else 0
+
+
+def cmd_status(args) -> int:
+    from bench.status import format_states, run_states
+
+    print(format_states(run_states(_specs(args), args.results_dir)))
     return 0
 
 
@@ -181,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     _quiet_libraries()
-    handler = {"run": cmd_run, "report": cmd_report, "ls": cmd_ls, "data": cmd_data,
+    handler = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls, "data": cmd_data,
                "reproduce": cmd_reproduce}[args.command]
     try:
         return handler(args)

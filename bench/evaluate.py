@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from bench import BenchError
 from bench.backbone import Encoder
@@ -79,7 +80,18 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
             raise BenchError("a sharded encode writes one shared file: pass a cache dir")
         vectors, seconds = encode_in_memory(encoder, texts, max_length, batch_size, storage, f"encode {name}", role)
         return vectors, _timing(encoder, seconds, len(texts))
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     path = Path(cache_dir) / f"{texts_key(model_id, encoder.serving_tag(role), max_length, texts, storage)}.npy"
+    if world[1] > 1:  # the ranks of one job encode together (bench/storage.py coordinates them): no lock
+        return _encode_into(encoder, texts, max_length, batch_size, path, storage, world, name, role)
+    # Two processes (jobs, terminals) that reach the same encoding at once: the first encodes under a file lock
+    # keyed like the file, the second waits for it and then reads the finished file instead of encoding again.
+    with FileLock(str(path.with_suffix(".lock"))):
+        return _encode_into(encoder, texts, max_length, batch_size, path, storage, world, name, role)
+
+
+def _encode_into(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, path: Path, storage: Storage,
+                 world: tuple[int, int], name: str, role: str | None) -> tuple[np.ndarray, dict | None]:
     timing_path = path.with_suffix(".timing.json")
     if world[0] == 0 and path.exists() and _cached_array(path, storage.shape(len(texts)), storage.dtype) is None:
         path.unlink()  # rank 0 decides for every rank whether the file is there (bench/storage.encode_to_file)

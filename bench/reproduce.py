@@ -74,7 +74,9 @@ STS_METRICS = ("spearman", "pearson")
 STS_TOLERANCE = {"fp32": Tolerance(0.05), "int8": Tolerance(0.1), "binary": Tolerance(0.35)}
 RETRIEVAL_TOLERANCE = {"fp32": Tolerance(0.05), "int8": Tolerance(0.35), "binary": Tolerance(0.35),
                        "binary+rescore": Tolerance(0.35)}
-LOSS_TOLERANCE = Tolerance(1e-4, 1e-3)  # training losses: float noise compounds over steps
+LOSS_TOLERANCE = Tolerance(1e-4, 1e-3)  # training losses and gradient norms: float noise compounds over steps
+# The learning rate of a step is the schedule's formula of the step number alone: only float rounding may differ.
+LR_TOLERANCE = Tolerance(1e-12, 1e-9)
 COST_MARKERS = ("seconds", "_ms", "memory")  # machine-dependent cost rows: never compared
 
 
@@ -84,8 +86,10 @@ def tolerance(metric: str, precision: str) -> Tolerance | None:
         return None
     if "bytes" in metric or metric == "relative_encode_cost":
         return Tolerance(0.0)  # sizes and layer ratios are exact
-    if "loss" in metric:
+    if "loss" in metric or metric.endswith("grad_norm"):
         return LOSS_TOLERANCE
+    if metric == "lr" or metric.endswith("_lr"):
+        return LR_TOLERANCE
     table = STS_TOLERANCE if metric in STS_METRICS else RETRIEVAL_TOLERANCE
     return table.get(precision, Tolerance(0.35))
 

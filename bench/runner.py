@@ -1,8 +1,11 @@
 """Run specs: get the method's checkpoint(s), evaluate them on the task, write one results file per spec.
 
-`make_specs` turns a suite (plain data, bench/suites.py) and a method list into RunSpecs; `run_spec` runs one.
-A spec's results file is named by its run_id and the fingerprint of the code that produces it
-(bench/fingerprint.py), so a finished run is skipped only when the same code made it.
+`make_specs` turns a suite (plain data, bench/suites.py), a method list and command-line sweeps (`--set`,
+bench/overrides.py) into RunSpecs; `run_spec` runs one. A spec's results file is named by its run_id and the
+fingerprint of the code that produces it (bench/fingerprint.py), so a finished run is skipped only when the same code
+made it. One process at a time produces a result file (a file lock under the results folder): a second process
+that reaches the same run waits, then finds it finished. Unfinished runs leave a sidecar for `bench status`
+(bench/runstate.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import BenchError
+from bench import BenchError, runstate
 from bench.backbone import Encoder, backbone_shape, pick_device, resolve_eval
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
@@ -22,7 +25,7 @@ from bench.results import is_finished, make_row, run_fields, run_path, write_run
 from bench.spec import Budget, RunSpec, freeze_params, stable_hash
 from bench.suites import Suite
 from bench.tasks import TASKS
-from bench.train import world
+from bench.train import claim, is_main_process, world
 from methods import METHODS, RunContext
 from methods._heads import check_head_config
 from methods._jobs import method_jobs
@@ -34,29 +37,37 @@ def default_params(method: str) -> tuple:
     return freeze_params(asdict(METHODS.get(method)().Params()))
 
 
-def make_specs(suite: Suite, methods: str | None = None, trust_remote_code: bool = False) -> list[RunSpec]:
-    """backbones x methods x seeds x tasks -> RunSpecs (each method with its default hyperparameters, then the
-    suite's; methods None: the suite's). The evaluation is resolved against each backbone (bench.backbone.
-    resolve_eval: its pooling and prompts), so a spec records how the model was served."""
+def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[dict]] | None = None,
+               trust_remote_code: bool = False) -> list[RunSpec]:
+    """backbones x methods x sweep points x seeds x tasks -> RunSpecs (methods None: the suite's). A method's
+    hyperparameters: its defaults, then the suite's, then one point of its `--set` sweep (bench/overrides.py:
+    {method: [{field: value}, ...]}). The evaluation is resolved against each backbone (bench.backbone.resolve_eval:
+    its pooling and prompts), so a spec records how the model was served."""
     tasks = TASKS.expand(list(suite.tasks))
     specs = []
     for backbone in suite.backbones or (suite.backbone,):
         evaluation = resolve_eval(suite.eval, backbone, trust_remote_code)
         for method in METHODS.expand(methods or suite.methods):
             trains = getattr(METHODS.get(method), "trains", True)
-            for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
-                for task in tasks:
-                    params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {})})
-                    specs.append(RunSpec(method=method, task=task, backbone=backbone, params=params,
-                                         train_data=suite.train_data if trains else "none",
-                                         budget=suite.budget if trains else Budget(steps=0), seed=seed,
-                                         eval=evaluation))
-            if trains and specs:  # a bad training config fails now, not after hours of other runs
-                if hasattr(METHODS.get(method), "jobs"):
-                    method_jobs(METHODS.get(method)(), specs[-1], trust_remote_code)
-                else:  # a head fitted on frozen vectors
-                    check_head_config(METHODS.get(method)(), specs[-1])
+            for point in (sweeps or {}).get(method, [{}]):
+                params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {}),
+                                        **point})
+                for seed in suite.seeds if trains else suite.seeds[:1]:  # no training: the seed changes nothing
+                    for task in tasks:
+                        specs.append(RunSpec(method=method, task=task, backbone=backbone, params=params,
+                                             train_data=suite.train_data if trains else "none",
+                                             budget=suite.budget if trains else Budget(steps=0), seed=seed,
+                                             eval=evaluation))
+                if trains and specs:  # a bad training config fails now, not after hours of other runs
+                    _check_config(method, specs[-1], trust_remote_code)
     return specs
+
+
+def _check_config(method: str, spec: RunSpec, trust_remote_code: bool) -> None:
+    if hasattr(METHODS.get(method), "jobs"):
+        method_jobs(METHODS.get(method)(), spec, trust_remote_code)
+    else:  # a head fitted on frozen vectors
+        check_head_config(METHODS.get(method)(), spec)
 
 
 def run_code(spec: RunSpec) -> str:
@@ -75,11 +86,22 @@ def process_device(device: str | None, size: int) -> str | None:
 
 
 def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
-    """Evaluate one spec; a run finished by the same code is a no-op (returns None)."""
+    """Evaluate one spec; a run finished by the same code is a no-op (returns None), also when another process
+    finished it while this one waited for it (looked at only under the claim, so all ranks of a DDP job decide
+    alike)."""
     code = run_code(spec)
-    if is_finished(ctx.results_dir, spec, code):
-        log.info("skip %s: %s exists", spec.run_id, run_path(ctx.results_dir, spec, code))
-        return None
+    path = run_path(ctx.results_dir, spec, code)
+    with claim(runstate.lock_path(ctx.results_dir, path.stem)):
+        if is_finished(ctx.results_dir, spec, code):
+            log.info("skip %s: %s exists", spec.run_id, path)
+            return None
+        if not is_main_process():  # under DDP the other ranks train with rank 0, which records the run
+            return _run(spec, code, ctx)
+        with runstate.recording(ctx.results_dir, path.stem):
+            return _run(spec, code, ctx)
+
+
+def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     t0 = time.perf_counter()
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)

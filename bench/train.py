@@ -9,8 +9,15 @@ optimizer step `s` always reads the same examples, so a resumed run sees exactly
 
 Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
 scheduler and RNG states) is written atomically; a rerun resumes from the newest intact one. The finished model goes
-to `final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds). A
-damaged checkpoint (a cut file) is never loaded: an earlier one is resumed, or the model is trained again.
+to `final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the curves and training seconds). A
+damaged checkpoint (a cut file) is never loaded: an earlier one is resumed, or the model is trained again. The log
+holds, per optimizer step, `loss`, `lr` (the rate that step applied) and `grad_norm` (the total L2 norm of the
+gradients before clipping, as clip_grad_norm_ returns it; computed the same way when clipping is off).
+
+Concurrency: a folder is trained by one process at a time (`claim`, a file lock inside it); a second process that
+reaches it, another job or another terminal, waits and then takes the finished model. Pre-emption: a job launcher
+(bench/launch.py) can route its scheduler's warning signal through `preempt_at_step_boundary`, so the loop finishes
+its step, writes a checkpoint there and only then hands over to the launcher's requeue.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the same code wraps the model in DistributedDataParallel (gloo on CPU,
 nccl on CUDA); each process reads its own micro-batches of every step, rank 0 writes the checkpoints. The data of
@@ -38,6 +45,7 @@ from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
+from filelock import FileLock
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -50,12 +58,13 @@ Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.json"
 log = logging.getLogger("bench")
+LOCK_FILE = ".lock"  # inside the folder being trained (see `claim`)
 
 
 @dataclass(frozen=True)
 class TrainResult:
     model_dir: Path
-    log: tuple[dict, ...]  # {"step": s, "metric": "loss", "score": x} per optimizer step
+    log: tuple[dict, ...]  # {"step": s, "metric": "loss" | "lr" | "grad_norm", "score": x} per optimizer step
     seconds: float  # training wall time, summed over resumed segments
 
 
@@ -85,6 +94,29 @@ def _mean_across(value: float, size: int) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return float(t.item()) / size
+
+
+def _any_across(flag: bool, size: int) -> bool:
+    if size == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+@contextlib.contextmanager
+def claim(lock_path: Path):
+    """Hold an exclusive file lock while the block runs: another process (a second job, a second terminal) that
+    claims the same path waits until this one is done, then runs the block itself, where it should find the work
+    finished. Under DDP the job's processes are one claimant: rank 0 holds the lock and the others start the block
+    once it does, so every rank sees the same state (a second DDP job waiting here longer than the process group's
+    timeout fails instead of waiting)."""
+    rank, size = world()
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)) if rank == 0 else contextlib.nullcontext():
+        _barrier(size)
+        yield
 
 
 # ---- data order --------------------------------------------------------------------------------------------------
@@ -233,6 +265,45 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, generator: torch.
     return state["step"], list(state["log"]), state["seconds"]
 
 
+# ---- pre-emption ---------------------------------------------------------------------------------------------------
+
+class _Preemption:
+    """A scheduler's warning signal that arrived while a loop was training: the handler to run at the next step
+    boundary, once the loop has written a checkpoint there."""
+
+    watched = False  # a launcher routed its signal here (every process of a DDP job does)
+    training = False
+    pending: Callable[[], None] | None = None
+
+
+def preempt_at_step_boundary(handler: Callable) -> Callable:
+    """Wrap a signal handler (submitit's checkpoint-and-requeue): when the signal comes during training, the loop
+    first completes its step and checkpoints it (so the resumed job repeats no step); otherwise it runs at once."""
+    _Preemption.watched = True
+
+    def deferred(signum, frame) -> None:
+        if _Preemption.training:
+            _Preemption.pending = lambda: handler(signum, frame)
+        else:
+            handler(signum, frame)
+
+    return deferred
+
+
+def _preempted(size: int) -> bool:
+    """Whether any process of the job was warned (all of them stop at the same step)."""
+    return _Preemption.watched and _any_across(_Preemption.pending is not None, size)
+
+
+def _hand_over() -> None:
+    """Run the deferred handler (it requeues the job and exits); a process that got no signal, or whose handler
+    returns (submitit's does on ranks > 0), leaves too: its job is being requeued."""
+    pending, _Preemption.pending = _Preemption.pending, None
+    if pending is not None:
+        pending()
+    raise SystemExit(0)
+
+
 # ---- the loop ------------------------------------------------------------------------------------------------------
 
 def make_optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
@@ -264,12 +335,25 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
           objective: Objective, budget: Budget, seed: int, out_dir: Path, device: str | None = None,
           desc: str = "train") -> TrainResult:
     """Train `model` for budget.steps optimizer steps, resuming from the newest checkpoint in out_dir; returns the
-    finished model folder. A finished out_dir is returned as it is."""
+    finished model folder. A finished out_dir is returned as it is, also when another process finished it while
+    this one waited for its claim (looked at only under the claim, so all ranks of a DDP job decide alike)."""
     out_dir = Path(out_dir)
-    if is_trained(out_dir):
-        return read_result(out_dir)
+    with claim(out_dir / LOCK_FILE):
+        if is_trained(out_dir):
+            return read_result(out_dir)
+        check_trainable(budget, len(examples), world()[1])
+        _Preemption.training = True
+        try:
+            _loop(model, tokenizer, examples, collate, objective, budget, seed, out_dir, device, desc)
+        finally:
+            _Preemption.training = False
+    if _Preemption.pending is not None:  # warned during the last step: the final model is written, requeue now
+        _hand_over()
+    return read_result(out_dir)
+
+
+def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: int, out_dir: Path, device, desc):
     rank, size = world()
-    check_trainable(budget, len(examples), size)
     dev = pick_device(device)
     if size > 1 and dev.type == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -292,28 +376,38 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
     bar = tqdm(total=budget.steps, initial=start, desc=desc, unit="step", leave=False,
                disable=os.environ.get("BENCH_QUIET") == "1" or rank != 0)
     for step in range(start, budget.steps):
-        loss = _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator, dev)
+        loss, grad_norm = _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget,
+                                    generator, dev)
+        lr = scheduler.get_last_lr()[0]  # what optimizer.step() applies now (both parameter groups share it)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        log.append({"step": step + 1, "metric": "loss", "score": _mean_across(loss, size)})
+        loss = _mean_across(loss, size)
+        log += [{"step": step + 1, "metric": "loss", "score": loss}, {"step": step + 1, "metric": "lr", "score": lr},
+                {"step": step + 1, "metric": "grad_norm", "score": grad_norm}]  # gradients are synced: one norm
         bar.update(1)
-        bar.set_postfix(loss=f"{log[-1]['score']:.4f}")
-        if (step + 1) % budget.checkpoint_every == 0 and step + 1 < budget.steps:
+        bar.set_postfix(loss=f"{loss:.4f}")
+        last = step + 1 == budget.steps
+        preempted = not last and _preempted(size)
+        if not last and (preempted or (step + 1) % budget.checkpoint_every == 0):
             if rank == 0:
                 save_checkpoint(out_dir, step + 1, model, tokenizer, optimizer, scheduler, generator, log,
                                 seconds + time.perf_counter() - t0)
             _barrier(size)
+        if preempted:
+            bar.close()
+            _hand_over()
     bar.close()
     seconds += time.perf_counter() - t0
     if rank == 0:
         _save_final(out_dir, model, tokenizer, log, seconds)
     _barrier(size)
-    return read_result(out_dir)
 
 
-def _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator, dev) -> float:
-    """Forward and backward of every micro-batch of one optimizer step, then clipping; returns the step's loss."""
+def _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator,
+              dev) -> tuple[float, float]:
+    """Forward and backward of every micro-batch of one optimizer step, then clipping; returns the step's loss (this
+    process's share) and the gradient norm before clipping."""
     total = 0.0
     for micro in range(budget.grad_accum):
         batch = to_device(collate([examples[i] for i in micro_batch(order, step, micro, rank, size, budget)]), dev)
@@ -327,9 +421,9 @@ def _one_step(wrapped, model, examples, collate, objective, order, step, rank, s
                                  "rate or check the training data")
             loss.backward()
         total += loss.item()
-    if budget.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), budget.max_grad_norm)
-    return total
+    # max_norm=inf when clipping is off: the same norm, and the gradients are scaled by exactly 1
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), budget.max_grad_norm or math.inf)
+    return total, float(grad_norm)
 
 
 def _save_final(out_dir: Path, model, tokenizer, log: list[dict], seconds: float) -> None:

@@ -15,9 +15,9 @@ every method sees) for a CPU-sized 40 steps of 32 sentences; `paper-sts` sets th
 A backbone without an MLM head (all-MiniLM-L6-v2 ships none) gets a freshly initialised one: a warning says so and
 the row `smae_mlm_head_pretrained` (0 or 1) records it.
 
-Loss rows (split "train", beside the fine-tuning's `loss`): `smae_loss` (the total, per step), `smae_mlm_loss` and
-`smae_mae_loss` per step at each target's layer and dim (mean over micro-batches and processes), and
-`smae_train_seconds`; `train_seconds` covers both stages.
+Loss rows (split "train", beside the fine-tuning's `loss`): `smae_loss` (the total, per step, with the loop's
+`smae_lr` and `smae_grad_norm`), `smae_mlm_loss` and `smae_mae_loss` per step at each target's layer and dim (mean
+over micro-batches and processes), and `smae_train_seconds`; `train_seconds` covers both stages.
 """
 
 from __future__ import annotations
@@ -223,8 +223,9 @@ class SMAETrainee(SMAEModel):
 
 def loss_rows(loop_log: tuple[dict, ...], pair_log: torch.Tensor, targets: tuple[SubModel, ...], grad_accum: int,
               with_mae: bool) -> list[dict]:
-    """The loop's total as `smae_loss`; the per-micro-batch pair values averaged per optimizer step."""
-    rows = [{**row, "metric": "smae_loss"} for row in loop_log]
+    """The loop's rows prefixed (`smae_loss` the total, `smae_lr`, `smae_grad_norm`); the per-micro-batch pair
+    values averaged per optimizer step."""
+    rows = [{**row, "metric": f"smae_{row['metric']}"} for row in loop_log]
     names = [("smae_mlm_loss", t) for t in targets] + ([("smae_mae_loss", t) for t in targets] if with_mae else [])
     per_step = pair_log.view(-1, grad_accum, len(names)).mean(dim=1)
     for step, values in enumerate(per_step.tolist(), 1):

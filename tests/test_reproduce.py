@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import bench.reproduce
 from bench.cli import main
@@ -29,6 +28,16 @@ def test_tolerances_skip_timings_and_compare_sizes_exactly():
     assert tolerance("index_bytes", "binary") == Tolerance(0.0)
     assert tolerance("spearman", "fp32").absolute < tolerance("ndcg@10", "binary").absolute < 100 / 300 + 0.02
     assert Tolerance(0.05).allows(80.0, 80.049) and not Tolerance(0.05).allows(80.0, 80.051)
+
+
+def test_training_telemetry_is_compared_like_its_kind():
+    """A step's learning rate is a formula of the step: compared to rounding; gradient norms drift like losses."""
+    from bench.reproduce import LOSS_TOLERANCE
+
+    for lr in ("lr", "smae_lr"):
+        assert tolerance(lr, "fp32").allows(1e-4, 1e-4 * (1 + 1e-10))
+        assert not tolerance(lr, "fp32").allows(1e-4, 1.01e-4)
+    assert tolerance("grad_norm", "fp32") == tolerance("smae_grad_norm", "fp32") == LOSS_TOLERANCE
 
 
 def test_compare_flags_drift_and_missing_rows_but_not_timings(tmp_path, data_dir):

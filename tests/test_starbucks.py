@@ -65,9 +65,10 @@ def test_pretraining_logs_per_pair_losses_that_decrease_and_average_to_the_total
     result = stage(smoke_spec(), ctx)
     rows = as_frame(result.rows)
     curve = rows[rows.step > 0].pivot_table(index="step", columns=["metric", "layer", "dim"], values="score")
-    expected = {("smae_loss", -1, -1)} | {(m, t.layer, t.dim) for m in ("smae_mlm_loss", "smae_mae_loss")
-                                          for t in SMOKE_TARGETS}
+    expected = {(m, -1, -1) for m in ("smae_loss", "smae_lr", "smae_grad_norm")} | {
+        (m, t.layer, t.dim) for m in ("smae_mlm_loss", "smae_mae_loss") for t in SMOKE_TARGETS}
     assert set(curve.columns) == expected and list(curve.index) == list(range(1, 17))
+    curve = curve.drop(columns=["smae_lr", "smae_grad_norm"], level=0)  # the loop's telemetry (tests/test_train.py)
     parts = curve.drop(columns="smae_loss", level=0)
     # the loop's total is the mean over pairs of (MLM + MAE) / 2, i.e. the mean of the four parts
     assert curve[("smae_loss", -1, -1)].to_numpy() == pytest.approx(parts.mean(axis=1).to_numpy(), abs=1e-5)
@@ -246,5 +247,5 @@ def test_two_process_ddp_pretraining_equals_one_process_with_accumulation(data_d
         assert torch.allclose(value, single["state"][name], atol=1e-5), f"{name}: DDP != accumulation"
     assert rank0["rows"] == rank1["rows"]
     ddp, acc = as_frame(rank0["rows"]), as_frame(single["rows"])
-    assert ddp.drop(columns="score").equals(acc.drop(columns="score")) and len(ddp) == 3 * 5
+    assert ddp.drop(columns="score").equals(acc.drop(columns="score")) and len(ddp) == 3 * 7  # 4 pairs, total, lr, norm
     assert ddp.score.to_numpy() == pytest.approx(acc.score.to_numpy(), abs=1e-5)

@@ -58,13 +58,41 @@ def test_training_on_cpu_is_deterministic_and_writes_safetensors(data_dir, tmp_p
     budget = Budget(steps=4, batch_size=8, lr=1e-4, checkpoint_every=2)
     first, second = train_tiny(data_dir, tmp_path / "a", budget), train_tiny(data_dir, tmp_path / "b", budget)
     assert [r["score"] for r in first.log] == [r["score"] for r in second.log]
-    assert [r["step"] for r in first.log] == [1, 2, 3, 4]
+    assert [r["step"] for r in first.log if r["metric"] == "loss"] == [1, 2, 3, 4]
     weights_a = load_file(first.model_dir / "model.safetensors")
     weights_b = load_file(second.model_dir / "model.safetensors")
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert not list((tmp_path / "a").glob("step-*"))  # intermediate checkpoints go once the final one is written
     assert Encoder.load(str(first.model_dir)).num_layers == 2
     assert train_tiny(data_dir, tmp_path / "a", budget).log == first.log  # a finished folder is reused as it is
+
+
+def test_lr_rows_follow_the_schedule_and_grad_norm_rows_are_the_norm_before_clipping(data_dir, tmp_path):
+    """Oracles: the lr of step s is transformers' linear warmup/decay formula at s - 1 (the rate that step applied);
+    the first step's grad_norm is the L2 norm of the gradients of the first batch's loss, computed here by hand on a
+    fresh copy of the model. Clipping at a tiny max_grad_norm changes the weights, not the logged norm of step 1;
+    with clipping off the norm is logged all the same."""
+    budget = Budget(steps=5, batch_size=8, lr=1e-3, warmup_ratio=0.4, checkpoint_every=10)
+    result = train_tiny(data_dir, tmp_path / "clip", budget)
+    rows = {(r["metric"], r["step"]): r["score"] for r in result.log}
+    warmup = 2  # ceil(0.4 * 5)
+    expected_lr = [1e-3 * (s / warmup if s < warmup else (5 - s) / (5 - warmup)) for s in range(5)]
+    assert [rows["lr", s] for s in range(1, 6)] == pytest.approx(expected_lr, rel=1e-12, abs=1e-15)
+
+    model, tokenizer = load_model("tiny-random-bert")
+    examples = [(t, None) for t in load_training_set(data_dir, "snli").texts[:200]]
+    torch.manual_seed(0)
+    first = [examples[i] for i in micro_batch(ExampleOrder(len(examples), 0), 0, 0, 0, 1, budget)]
+    model.train()
+    srl_objective()(model, TextCollate(tokenizer, 32)(first), torch.Generator().manual_seed(0)).backward()
+    by_hand = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters() if p.grad is not None))
+    assert rows["grad_norm", 1] == pytest.approx(by_hand.item(), rel=1e-5)
+
+    unclipped = train_tiny(data_dir, tmp_path / "off", replace(budget, max_grad_norm=0.0))
+    tiny = train_tiny(data_dir, tmp_path / "tiny", replace(budget, max_grad_norm=1e-3))
+    norms = [[r["score"] for r in res.log if r["metric"] == "grad_norm"] for res in (result, unclipped, tiny)]
+    assert norms[0][0] == norms[1][0] == norms[2][0] and all(len(n) == 5 for n in norms)
+    assert norms[2][1:] != norms[0][1:]  # the clipped run moved differently after step 1
 
 
 KILL_AFTER_CHECKPOINT = """
@@ -121,7 +149,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     now, expected = comparable(load_results(killed / "results")), comparable(load_results(reference / "results"))
     assert len(now) == len(expected) and now.equals(expected)
     train_rows = expected[expected["split"] == "train"]
-    assert len(train_rows) == 8 * jobs and set(train_rows["metric"]) == {"loss"}
+    assert len(train_rows) == 3 * 8 * jobs and set(train_rows["metric"]) == {"loss", "lr", "grad_norm"}
     if method == "separate":  # each model's curve carries its cell
         assert set(zip(train_rows["layer"], train_rows["dim"])) == {(1, 32), (2, 64)}
     assert (load_results(reference / "results")["metric"] == "train_seconds").sum() == 1

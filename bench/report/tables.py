@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
-from bench.catalog import METRIC_NAMES, STS_ORDER, TASK_META, main_rows, method_labels, method_order
+from bench.catalog import METRIC_NAMES, STS_ORDER, TASK_META, main_rows, method_labels, method_order  # noqa: F401
 from bench.spec import PRECISIONS
 
 STS_AVG = "sts-avg"  # a synthetic task: the mean over the STS tasks of one checkpoint

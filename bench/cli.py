@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
     run.add_argument("--suite", default="default", help="preset (see `bench ls`); default: default")
     run.add_argument("--methods", default="all", help="comma list of methods, or all (default)")
-    run.add_argument("--tasks", help="comma list of tasks (default: the suite's)")
+    run.add_argument("--tasks", help="comma list of tasks, mteb:NAME and mteb:PATH.py:CLASS included (default: the "
+                     "suite's)")
     run.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
     run.add_argument("--precisions", help="comma list of fp32,int8,binary,binary+rescore (default: the suite's)")
     run.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
@@ -97,6 +98,7 @@ def cmd_ls(args) -> int:
 
     print("methods: " + ", ".join(METHODS.names()))
     print("tasks:   " + ", ".join(TASKS.names()))
+    print("         and mteb tasks: mteb:NAME (registered with mteb) or mteb:PATH.py:CLASS (a task class in a file)")
     for name, make in SUITES.items():
         print(f"suite {name}: {make().description}")
     return 0

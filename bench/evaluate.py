@@ -44,9 +44,12 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
     return cells
 
 
-def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) -> str:
-    """The encoding's cache key: the weights, how they are pooled, the texts, and the encoder's code."""
+def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str], role: str = "") -> str:
+    """The encoding's cache key: the weights, how they are pooled, the texts, the role they are encoded in (a
+    model may prompt queries and documents differently), and the encoder's code."""
     h = hashlib.sha256(f"{model_id}|{pooling}|{max_length}|{len(texts)}|{encoding_code()}".encode())
+    if role:  # (no role: the key our own tasks have always had)
+        h.update(f"|role={role}".encode())
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
@@ -54,15 +57,16 @@ def texts_key(model_id: str, pooling: str, max_length: int, texts: list[str]) ->
 
 
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
+                  batch_size: int, cache_dir: Path | None, role: str = "") -> tuple[np.ndarray, dict | None]:
     """(L, N, H) vectors of `texts`, and the measured encode time per layer ({"device", "layer_seconds",
     "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there and reused by any later run
-    of the same model on the same texts (model_id must identify the weights: backbone name or checkpoint key); the
-    timing of the encode that made them is kept beside them."""
+    of the same model on the same texts in the same role (model_id must identify the weights: backbone name or
+    checkpoint key); the timing of the encode that made them is kept beside them. `role` (query, document, text:
+    mteb tasks name their text sets by it) is part of the key only, until the encoder prompts by role."""
     if cache_dir is None:
         vectors = encoder.encode(texts, max_length, batch_size, desc=f"encode {name}")
         return vectors, _timing(encoder, len(texts))
-    path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts)}.npy"
+    path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts, role)}.npy"
     timing_path = path.with_suffix(".timing.json")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,11 @@ class HeadedLayers:
         return len(self.vectors)
 
 
+def _role(task, name: str) -> str:
+    """The role a task encodes a text set in (mteb tasks: query, document or text); "" where it names none."""
+    return task.text_role(name) if hasattr(task, "text_role") else ""
+
+
 def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and
@@ -124,7 +133,7 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir) for name, (t, max_len) in texts.items()}
+                                   cache_dir, role=_role(task, name)) for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
     arrays = {name: v if head is None else HeadedLayers(v, head) for name, (v, _) in encoded.items()}
     aux = task.prepare(data, texts)
@@ -133,7 +142,8 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     for cell in sorted(cells):
         for precision in precisions:
             metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
-            n = len(next(iter(per_example.values())))
+            # a task that stores no per-example values (mteb's) says how many examples it scored
+            n = len(next(iter(per_example.values()))) if per_example else task.n_examples(data)
             metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
                           bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in checkpoint.targets,

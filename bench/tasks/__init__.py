@@ -1,5 +1,9 @@
 """Task registry. A task loads its data, names the texts to encode, and scores one (layer, dim, precision) cell
-from the cached all-layer arrays. One file per task family."""
+from the cached all-layer arrays. One file per task family.
+
+Besides the registered names: any BEIR-format folder of the data dir by its folder name, and mteb tasks,
+`mteb:NAME` (registered with mteb) or `mteb:PATH.py:CLASS` (a task class in a local file), see bench/tasks/mteb.py.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from bench import BenchError
 from bench.data import resolve_data_dir
 from bench.registry import Registry
 
+MTEB_PREFIX = "mteb:"
+
 
 def _discover() -> None:
     for module in ("bench.tasks.sts", "bench.tasks.retrieval"):
@@ -16,9 +22,14 @@ def _discover() -> None:
 
 
 class _TaskRegistry(Registry):
-    """Also takes any BEIR-format folder of the data dir ($BENCH_DATA_DIR, else ./data) by its folder name."""
+    """Also takes mteb tasks (`mteb:...`) and any BEIR-format folder of the data dir ($BENCH_DATA_DIR, else
+    ./data) by its folder name."""
 
     def get(self, name: str):
+        if name.startswith(MTEB_PREFIX):
+            from bench.tasks.mteb import mteb_task  # imports mteb (seconds): only when a run names an mteb task
+
+            return mteb_task(name)
         try:
             return super().get(name)
         except BenchError:

@@ -49,9 +49,9 @@ def oracle_scores(model, task_cls: str) -> dict[str, float]:
     """mteb.evaluate on a fresh instance of the task class, no result cache: its numbers for the test split."""
     import mteb
 
-    from bench.tasks.mteb import _from_file
+    from bench.tasks.mteb import from_file
 
-    task = _from_file(str(EXAMPLES), task_cls)
+    task = from_file(str(EXAMPLES), task_cls)
     result = mteb.evaluate(model, [task], cache=None, show_progress_bar=False)
     return mteb_metrics({"default": result.task_results[0].scores["test"][0]})
 
@@ -241,11 +241,11 @@ def test_task_record_carries_mteb_metadata():
 def test_user_task_file_is_part_of_the_run_code(tmp_path):
     """Editing a user's task file changes the run's code fingerprint, so an old result never passes for a new one."""
     from bench.fingerprint import task_code
-    from bench.tasks.mteb import _from_file
+    from bench.tasks.mteb import from_file
 
     file = tmp_path / "tasks.py"
     file.write_text(EXAMPLES.read_text())
-    name, instance = f"mteb:{file}:TwitterParaphrasePairs", _from_file(str(file), "TwitterParaphrasePairs")
+    name, instance = f"mteb:{file}:TwitterParaphrasePairs", from_file(str(file), "TwitterParaphrasePairs")
     before = task_code(MtebTask(name, instance, file))
     file.write_text(EXAMPLES.read_text() + "\n# edited\n")
     assert task_code(MtebTask(name, instance, file)) != before

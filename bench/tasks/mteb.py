@@ -89,7 +89,7 @@ def mteb_task(name: str) -> "MtebTask":
     target = name[len(PREFIX):]
     path, _, class_name = target.rpartition(":")
     if path.endswith(".py"):
-        task, source_file = _from_file(path, class_name), Path(path)
+        task, source_file = from_file(path, class_name), Path(path)
     else:
         task, source_file = _registered(target), None
     _check_sliceable(task, name)
@@ -105,7 +105,7 @@ def _registered(task_name: str) -> AbsTask:
                          "mteb:PATH.py:CLASS for a task class of your own") from None
 
 
-def _from_file(path: str, class_name: str) -> AbsTask:
+def from_file(path: str, class_name: str) -> AbsTask:
     """Import the user's file and make its task class (its constructor only: data loads at run time)."""
     file = Path(path).expanduser()
     if not file.is_file():
@@ -147,12 +147,12 @@ def _check_sliceable(task: AbsTask, name: str) -> None:
 
 # ---- the encoders mteb calls -----------------------------------------------------------------------------------
 
-def _model_meta(name: str, dim: int | None) -> ModelMeta:
+def model_meta(name: str, dim: int | None) -> ModelMeta:
     return ModelMeta.create_empty({"name": f"elastic-bench/{name}", "revision": "cell", "embed_dim": dim,
                                    "similarity_fn_name": ScoringFunction.COSINE, "modalities": ["text"]})
 
 
-class _TextEncoder(AbsEncoder):
+class TextEncoder(AbsEncoder):
     """What mteb asks for, as (role, texts): every batch's texts, in order, with the role of its prompt type."""
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
@@ -163,13 +163,13 @@ class _TextEncoder(AbsEncoder):
         raise NotImplementedError
 
 
-class _Recorder(_TextEncoder):
+class _Recorder(TextEncoder):
     """The discovery run's stand-in: records each role's texts and answers with random unit vectors seeded from
     each text (deterministic, so mteb's run is too)."""
 
     def __init__(self):
         self.texts: dict[str, dict[str, None]] = defaultdict(dict)  # role -> texts in first-asked order
-        self.mteb_model_meta = _model_meta("discovery", DISCOVERY_DIM)
+        self.mteb_model_meta = model_meta("discovery", DISCOVERY_DIM)
 
     def vectors(self, role: str, texts: list[str]) -> np.ndarray:
         self.texts[role].update(dict.fromkeys(texts))
@@ -179,12 +179,12 @@ class _Recorder(_TextEncoder):
         return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
-class CellEncoder(_TextEncoder):
+class CellEncoder(TextEncoder):
     """One cell's vectors, served to mteb: each text looked up in its role's rows."""
 
     def __init__(self, vectors: dict[str, np.ndarray], index: dict[str, dict[str, int]], name: str):
         self.served, self.index = vectors, index
-        self.mteb_model_meta = _model_meta(name, next(iter(vectors.values())).shape[1])
+        self.mteb_model_meta = model_meta(name, next(iter(vectors.values())).shape[1])
 
     def vectors(self, role: str, texts: list[str]) -> np.ndarray:
         rows = self.index.get(role, {})
@@ -274,7 +274,8 @@ class MtebTask:
         # what else decides the scores besides our code (bench.fingerprint.task_code): mteb, and the user's file
         file_hash = hashlib.sha256(source_file.read_bytes()).hexdigest() if source_file else ""
         self.external_code = stable_hash([mteb.__version__, name, file_hash])
-        self._data_hint = (f"check the files {source_file.name}'s load_data reads" if source_file else
+        self._data_hint = (f"check the data {source_file.name}'s load_data reads (a class without a load_data of "
+                           f"its own makes mteb read {self.meta.source} from the hub)" if source_file else
                            f"mteb reads {self.meta.source}@{self.meta.revision} from the Hugging Face hub: run once "
                            "with the hub reachable (HF_HUB_OFFLINE unset), or use a local task class "
                            "mteb:PATH.py:CLASS")

@@ -83,15 +83,20 @@ class Renormalized:
         return Wrapper()
 
 
-def int8_oracle(calibration_texts: list[str], layer: int, dim: int):
-    """sentence-transformers' int8 codes, ranges from every text of the task, dequantized by hand to each bucket's
+def dequantized_int8(v: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """sentence-transformers' int8 codes of v with ranges from `calibration`, dequantized by hand to each bucket's
     lower edge."""
     from sentence_transformers.quantization import quantize_embeddings
 
-    calibration = Renormalized(layer, dim).vectors(calibration_texts)
     low, high = calibration.min(axis=0), calibration.max(axis=0)
     step = np.where(high > low, (high - low) / 255, 1)
-    return lambda v: low + (quantize_embeddings(v, "int8", calibration_embeddings=calibration) + 128.0) * step
+    return low + (quantize_embeddings(v, "int8", calibration_embeddings=calibration) + 128.0) * step
+
+
+def int8_oracle(calibration_texts: list[str], layer: int, dim: int):
+    """Vectors -> their int8 reconstruction, ranges from every text of the task."""
+    calibration = Renormalized(layer, dim).vectors(calibration_texts)
+    return lambda v: dequantized_int8(v, calibration)
 
 
 def binary_oracle(v: np.ndarray) -> np.ndarray:
@@ -153,6 +158,17 @@ def test_int8_and_binary_cells_equal_mteb_on_quantized_vectors(minilm, tmp_path)
              "binary": max_difference(ours[(3, 96, "binary")], binary)}
     print(f"quantized: max |ours - mteb| {diffs}")
     assert max(diffs.values()) <= TOLERANCE, diffs
+
+
+def test_int8_ranges_come_from_every_role_together():
+    """A task with queries and documents: one set of ranges over both sides (sentence-transformers' codes with the
+    two sides as calibration set). Catches ranges calibrated per role."""
+    rng = np.random.default_rng(0)
+    queries, documents = rng.standard_normal((30, 32)), 3 * rng.standard_normal((50, 32))
+    served = served_vectors({"query": queries, "document": documents}, "int8")
+    both = np.concatenate([queries, documents])
+    for role, v in (("query", queries), ("document", documents)):
+        np.testing.assert_allclose(served[role], dequantized_int8(v, both), atol=1e-5)
 
 
 def test_served_binary_cosine_is_a_function_of_hamming_distance():

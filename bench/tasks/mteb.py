@@ -199,8 +199,9 @@ def served_vectors(vectors: dict[str, np.ndarray], precision: str) -> dict[str, 
     """Each role's cell vectors as mteb gets them at `precision` (see the module docstring)."""
     if precision == "fp32":
         return vectors
-    if precision == "int8":
-        ranges = int8_ranges(np.concatenate(list(vectors.values())))
+    if precision == "int8":  # one set of ranges over every role's texts (no concatenated copy of a large corpus)
+        per_role = [int8_ranges(v) for v in vectors.values()]
+        ranges = np.stack([np.min([r[0] for r in per_role], axis=0), np.max([r[1] for r in per_role], axis=0)])
         return {role: dequantize_int8(quantize_int8(v, ranges), ranges) for role, v in vectors.items()}
     if precision == "binary":
         return {role: np.where(v > 0, 1.0, -1.0).astype(np.float32) for role, v in vectors.items()}

@@ -126,9 +126,10 @@ def from_file(path: str, class_name: str) -> AbsTask:
         classes = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, AbsTask)
                          and v.__module__ == module_name)
         close = difflib.get_close_matches(class_name, classes, n=1)
-        what = "has no class" if found is None else "has no mteb task class (a subclass of mteb's AbsTask)"
+        problem = (f"{path} has no class {class_name!r}" if found is None else
+                   f"{path}:{class_name} is not an mteb task class (a subclass of mteb's AbsTask)")
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise BenchError(f"{path} {what} {class_name!r}; {hint}its mteb task classes: {', '.join(classes) or 'none'}")
+        raise BenchError(f"{problem}; {hint}its mteb task classes: {', '.join(classes) or 'none'}")
     try:
         return found()
     except Exception as exc:

@@ -292,6 +292,7 @@ class Photos(AbsTaskClassification):
     ("mteb:TwitterURLCorpu", "unknown mteb task 'TwitterURLCorpu' ('TwitterURLCorpu' not found. Did you mean: "
                              "'TwitterURLCorpus'?)"),
     (f"mteb:{EXAMPLES}:TwitterPairs", "has no class 'TwitterPairs'; did you mean 'TwitterParaphrasePairs'?"),
+    (f"mteb:{EXAMPLES}:DatasetDict", "DatasetDict is not an mteb task class"),
     ("mteb:{tmp}/photos.py:Photos", "mteb ImageClassification task over image, which cannot be sliced"),
     ("mteb:{tmp}/nowhere.py:Photos", "nowhere.py not found"),
 ])

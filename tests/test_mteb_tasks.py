@@ -31,6 +31,13 @@ SPEC = EvalSpec(precisions=("fp32", "int8", "binary"))
 TOLERANCE = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _local_data(data_dir, monkeypatch):
+    """The example tasks read $BENCH_DATA_DIR when they load (as `bench run --data-dir` sets it); pinned here, since
+    a CLI test elsewhere in the session may leave it pointing at its own tmp dir."""
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data_dir))
+
+
 def task_name(cls: str) -> str:
     return f"mteb:{EXAMPLES}:{cls}"
 

@@ -93,7 +93,7 @@ class Renormalized:
 def dequantized_int8(v: np.ndarray, calibration: np.ndarray) -> np.ndarray:
     """sentence-transformers' int8 codes of v with ranges from `calibration`, dequantized by hand to each bucket's
     lower edge."""
-    from sentence_transformers.quantization import quantize_embeddings
+    from sentence_transformers.util.quantization import quantize_embeddings
 
     low, high = calibration.min(axis=0), calibration.max(axis=0)
     step = np.where(high > low, (high - low) / 255, 1)
@@ -108,7 +108,7 @@ def int8_oracle(calibration_texts: list[str], layer: int, dim: int):
 
 def binary_oracle(v: np.ndarray) -> np.ndarray:
     """sentence-transformers' packed sign bits, unpacked to +-1."""
-    from sentence_transformers.quantization import quantize_embeddings
+    from sentence_transformers.util.quantization import quantize_embeddings
 
     return np.unpackbits(quantize_embeddings(v, "ubinary"), axis=1).astype(np.float32) * 2 - 1
 

@@ -104,7 +104,8 @@ def local_beir_meta(name: str) -> TaskMeta:
 # ---- methods -----------------------------------------------------------------------------------------------------
 
 # A display preference only: methods not listed follow in alphabetical order.
-METHOD_ORDER = ("pretrained", "full", "separate", "mrl", "2dmse", "starbucks-srl", "starbucks")
+METHOD_ORDER = ("pretrained", "full", "separate", "mrl", "2dmse", "ese", "starbucks-srl", "starbucks", "qat")
+METHOD_ORDER += ("pca", "matryoshka-adaptor", "bebr")  # post-hoc heads on the frozen backbone
 # The method every other one is tested against, per backbone: the first of these present.
 REFERENCE_PREFERENCE = ("separate", "full", "pretrained")
 

@@ -2,13 +2,16 @@
 
 Evaluation alone decides which cells are scored: the requested grid plus the checkpoint's targets, or only its
 targets (`Checkpoint.only_targets`); precisions are checked against those dims once, before anything is encoded.
-A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation.
+A checkpoint's head (bench/heads.py) is applied to each layer's pooled vectors before truncation; a head that makes
+its own binary codes (bebr) is scored at the binary precisions only, through those codes, at `bits_per_dim` bits per
+dimension.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,8 +21,10 @@ import numpy as np
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
-from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.spec import PRECISIONS, EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.transforms import bytes_per_vector
+
+log = logging.getLogger("bench")
 
 
 def grid(num_layers: int, width: int, spec: EvalSpec) -> list[SubModel]:
@@ -68,7 +73,8 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
         return vectors, _timing(encoder, len(texts))
     path = Path(cache_dir) / f"{texts_key(model_id, encoder.pooling, max_length, texts, role)}.npy"
     timing_path = path.with_suffix(".timing.json")
-    if not path.exists():
+    shape = (encoder.num_layers, len(texts), encoder.hidden_size)
+    if not path.exists() or _cached_array(path, shape) is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
         encoder.encode(texts, max_length, batch_size, out_path=tmp, desc=f"encode {name}")
@@ -80,6 +86,24 @@ def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], 
         os.replace(tmp, path)
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
     return np.load(path, mmap_mode="r"), timing
+
+
+def _cached_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The cached float32 array of this shape, or None (with a warning) when the file is damaged: an unreadable
+    header, another shape or dtype, or a size other than header + data (cut short, or bytes added). Values changed
+    in place are not seen (that needs a checksum, i.e. a full read on every reuse)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except Exception as exc:  # noqa: BLE001 - np.load refuses a bad header in many ways (ValueError, EOFError,
+        # tokenize.TokenError, ...), and a cache that cannot be read is simply rebuilt
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    else:
+        size = path.stat().st_size
+        if array.shape == shape and array.dtype == np.float32 and size == array.offset + array.nbytes:
+            return array
+        problem = f"{array.dtype} {array.shape} in {size} bytes, expected float32 {shape}"
+    log.warning("cached encoding %s is damaged (%s); encoding again", path, problem)
+    return None
 
 
 def _timing(encoder: Encoder, n_texts: int) -> dict | None:
@@ -101,7 +125,8 @@ def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
 
 class HeadedLayers:
     """arrays[name][layer - 1] as the tasks read it, with the checkpoint's head applied to that layer (the last
-    layer asked for is kept: cells are scored layer by layer)."""
+    layer asked for is kept: cells are scored layer by layer); `codes(layer, dim)` the head's own binary codes of
+    a cell, or None where it makes none (bench/transforms.head_codes)."""
 
     def __init__(self, vectors: np.ndarray, head):
         self.vectors, self.head, self._last = vectors, head, (None, None)
@@ -113,6 +138,10 @@ class HeadedLayers:
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+    def codes(self, layer: int, dim: int):
+        make = getattr(self.head, "codes", None)
+        return None if make is None else make(layer, self.vectors[layer - 1], dim)
 
 
 def _role(task, name: str) -> str:
@@ -129,7 +158,9 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.hidden_size)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
-    precisions = [p for p in spec.precisions if p in task.meta.precisions]
+    served = getattr(head, "PRECISIONS", PRECISIONS)  # a head of binary codes has no float cells of its own
+    precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
+    bits_per_dim = getattr(head, "bits_per_dim", 1)
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
@@ -145,10 +176,12 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
             # a task that stores no per-example values (mteb's) says how many examples it scored
             n = len(next(iter(per_example.values()))) if per_example else task.n_examples(data)
             metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
+            size = bytes_per_vector(cell.dim, precision, bits_per_dim)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
-                          bytes_per_vector=bytes_per_vector(cell.dim, precision), is_target=cell in checkpoint.targets,
-                          head=head_name) for m, s in metrics.items()]
-            examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
+                          bytes_per_vector=size, is_target=cell in checkpoint.targets, head=head_name)
+                     for m, s in metrics.items()]
+            if spec.example_cells is None or (cell.layer, cell.dim) in spec.example_cells:
+                examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
     rows += encode_time_rows([timing for _, timing in encoded.values()], str(encoder.device))
     rows.append(dict(metric="encode_seconds", score=encode_s))
     rows.append(dict(metric="grid_eval_seconds", score=time.perf_counter() - t1))

@@ -4,7 +4,12 @@ applied by evaluation to each layer's vectors before truncation, on the cached e
 Pure numpy, saved as safetensors (`safetensors.numpy`) with the head's kind in the file's metadata, so evaluation
 needs neither torch nor the method that fitted it. A head transforms the layers it has tensors for and passes the
 others through unchanged; its output width is the same for every layer (the grid's dims are checked against it).
-A new kind is one class with `KIND`, `from_tensors` and `apply`, registered in KINDS.
+A new kind is one class with `KIND`, `from_tensors`, `tensors`, `out_dim` and `apply`, registered in KINDS. A head
+that makes its own binary codes also has `codes(layer, vectors, dim)`, `bits_per_dim` and the `PRECISIONS` it
+serves (evaluation scores it at those only).
+
+Kinds: "linear" (pca), "residual-mlp" (matryoshka-adaptor), "residual-binary" (bebr). The torch modules that train
+the last two (methods/_heads.py) compute exactly these functions; tests check that they agree.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from bench import BenchError
+from bench.transforms import BinaryCodes
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,109 @@ class LinearHead:
         return (np.asarray(vectors, dtype=np.float32) @ self.weights[layer] + self.biases[layer]).astype(np.float32)
 
 
-KINDS = {LinearHead.KIND: LinearHead}
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32)."""
+    x = np.asarray(vectors, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def residual_mlp(x: np.ndarray, block: dict[str, np.ndarray]) -> np.ndarray:
+    """x + relu(x @ w1 + b1) @ w2 + b2: one residual MLP block (w1 (in, hidden), w2 (hidden, in))."""
+    hidden = np.maximum(x @ block["w1"] + block["b1"], 0)
+    return (x + hidden @ block["w2"] + block["b2"]).astype(np.float32)
+
+
+BLOCK = ("w1", "b1", "w2", "b2")
+
+
+def _blocks(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """{"<layer>[.<level>]": {"w1": ..., "b1": ..., "w2": ..., "b2": ...}} from "w1.<layer>[.<level>]" names."""
+    keys = sorted({k.split(".", 1)[1] for k in tensors if k.startswith("w1.")})
+    return {key: {name: tensors[f"{name}.{key}"] for name in BLOCK} for key in keys}
+
+
+@dataclass(frozen=True)
+class ResidualMLPHead:
+    """matryoshka-adaptor's f per transformed layer l: y = u + relu(u @ w1 + b1) @ w2 + b2 with u = x / |x| (each
+    layer's pooled vector at unit length, as the paper's API embeddings are)."""
+
+    KIND = "residual-mlp"
+    blocks: dict[int, dict[str, np.ndarray]]  # layer -> w1, b1, w2, b2
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "ResidualMLPHead":
+        return cls({int(key): block for key, block in _blocks(tensors).items()})
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{layer}": block[name] for layer, block in self.blocks.items() for name in BLOCK}
+
+    @property
+    def out_dim(self) -> int | None:
+        return next(iter(self.blocks.values()))["w2"].shape[1] if self.blocks else None
+
+    def apply(self, layer: int, vectors: np.ndarray) -> np.ndarray:
+        if layer not in self.blocks:
+            return vectors
+        return residual_mlp(unit(vectors), self.blocks[layer])
+
+
+@dataclass(frozen=True)
+class ResidualBinaryHead:
+    """bebr's recurrent residual binarization per layer (methods/bebr.py): u = x / |x|, r_0 = u; for each level
+    t: z_t = block_t(r_t) (a residual MLP), code_t = sign bits of z_t, s_t = +-1 of code_t,
+    r_{t+1} = u - sum_{v <= t} w_v s_v. The d-dim cell keeps the first d bits of every level: its codes'
+    reconstruction sum_t w_t s_t[:d] is the first d dims of the full one. The float vectors pass through unchanged
+    (binary+rescore rescores with them); the head serves the binary precisions only."""
+
+    KIND = "residual-binary"
+    PRECISIONS = ("binary", "binary+rescore")
+    blocks: dict[int, list[dict[str, np.ndarray]]]  # layer -> one residual MLP block per level
+    weights: dict[int, np.ndarray]  # layer -> (levels,) the weight of each level's +-1 vector
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "ResidualBinaryHead":
+        blocks: dict[int, dict[int, dict]] = {}
+        for key, block in _blocks(tensors).items():
+            layer, level = map(int, key.split("."))
+            blocks.setdefault(layer, {})[level] = block
+        weights = {int(k.split(".")[1]): tensors[k] for k in tensors if k.startswith("weights.")}
+        if set(blocks) != set(weights) or len({len(w) for w in weights.values()}) > 1 or \
+                any(sorted(levels) != list(range(len(weights[layer]))) for layer, levels in blocks.items()):
+            raise BenchError("a residual-binary head file has inconsistent levels across layers; delete the "
+                             "checkpoint folder and rerun")
+        return cls({layer: [levels[t] for t in sorted(levels)] for layer, levels in blocks.items()}, weights)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        out = {f"weights.{layer}": w for layer, w in self.weights.items()}
+        for layer, levels in self.blocks.items():
+            out.update({f"{name}.{layer}.{t}": block[name] for t, block in enumerate(levels) for name in BLOCK})
+        return out
+
+    @property
+    def bits_per_dim(self) -> int:
+        return len(next(iter(self.weights.values())))
+
+    @property
+    def out_dim(self) -> int | None:
+        return next(iter(self.blocks.values()))[0]["w2"].shape[1] if self.blocks else None
+
+    def apply(self, layer: int, vectors: np.ndarray) -> np.ndarray:
+        return vectors
+
+    def codes(self, layer: int, vectors: np.ndarray, dim: int) -> BinaryCodes:
+        if layer not in self.blocks:
+            raise BenchError(f"this bebr head has no codes for layer {layer}; delete the checkpoint folder and rerun")
+        u = unit(vectors)
+        residual, reconstruction, bits = u, np.zeros_like(u), []
+        for block, weight in zip(self.blocks[layer], self.weights[layer]):
+            positive = residual_mlp(residual, block) > 0
+            bits.append(np.packbits(positive[:, :dim], axis=-1))
+            reconstruction += weight * np.where(positive, np.float32(1), np.float32(-1))
+            residual = u - reconstruction
+        return BinaryCodes(np.concatenate(bits, axis=-1), dim, tuple(float(w) for w in self.weights[layer]))
+
+
+KINDS = {kind.KIND: kind for kind in (LinearHead, ResidualMLPHead, ResidualBinaryHead)}
 
 
 def save_head(path: Path, head) -> Path:

@@ -28,7 +28,8 @@ from bench.suites import Suite, default, smoke
 
 # The smoke suite's training methods (tiny random BERT, 8 steps), on its STS-B slice: they check that training is
 # reproducible; retrieval is checked by the MiniLM run. A new method is one more name here.
-SMOKE_TRAINING_METHODS = ("full", "mrl", "2dmse", "starbucks-srl", "starbucks", "separate")
+SMOKE_TRAINING_METHODS = ("full", "mrl", "2dmse", "starbucks-srl", "starbucks", "separate", "qat", "ese")
+SMOKE_TRAINING_METHODS += ("pca", "matryoshka-adaptor", "bebr")  # post-hoc heads: seconds each
 
 
 def reference_suite() -> Suite:

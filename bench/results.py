@@ -38,7 +38,7 @@ import pandas as pd
 from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
 from bench.fingerprint import git_state
-from bench.spec import RunSpec
+from bench.spec import RunSpec, budget_identity
 
 log = logging.getLogger("bench")
 SCHEMA_VERSION = 2
@@ -64,7 +64,7 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
     return {
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
-        "train_data": spec.train_data, "budget": json.dumps(asdict(spec.budget), sort_keys=True),
+        "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
         "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
         "device": device, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +156,20 @@ def _to_bool(value) -> bool:
     if str(value) in ("False", "false", "0"):
         return False
     raise ValueError(f"a True/False column holds {value!r}")
+
+
+def read_examples(path: Path) -> dict[str, np.ndarray]:
+    """Every per-example array of a run, read in full, so a damaged file fails here (one line), not mid-statistics.
+    A zip that was cut short or corrupted fails in many ways (BadZipFile, zlib.error, EOFError, ValueError, CRC
+    errors, NotImplementedError for a garbled compression method): all of them mean the same thing here."""
+    try:
+        with np.load(path) as npz:
+            return {key: np.asarray(npz[key]) for key in npz.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the archive is a damaged file
+        raise BenchError(f"{path}: corrupt per-example file ({type(exc).__name__}); delete the run's files (its CSV "
+                         "and this file) and rerun it") from None
 
 
 def read_run_file(path: Path) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from bench.suites import Suite
 from bench.tasks import TASKS
 from bench.train import is_main_process
 from methods import METHODS, RunContext
+from methods._heads import check_head_config
 from methods._jobs import method_jobs
 
 log = logging.getLogger("bench")
@@ -45,7 +46,8 @@ def make_specs(suite: Suite, methods: str) -> list[RunSpec]:
                                      train_data=suite.train_data if trains else "none",
                                      budget=suite.budget if trains else Budget(steps=0), seed=seed, eval=suite.eval))
         if trains and specs:  # a bad training config fails now, not after hours of other runs
-            method_jobs(METHODS.get(method)(), specs[-1])
+            check = method_jobs if hasattr(METHODS.get(method), "jobs") else check_head_config  # a head: `fit`
+            check(METHODS.get(method)(), specs[-1])
     return specs
 
 

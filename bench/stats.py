@@ -221,14 +221,16 @@ class _ExampleFiles:
     """Open per-example files once each; a missing one is a clear error."""
 
     def __init__(self):
-        self.open: dict[str, np.lib.npyio.NpzFile] = {}
+        self.open: dict[str, dict[str, np.ndarray]] = {}
 
     def get(self, path: str, key: str) -> np.ndarray:
         if path not in self.open:
             if not Path(path).exists():
                 raise BenchError(f"{path} is missing: statistics need the per-example values written beside each run; "
                                  "delete its results CSV and rerun that run")
-            self.open[path] = np.load(path)
+            from bench.results import read_examples
+
+            self.open[path] = read_examples(Path(path))
         if key not in self.open[path]:
             raise BenchError(f"{path} has no per-example values {key!r}; delete the run's files and rerun it")
         return np.asarray(self.open[path][key], dtype=float)

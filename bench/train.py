@@ -2,13 +2,15 @@
 
 `train()` is generic: it takes a model, a list of examples, a `collate` (examples -> batch) and an `objective`
 (model, batch, generator -> scalar loss), and runs them under a `Budget`: AdamW (no decay on biases and norms, as
-the HF trainer), warmup + linear/cosine decay from transformers, gradient clipping, gradient accumulation, optional
-activation checkpointing, bf16 autocast on CUDA, fp32 on CPU. The data order is a seeded permutation per epoch and
+the HF trainer; or plain SGD, `budget.optimizer`, for tests of gradient scale), warmup + linear/cosine decay from
+transformers, gradient clipping, gradient accumulation, optional activation checkpointing, bf16 autocast on CUDA,
+fp32 on CPU. The data order is a seeded permutation per epoch and
 optimizer step `s` always reads the same examples, so a resumed run sees exactly what an uninterrupted one sees.
 
 Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
-scheduler and RNG states) is written atomically; a rerun resumes from the newest one. The finished model goes to
-`final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds).
+scheduler and RNG states) is written atomically; a rerun resumes from the newest intact one. The finished model goes
+to `final/` (safetensors, loadable by `Encoder.load`) with `train_log.json` (the loss curve and training seconds). A
+damaged checkpoint (a cut file) is never loaded: an earlier one is resumed, or the model is trained again.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the same code wraps the model in DistributedDataParallel (gloo on CPU,
 nccl on CUDA); each process reads its own micro-batches of every step, rank 0 writes the checkpoints. The data of
@@ -24,15 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -44,6 +49,7 @@ from bench.spec import Budget
 Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.json"
+log = logging.getLogger("bench")
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,42 @@ def to_device(obj, device: torch.device):
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 
+def _damage(folder: Path, extra_check: Callable[[Path], None]) -> str | None:
+    """What is wrong with a checkpoint folder, None when it is whole: every safetensors file's header must parse and
+    cover the file (a cut file fails), and `extra_check` must pass. Checkpoints are written atomically, so only
+    something outside the loop (a full disk, a killed copy, a sync tool) damages one; it is then never loaded."""
+    weights = sorted(Path(folder).rglob("*.safetensors"))
+    if not weights:
+        return "no model.safetensors"
+    try:
+        for path in weights:
+            with safe_open(path, "pt"):
+                pass
+        extra_check(Path(folder))
+    except (SafetensorError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    return None
+
+
+def _log_parses(folder: Path) -> None:
+    meta = json.loads((folder / LOG_FILE).read_text())
+    if not (isinstance(meta, dict) and {"log", "seconds"} <= set(meta)):
+        raise ValueError(f"{LOG_FILE} lacks its log or seconds")
+
+
+def _state_is_whole(folder: Path) -> None:
+    zipfile.ZipFile(folder / STATE_FILE).close()  # torch.save writes a zip: a cut one has no central directory
+
+
 def is_trained(out_dir: Path) -> bool:
-    return (Path(out_dir) / "final" / LOG_FILE).exists()
+    """A finished, intact final/: a damaged one is trained again (with a warning), never used."""
+    final = Path(out_dir) / "final"
+    if not (final / LOG_FILE).exists():
+        return False
+    problem = _damage(final, _log_parses)
+    if problem:
+        log.warning("%s is damaged (%s); training it again", final, problem)
+    return problem is None
 
 
 def read_result(out_dir: Path) -> TrainResult:
@@ -152,8 +192,12 @@ def _write_atomically(folder: Path, write: Callable[[Path], None]) -> None:
 def _latest_step_dir(out_dir: Path) -> Path | None:
     for stale in Path(out_dir).glob(".*.tmp*"):  # half-written by a killed process
         shutil.rmtree(stale, ignore_errors=True)
-    steps = sorted(p for p in Path(out_dir).glob("step-*") if (p / STATE_FILE).exists())
-    return steps[-1] if steps else None
+    for step in sorted((p for p in Path(out_dir).glob("step-*") if (p / STATE_FILE).exists()), reverse=True):
+        problem = _damage(step, _state_is_whole)
+        if problem is None:
+            return step
+        log.warning("checkpoint %s is damaged (%s); resuming from an earlier one, or from the start", step, problem)
+    return None
 
 
 def save_checkpoint(out_dir: Path, step: int, model, tokenizer, optimizer, scheduler, generator: torch.Generator,
@@ -191,11 +235,19 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, generator: torch.
 
 # ---- the loop ------------------------------------------------------------------------------------------------------
 
-def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": budget.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
+    if budget.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=budget.lr)
     return torch.optim.AdamW(groups, lr=budget.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, budget: Budget):
+    """The budget's schedule (transformers' names) with its warmup share of the steps."""
+    warmup = math.ceil(budget.warmup_ratio * budget.steps)
+    return get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
 
 
 def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
@@ -226,9 +278,8 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
     model.to(dev).train()
     if budget.grad_checkpointing:
         model.activation_checkpointing_enable()
-    optimizer = _optimizer(model, budget)
-    warmup = math.ceil(budget.warmup_ratio * budget.steps)
-    scheduler = get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
+    optimizer = make_optimizer(model, budget)
+    scheduler = make_scheduler(optimizer, budget)
     start, log, seconds = 0, [], 0.0
     latest = _latest_step_dir(out_dir)
     if latest is not None:

@@ -3,9 +3,15 @@
 int8 and binary codes are exactly sentence-transformers' `quantize_embeddings` (precision "int8" and "ubinary";
 tests use it as the oracle). They are re-implemented here only because that module imports torch and this one
 must not.
+
+Multi-bit binary codes (`BinaryCodes`): a head may make its own codes for the binary precisions (bebr's recurrent
+residual codes, several sign-bit codes per vector); the tasks then score those instead of the sign bits of the
+truncated vectors. Without such a head nothing changes: the binary precisions are the sign bits, by Hamming.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,10 +27,12 @@ def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
     return out
 
 
-def bytes_per_vector(dim: int, precision: str) -> int:
-    """Bytes one vector takes in the search index (binary+rescore searches the binary codes)."""
+def bytes_per_vector(dim: int, precision: str, bits_per_dim: int = 1) -> int:
+    """Bytes one vector takes in the search index (binary+rescore searches the binary codes); a head with
+    multi-bit codes stores `bits_per_dim` sign bits per dimension at the binary precisions."""
     check_precision_dims((precision,), (dim,))
-    return {"fp32": 4 * dim, "int8": dim, "binary": dim // 8, "binary+rescore": dim // 8}[precision]
+    binary = dim * bits_per_dim // 8
+    return {"fp32": 4 * dim, "int8": dim, "binary": binary, "binary+rescore": binary}[precision]
 
 
 def int8_ranges(calibration: np.ndarray) -> np.ndarray:
@@ -66,3 +74,38 @@ def hamming_similarity(a: np.ndarray, b: np.ndarray, dim: int) -> np.ndarray:
     ranks pairs exactly as the cosine of the signs does."""
     distance = np.unpackbits(np.bitwise_xor(a, b), axis=-1).sum(axis=-1, dtype=np.int64)
     return 1.0 - distance / dim
+
+
+@dataclass(frozen=True)
+class BinaryCodes:
+    """One cell's binary codes: `levels` sign-bit codes of `dim` bits per vector, packed level after level into
+    `bits` ((n, levels * dim / 8) uint8), and each level's weight. Their reconstruction is
+    sum_u weight_u * s_u, s_u the +-1 vector of code u. The inner product of two reconstructions is the symmetric
+    distance of Gan et al. 2023 (SDC), which a bitwise kernel computes from the codes alone:
+    sum_{u,v} w_u w_v (dim - 2 hamming(code_u, code'_v)). One level is plain sign binarization (scored by Hamming)."""
+
+    bits: np.ndarray
+    dim: int
+    weights: tuple[float, ...] = (1.0,)
+
+    @property
+    def levels(self) -> int:
+        return len(self.weights)
+
+    def reconstruction(self, normalize: bool) -> np.ndarray:
+        """(n, dim) float32: sum_u w_u s_u, L2-normalized when `normalize` (then inner products are cosines)."""
+        signs = np.unpackbits(self.bits, axis=-1).reshape(len(self.bits), self.levels, self.dim)
+        out = np.einsum("nud,u->nd", 2 * signs.astype(np.float32) - 1, np.asarray(self.weights, dtype=np.float32))
+        return truncate(out, self.dim, normalize)
+
+
+def sign_codes(vectors: np.ndarray) -> BinaryCodes:
+    """The sign bits of (truncated) vectors as one-level codes."""
+    return BinaryCodes(binarize(vectors), vectors.shape[-1])
+
+
+def head_codes(layers, layer: int, dim: int) -> BinaryCodes | None:
+    """The codes a head makes itself for the cell (layer, dim), where the task's arrays carry such a head (see
+    bench/evaluate.HeadedLayers); None: the binary precisions are the sign bits of the truncated vectors."""
+    codes = getattr(layers, "codes", None)
+    return None if codes is None else codes(layer, dim)

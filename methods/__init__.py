@@ -1,7 +1,9 @@
 """The method registry: one file per method in this package, registered with @METHODS.register(name).
 
 A method is a class with a frozen dataclass `Params` (its hyperparameters, recorded with every row) and
-`checkpoints(spec, ctx) -> list[Checkpoint]`: the model(s) to evaluate, training them first if needed.
+`checkpoints(spec, ctx) -> list[Checkpoint]`: the model(s) to evaluate, training them first if needed. A method
+that trains either trains the encoder (`jobs`: methods/_jobs.py) or fits a post-hoc head on the frozen backbone
+(`fit`: methods/_heads.py).
 """
 
 from __future__ import annotations

@@ -7,22 +7,25 @@ A checkpoint folder is keyed by the spec's model fields AND the fingerprint of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import BenchError
 from bench.backbone import backbone_shape, load_model
 from bench.fingerprint import method_code
-from bench.spec import RunSpec, SubModel, stable_hash
+from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
-from methods import Checkpoint, RunContext
+from methods import METHODS, Checkpoint, RunContext
 
 
 @dataclass(frozen=True)
 class Job:
     """One model a method trains: the first `num_layers` blocks of the backbone (None: all of them) under
     `objective`. `only_targets`: the model is scored at its targets only (a `separate` model serves one cell);
-    `log_cell` tags its loss rows when a method trains several models, so their curves stay distinct."""
+    `log_cell` tags its loss rows when a method trains several models, so their curves stay distinct.
+    `same_as`: another method whose default model this job's model is, by construction (same blocks, same
+    objective, same budget and seed): the job then trains, or reuses, that method's checkpoint folder, so the
+    model is trained once for both (`separate`'s full-size model is `full`'s)."""
 
     name: str
     objective: Objective
@@ -30,6 +33,7 @@ class Job:
     num_layers: int | None = None
     only_targets: bool = False
     log_cell: SubModel | None = None
+    same_as: str | None = None
 
 
 def training_key(method, spec: RunSpec) -> str:
@@ -39,7 +43,12 @@ def training_key(method, spec: RunSpec) -> str:
 
 def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
     """cache/checkpoints/<training key>/<pooling>/<job>: every task of a spec shares it. The pooling trains the
-    model but is an evaluation field (not in model_key), so it names a level of its own."""
+    model but is an evaluation field (not in model_key), so it names a level of its own. A job that is `same_as`
+    another method's model gets that method's folder (keyed by that method's spec and code)."""
+    if job.same_as is not None:
+        other = METHODS.get(job.same_as)()
+        params = freeze_params(asdict(other.Params()))
+        return checkpoint_dir(other, replace(spec, method=job.same_as, params=params), ctx, Job("", job.objective, ()))
     return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / (job.name or "model")
 
 

@@ -1,7 +1,9 @@
 """`separate`: one model per target (layer, dim), built from the backbone's first `layer` blocks only and trained
 with the base loss at exactly `dim` (or, with train_width="full", at the full width and truncated only at
 evaluation, as the Starbucks STS baseline script did). Each model is evaluated only at its own cell, so the rows
-of a run assemble the diagonal from several checkpoints. Targets: the Starbucks rule (methods/starbucks_srl.py)."""
+of a run assemble the diagonal from several checkpoints. Targets: the Starbucks rule (methods/starbucks_srl.py).
+The full-size target's model IS plain fine-tuning (all blocks, the base loss at full width, same budget and seed),
+so it is `full`'s checkpoint, trained once for both methods (Job.same_as; tests/test_train.py checks it)."""
 
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ class Separate:
         for target in resolve_targets(params.targets, num_layers, hidden_size):
             target.check_inside(num_layers, hidden_size)
             train_dim = target.dim if params.train_width == "target" else hidden_size
+            full_size = target == SubModel(num_layers, hidden_size)  # the base loss at the whole model: `full`
             jobs.append(Job(f"layer{target.layer}-dim{target.dim}", self.objective(target, train_dim, loss, pooling),
                             targets=(target,), num_layers=target.layer, only_targets=True,
-                            log_cell=target))
+                            log_cell=target, same_as="full" if full_size else None))
         return jobs
 
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:

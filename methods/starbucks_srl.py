@@ -13,6 +13,13 @@ kl_temperature x kl_div_weight = 1) with no temperature inside the softmax and t
 "scores", the paper's retrieval code: each anchor's softmax over its in-batch candidates' cosine / temperature,
 teacher detached (set kl_temperature=0.05, kl_weight=1, detach_teacher=True for that recipe: RETRIEVAL below);
 "none". Defaults follow the STS script, the recipe of the suites' NLI training.
+
+Oracle: tests/test_srl_oracle.py transcribes both formulas from ielab/Starbucks (sts/starbucks_loss.py,
+retrieval/modeling.py) and matches this objective in value and gradient. One deliberate difference, in "scores":
+the retrieval code (on Tevatron's defaults) scores by the raw dot product of the truncated, un-normalized vectors at
+temperature 1, in its base loss and its KL alike. Here every method trains with one cosine base loss
+(MultipleNegativesRankingLoss, scale 20) and is evaluated by the cosine after truncation, so the KL compares the
+logits that base loss uses: cosine after truncation / 0.05. Same formula, our harness's similarity.
 """
 
 from __future__ import annotations

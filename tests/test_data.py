@@ -134,12 +134,12 @@ def test_malformed_beir_files(tmp_path):
         load_beir(tmp_path, "mine")
     _write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     queries = _write(folder / "queries.jsonl", '{"_id": "q1", "text": "q"}\n{"_id": "q2", \n')
-    with pytest.raises(BenchError, match=f"malformed data file {queries} "):
+    with pytest.raises(BenchError, match=f"malformed data file {queries}, line 2: not JSON "):
         load_beir(tmp_path, "mine")
     _write(folder / "queries.jsonl", '{"_id": "q1", "text": "q"}\n')
     corpus = folder / "corpus.jsonl.gz"
     corpus.write_bytes(gzip.compress(b'{"_id": "d1", "text": "doc"}\n')[:-6])  # truncated download
-    with pytest.raises(BenchError, match=f"malformed data file {corpus} "):
+    with pytest.raises(BenchError, match=f"malformed data file {corpus}, after line 1: damaged gzip stream "):
         load_beir(tmp_path, "mine")
 
 

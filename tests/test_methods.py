@@ -1,8 +1,11 @@
 """The training methods: oracles against sentence-transformers' own losses and a truly truncated model, and
-contract tests that run over every registered training method automatically.
+contract tests that run over every registered training method automatically: the methods that train the encoder
+(`jobs`, a torch objective) and the post-hoc heads on the frozen backbone (`fit`, methods/_heads.py), each with
+equivalent checks (finite, every hyperparameter matters, saved with the checkpoint, defaults freeze into a spec).
 
 Model: a seeded random 4-layer, 64-dim BERT (so there are layers below the last to sample and to leave out), in
-eval mode for the oracles (no dropout: both sides see the same vectors). Batch: 8 real SNLI triplets.
+eval mode for the oracles (no dropout: both sides see the same vectors). Batch: 8 real SNLI triplets. Heads: fitted
+end to end on the smoke suite (tiny random BERT, its fit set of SNLI sentences, its 8-step budget).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from dataclasses import fields, replace
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
@@ -27,16 +31,21 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from bench import BenchError
 from bench.backbone import load_model, resolve_backbone
 from bench.data.pairs import load_triplets
+from bench.heads import load_head
 from bench.losses import at, base_loss, embed_columns
+from bench.runner import make_specs
 from bench.spec import Budget, RunSpec, SubModel, freeze_params
+from bench.suites import smoke, with_overrides
 from bench.train import TextCollate
-from methods import METHODS
+from methods import METHODS, RunContext
+from methods._heads import check_head_config
 from methods._jobs import method_jobs
 from methods.starbucks_srl import default_targets
 from methods.twodmse import SENTENCE_TRANSFORMERS, STARBUCKS_BASELINE, Draw
 
 LAYERS, HIDDEN = 4, 64
-TRAINED = [name for name in METHODS.names() if getattr(METHODS.get(name), "trains", True)]
+TRAINED = [name for name in METHODS.names() if hasattr(METHODS.get(name), "jobs")]
+HEADS = [name for name in METHODS.names() if hasattr(METHODS.get(name), "fit")]
 LOSS = base_loss("triplets")
 
 
@@ -167,7 +176,8 @@ def test_target_rule_gives_the_paper_pairs_on_bert_base_and_the_same_pattern_els
 # ---- contract tests over every registered training method ---------------------------------------------------------
 
 # Hyperparameters whose default (None: "follow the backbone") has no generic variant: a value to try instead.
-NONE_VARIANTS = {"dims": (16, 64), "targets": ((2, 32), (4, 64)), "weights": (1.0, 3.0)}
+NONE_VARIANTS = {"dims": (16, 64), "targets": ((2, 32), (4, 64)), "weights": (1.0, 3.0), "compression_size": 16,
+                 "hidden": 32}
 
 
 def variant(method: str, name: str, value, params):
@@ -184,7 +194,7 @@ def variant(method: str, name: str, value, params):
     if isinstance(value, float):
         return value * 2 if value else 0.5
     if isinstance(value, str):
-        for candidate in ("linear", "scores", "full", "log", "none", "embedding", "uniform", "target"):
+        for candidate in ("linear", "scores", "full", "log", "none", "embedding", "uniform", "target", "last"):
             if candidate != value:
                 try:
                     replace(params, **{name: candidate})
@@ -270,10 +280,79 @@ def test_targets_lie_inside_the_backbone(method, tiny4):
             assert all(t.layer <= job.num_layers for t in job.targets)
 
 
-@pytest.mark.parametrize("method", TRAINED)
+@pytest.mark.parametrize("method", TRAINED + HEADS)
 def test_default_hyperparameters_freeze_into_a_spec(method):
     params = freeze_params(vars(METHODS.get(method)().Params()))
     assert METHODS.get(method)().Params(**dict(params)) == METHODS.get(method)().Params()
+
+
+# ---- contract tests over every registered post-hoc head ------------------------------------------------------------
+
+def test_every_trained_method_trains_the_encoder_or_fits_a_head():
+    trained = {name for name in METHODS.names() if getattr(METHODS.get(name), "trains", True)}
+    assert trained == set(TRAINED) | set(HEADS) and not set(TRAINED) & set(HEADS)
+
+
+@pytest.fixture(scope="module")
+def head_ctx(data_dir, tmp_path_factory) -> RunContext:
+    """One cache for the module: the smoke suite's fit set is encoded once and shared by every fit."""
+    root = tmp_path_factory.mktemp("heads")
+    return RunContext(data_dir, root / "results", root / "cache", "cpu")
+
+
+def head_spec(method: str, **changes) -> RunSpec:
+    """The smoke suite's spec of a head method (tiny random BERT, SNLI fit set, 8 steps), with some params changed."""
+    spec = next(iter(make_specs(with_overrides(smoke(), tasks=("stsb",)), method)))
+    return replace(spec, params=freeze_params({**dict(spec.params), **changes}))
+
+
+def fitted_tensors(method: str, spec: RunSpec, ctx: RunContext) -> dict[str, np.ndarray]:
+    (checkpoint,) = METHODS.get(method)().checkpoints(spec, ctx)
+    return load_head(checkpoint.head).tensors()
+
+
+@pytest.mark.parametrize("method", HEADS)
+def test_head_is_finite_keeps_the_backbone_and_is_reused_from_its_checkpoint(method, head_ctx, monkeypatch):
+    """The checkpoint is the backbone itself (model_id `pretrained`'s, so its encodings are reused) with a head file
+    whose outputs are finite at every layer; a second call loads the saved head instead of fitting again."""
+    spec = head_spec(method)
+    (checkpoint,) = METHODS.get(method)().checkpoints(spec, head_ctx)
+    assert checkpoint.model == spec.backbone and checkpoint.model_id == "backbone:tiny-random-bert"
+    head = load_head(checkpoint.head)
+    x = np.random.default_rng(0).standard_normal((20, HIDDEN)).astype(np.float32)
+    for layer in (1, 2):
+        assert np.isfinite(head.apply(layer, x)).all()
+        if hasattr(head, "codes"):
+            codes = head.codes(layer, x, 32)
+            assert codes.bits.shape == (20, 32 * head.bits_per_dim // 8)
+            assert np.isfinite(codes.reconstruction(normalize=True)).all()
+    assert all(np.isfinite(row["score"]) for row in checkpoint.train_log)
+    monkeypatch.setattr(METHODS.get(method), "fit", lambda *args: pytest.fail("fitted again"))
+    assert METHODS.get(method)().checkpoints(spec, head_ctx) == [checkpoint]
+
+
+@pytest.mark.parametrize("method", HEADS)
+def test_every_hyperparameter_changes_the_head(method, head_ctx):
+    """Each field of Params, changed alone from the smoke suite's values, changes the fitted head's tensors (the
+    fit set's size included: fitted end to end, from the training sentences)."""
+    defaults = head_spec(method)
+    params = METHODS.get(method).Params(**dict(defaults.params))
+    base = fitted_tensors(method, defaults, head_ctx)
+    for field in fields(params):
+        value = variant(method, field.name, getattr(params, field.name), params)
+        tensors = fitted_tensors(method, head_spec(method, **{field.name: value}), head_ctx)
+        moved = tensors.keys() != base.keys() or any(not np.array_equal(tensors[k], base[k]) for k in base)
+        assert moved, f"{method}: {field.name} = {value!r} leaves the head unchanged"
+
+
+@pytest.mark.parametrize("method,params,message", [
+    ("matryoshka-adaptor", {"dims": (32, 96)}, "matryoshka-adaptor dim 96 is outside the backbone (1..64)"),
+    ("bebr", {"dims": (128,)}, "bebr dim 128 is outside the backbone (1..64)"),
+])
+def test_head_dims_outside_the_backbone_fail_before_fitting(method, params, message):
+    spec = head_spec(method, **params)
+    with pytest.raises(BenchError, match=re.escape(message)):
+        check_head_config(METHODS.get(method)(), spec)
 
 
 # ---- bad hyperparameters: one clear line each ---------------------------------------------------------------------
@@ -286,6 +365,13 @@ def test_default_hyperparameters_freeze_into_a_spec(method):
     ("2dmse", {"layer_weighting": "cubic"}, "2dmse layer_weighting must be one of uniform, linear, log"),
     ("mrl", {"dims": (64, 64)}, "mrl dims must be distinct positive integers"),
     ("separate", {"train_width": "half"}, "separate train_width must be one of target, full; got 'half'"),
+    ("pca", {"fit_sentences": -5}, "pca fit_sentences must be a positive integer; got -5"),
+    ("matryoshka-adaptor", {"layers": "first"}, "matryoshka-adaptor layers must be one of all, last; got 'first'"),
+    ("matryoshka-adaptor", {"k": 0}, "matryoshka-adaptor k must be a positive integer; got 0"),
+    ("matryoshka-adaptor", {"beta": -1.0}, "matryoshka-adaptor beta must be >= 0; got -1.0"),
+    ("bebr", {"bits": 0}, "bebr bits must be an integer from 1 to 8; got 0"),
+    ("bebr", {"temperature": 0.0}, "bebr temperature must be > 0; got 0.0"),
+    ("bebr", {"hidden": 0}, "bebr hidden must be a positive integer; got 0"),
 ])
 def test_bad_hyperparameters_fail_with_one_line(method, changes, message):
     with pytest.raises(BenchError, match=re.escape(message)) as err:

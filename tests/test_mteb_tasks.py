@@ -178,6 +178,20 @@ def test_int8_ranges_come_from_every_role_together():
         np.testing.assert_allclose(served[role], dequantized_int8(v, both), atol=1e-5)
 
 
+def test_a_heads_own_codes_are_served_as_their_reconstruction():
+    """bebr's multi-bit codes: mteb gets sum_u w_u s_u, whose inner products are the codes' symmetric distance
+    (written out here from the +-1 levels), not the sign bits of the float vectors."""
+    from bench.transforms import BinaryCodes
+
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 2, (10, 2, 16)).astype(np.uint8)  # 10 vectors, 2 levels of 16 bits
+    codes = BinaryCodes(np.packbits(levels.reshape(10, 32), axis=-1), 16, (0.75, 0.25))
+    served = served_vectors({"text": rng.standard_normal((10, 16))}, "binary", {"text": codes})["text"]
+    signs = 2.0 * levels - 1
+    sdc = np.einsum("nud,mvd,u,v->nm", signs, signs, codes.weights, codes.weights)
+    np.testing.assert_allclose(served @ served.T, sdc, atol=1e-5)
+
+
 def test_served_binary_cosine_is_a_function_of_hamming_distance():
     """The binary vectors mteb gets: cosine = 1 - 2 hamming / dim (no oracle needed beyond the definition)."""
     rng = np.random.default_rng(0)

@@ -1,6 +1,7 @@
 """Precision as an axis: int8, binary and binary+rescore search and STS scoring, cost rows, bad input.
 
-Oracles: numpy brute force for every faiss search (Hamming and inner product, ties ranked by corpus order);
+Oracles: numpy brute force for every faiss search (Hamming and inner product, ties ranked by corpus order), and
+for binary+rescore with int8 documents end to end (Hamming shortlist, dequantized int8 codes, float rescoring);
 sentence-transformers' `quantize_embeddings` and `pairwise_cos_sim` for int8 codes and the STS int8 similarity;
 scipy's Hamming distance for the binary STS similarity.
 """
@@ -113,6 +114,45 @@ def test_rescoring_the_whole_corpus_with_fp32_documents_is_exact_float_search():
     spec = EvalSpec(rescore_multiplier=12, rescore_docs="fp32")  # shortlist 10 * 12 = the whole corpus
     ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
     np.testing.assert_array_equal(ranked, brute_force(queries @ corpus.T, 10))
+
+
+def brute_force_binary_rescore_int8(corpus: np.ndarray, queries: np.ndarray, calibration: np.ndarray, k: int,
+                                    multiplier: int) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle, plain numpy: the Hamming distance of the sign vectors, shortlist k * multiplier (ties in corpus
+    order); the documents' int8 codes (sentence-transformers') back to each bucket's lower edge; the shortlist
+    ranked by the float query's inner product with those, ties in corpus order, top k. Also the distances, the
+    shortlist and its scores. (Lower edge or bucket centre ranks alike: a shift of every document by the same
+    vector adds one constant to a query's scores.)"""
+    distances = ((queries[:, None, :] > 0) != (corpus[None, :, :] > 0)).sum(-1)
+    shortlist = brute_force(-distances, k * multiplier)
+    lo, hi = calibration.min(0), calibration.max(0)
+    codes = quantize_embeddings(corpus, "int8", calibration_embeddings=calibration).astype(np.float64)
+    documents = lo + (codes + 128) * (hi - lo) / 255
+    scores = np.einsum("qsd,qd->qs", documents[shortlist], queries)
+    order = np.lexsort((shortlist, -scores), axis=-1)[:, :k]  # shortlist holds corpus positions: ties by position
+    return np.take_along_axis(shortlist, order, axis=-1), (distances, shortlist, scores)
+
+
+@pytest.mark.parametrize("side", ["corpus", "queries"])
+def test_binary_rescore_with_int8_documents_equals_numpy_brute_force(side):
+    """Shortlist and rescoring both tested on ties: 32 dims give 33 Hamming distances (tie groups straddle the
+    shortlist's cut), and 60 documents repeated later in the corpus give equal rescoring scores (the earlier copy
+    first). Calibrated on the corpus or on the queries (then documents outside the range clip)."""
+    base = unit_vectors(540, 32, 21)
+    corpus = np.concatenate([base, base[::9]])  # every 9th document again, at the end
+    queries = unit_vectors(40, 32, 22)
+    calibration = corpus if side == "corpus" else queries
+    k, multiplier = 10, 4
+    spec = EvalSpec(rescore_docs="int8", rescore_multiplier=multiplier, int8_calibration=side)
+    ours = make_searcher(corpus, calibration, "binary+rescore", spec).search(queries, k)
+    expected, (distances, shortlist, scores) = brute_force_binary_rescore_int8(corpus, queries, calibration, k,
+                                                                               multiplier)
+    np.testing.assert_array_equal(ours, expected)
+    # the ties are really there: a tie group cut by the shortlist, and duplicate documents ranked in the top k
+    edge = np.take_along_axis(distances, shortlist[:, -1:], axis=1)
+    assert ((distances == edge).sum(1) > (np.take_along_axis(distances, shortlist, 1) == edge).sum(1)).any()
+    original = {540 + j: 9 * j for j in range(60)}  # copy position -> the document it repeats
+    assert any(original[d] in row for row in expected for d in row if d >= 540)  # both copies in some top k
 
 
 # --- cost ----------------------------------------------------------------------------------------------------
@@ -265,3 +305,18 @@ def test_empty_calibration_set_is_a_clear_error():
 def test_cli_reports_an_unknown_precision(capsys):
     assert main(["run", "--suite", "smoke", "--precisions", "fp32,int4"]) == 2
     assert "unknown precision 'int4'" in capsys.readouterr().err
+
+
+def test_per_example_values_are_stored_only_for_the_example_cells_and_scores_do_not_change(tiny):
+    """example_cells keeps committed results small: the cells outside it keep their scores and lose only their
+    per-example values."""
+    every, only = EvalSpec(dims=(16, 64)), EvalSpec(dims=(16, 64), example_cells=((1, 16),))
+    rows_all, examples_all = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("stsb"), sts_slice(), every)
+    rows_one, examples_one = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("stsb"), sts_slice(), only)
+    assert {k.rsplit("/", 2)[0] for k in examples_one} == {"1/16"}
+    assert {k: examples_all[k] for k in examples_one}.keys() == examples_one.keys()
+    scores = [[(r["layer"], r["dim"], r["precision"], r["metric"], r["score"]) for r in rows if r.get("dim", -1) > 0
+               and "ms" not in r["metric"]] for rows in (rows_all, rows_one)]
+    assert scores[0] == scores[1]
+    with pytest.raises(BenchError, match="example_cells must be"):
+        EvalSpec(example_cells=((1, 0),))

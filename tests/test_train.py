@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from bench.data.pairs import load_training_set
 from bench.losses import base_loss
 from bench.results import load_results
 from bench.runner import make_specs, run_all
-from bench.spec import Budget
+from bench.spec import Budget, RunSpec
 from bench.suites import smoke, with_overrides
 from bench.train import ExampleOrder, TextCollate, micro_batch, train
 from methods import METHODS, RunContext
@@ -68,6 +69,7 @@ def test_training_on_cpu_is_deterministic_and_writes_safetensors(data_dir, tmp_p
 
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
+from dataclasses import replace
 from pathlib import Path
 import bench.train
 from bench.runner import run_all
@@ -125,13 +127,20 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     assert (load_results(reference / "results")["metric"] == "train_seconds").sum() == 1
 
 
-def test_separate_models_hold_only_their_blocks(data_dir, tmp_path):
-    specs = make_specs(with_overrides(smoke(), tasks=("stsb",)), "separate")
-    checkpoints = METHODS.get("separate")().checkpoints(specs[0], RunContext(data_dir, tmp_path / "r", tmp_path / "c"))
+def test_separate_models_hold_only_their_blocks_and_the_full_size_one_is_fulls(data_dir, tmp_path, monkeypatch):
+    """Each `separate` model holds only its target's blocks; the full-size one is `full`'s checkpoint (same blocks,
+    objective, budget and seed), so running `full` afterwards trains nothing and serves the same folder."""
+    ctx = RunContext(data_dir, tmp_path / "r", tmp_path / "c")
+    specs = make_specs(with_overrides(smoke(), tasks=("stsb",)), "separate,full")
+    checkpoints = METHODS.get("separate")().checkpoints(specs[0], ctx)
     for ck in checkpoints:
         (cell,) = ck.targets
         assert ck.only_targets
         assert json.loads((Path(ck.model) / "config.json").read_text())["num_hidden_layers"] == cell.layer
+    import bench.train
+    monkeypatch.setattr(bench.train, "_one_step", lambda *a: pytest.fail("full retrained separate's model"))
+    (full,) = METHODS.get("full")().checkpoints(specs[1], ctx)
+    assert full.model == checkpoints[-1].model and checkpoints[-1].targets == full.targets
 
 
 def test_scored_pairs_train_with_sentence_transformers_cosent(data_dir):
@@ -188,6 +197,7 @@ def run_cli(args: list[str], data_dir: Path, tmp_path: Path, capsys) -> str:
 @pytest.mark.parametrize("args,message", [
     (["--methods", "fulll"], "error: unknown method 'fulll': did you mean 'full'?"),
     (["--methods", "mrl", "--steps", "0"], "error: method mrl trains, so the budget needs steps > 0; got 0"),
+    (["--methods", "bebr", "--steps", "0"], "error: method bebr trains, so the budget needs steps > 0; got 0"),
     (["--methods", "mrl", "--steps", "-3"], "error: budget steps must be >= 0, got -3"),
     (["--methods", "mrl", "--train-data", "quora"], "error: unknown training data 'quora'; known: snli"),
 ])
@@ -213,10 +223,19 @@ def test_empty_training_data_is_one_clear_line(data_dir, tmp_path):
     ("grad_accum", -1, "budget grad_accum must be positive, got -1"),
     ("lr", 0.0, "budget lr must be positive, got 0.0"),
     ("schedule", "step", "unknown budget schedule 'step'; choose from linear, cosine, constant_with_warmup"),
+    ("optimizer", "adam", "unknown budget optimizer 'adam'; choose from adamw, sgd"),
 ])
 def test_bad_budgets_fail_with_one_line(field, value, message):
     with pytest.raises(BenchError, match=message):
         Budget(**{field: value})
+
+
+def test_optimizer_joins_the_run_id_only_away_from_its_default():
+    """Added after references were committed: AdamW (the only optimizer before) keeps every existing run id."""
+    spec = RunSpec("full", "stsb", train_data="snli", budget=Budget(steps=2))
+    assert "optimizer" not in spec.model_fields()["budget"]
+    assert replace(spec, budget=Budget(steps=2, optimizer="adamw")).run_id == spec.run_id
+    assert replace(spec, budget=Budget(steps=2, optimizer="sgd")).run_id != spec.run_id
 
 
 def test_fewer_examples_than_a_batch_is_refused(tmp_path):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 from bench import BenchError
 
@@ -37,10 +40,52 @@ def path_root(path: Path) -> Path:
     return path.parent
 
 
+def refetch_hint(path: Path) -> str:
+    """How to replace a damaged data file: `bench data fetch <name>` when the file belongs to a dataset it writes
+    (it rewrites all of that dataset's files), else a fresh copy of the original."""
+    from bench.data.fetch import SOURCES
+
+    posix = "/" + Path(path).as_posix().removesuffix(".gz").lstrip("/")
+    folder = posix.rsplit("/", 1)[0]
+    # the file itself, else a file beside one (sts-train.csv beside sts-test.csv) when only one dataset has it
+    for where, suffix in ((posix, lambda rel: "/" + rel), (folder, lambda rel: "/" + rel.rsplit("/", 1)[0])):
+        found = {(name, where[:-len(suffix(rel))]) for name, source in SOURCES.items() for rel in source.needed
+                 if where.endswith(suffix(rel))}
+        if len({name for name, _ in found}) == 1:
+            name, root = found.pop()
+            root = root if Path(path).is_absolute() else root.lstrip("/") or "."
+            return f"re-download it with `bench data fetch {name} --data-dir {root}`"
+    return "replace it with a good copy of the original file"
+
+
+def text_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file, gzipped when its name ends in .gz. Every loader reads through here, so
+    a file that is not text (bad bytes, a damaged or cut gzip stream) is one error line naming it and the fix."""
+    gzipped = Path(path).suffix == ".gz"
+    lineno = 0
+    try:
+        with (gzip.open if gzipped else open)(path, "rt", encoding=encoding) as fh:
+            for lineno, line in enumerate(fh, 1):
+                yield lineno, line
+    except UnicodeDecodeError as exc:
+        problem = f"not {encoding} text ({exc.reason})"
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: bad header or CRC (OSError), cut short, bad deflate data
+        problem = f"{'damaged gzip stream' if gzipped else 'unreadable'} ({exc})"
+    else:
+        return
+    where = f", after line {lineno}" if lineno else ""
+    raise BenchError(f"malformed data file {path}{where}: {problem}; {refetch_hint(path)}")
+
+
 def split_tsv_line(line: str, n_min: int, source: Path, lineno: int) -> list[str]:
     """Unquoted TSV (sentences contain '"'): split on tabs, check the column count."""
     parts = line.rstrip("\n").rstrip("\r").split("\t")
     if len(parts) < n_min:
         raise BenchError(f"malformed data file {source}, line {lineno}: expected at least {n_min} tab-separated "
-                         f"columns, got {len(parts)}; re-download it with `bench data fetch`")
+                         f"columns, got {len(parts)}; {refetch_hint(source)}")
     return parts
+
+
+def malformed(source: Path, lineno: int, problem: str) -> BenchError:
+    """The one error of a bad value in a data file: file, line, what is wrong, how to get a good copy."""
+    return BenchError(f"malformed data file {source}, line {lineno}: {problem}; {refetch_hint(source)}")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.data import require, split_tsv_line
+from bench.data import malformed, refetch_hint, require, split_tsv_line, text_lines
 
 
 @dataclass(frozen=True)
@@ -21,15 +20,21 @@ class RetrievalSet:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """One JSON object with an "_id" per non-empty line; "title" and "text", where present, strings (or null)."""
     out = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    out.append(json.loads(line))
-    except (json.JSONDecodeError, OSError, EOFError) as exc:
-        raise BenchError(f"malformed data file {path} ({exc}); re-download it with `bench data fetch`") from None
+    for i, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            raise malformed(path, i, f"not JSON ({getattr(exc, 'msg', type(exc).__name__)})") from None
+        if not isinstance(record, dict) or "_id" not in record:
+            raise malformed(path, i, 'expected a JSON object with an "_id"')
+        bad = [k for k in ("title", "text") if not isinstance(record.get(k) or "", str)]
+        if bad:
+            raise malformed(path, i, f'"{bad[0]}" is not a string')
+        out.append(record)
     return out
 
 
@@ -42,30 +47,37 @@ def _corpus_path(folder: Path, name: str) -> Path:
 
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            p = split_tsv_line(line, 3, path, i)
-            if i == 1 and p[0] == "query-id":
-                continue
-            try:
-                qrels.setdefault(p[0], {})[p[1]] = int(float(p[2]))
-            except ValueError:
-                raise BenchError(f"malformed data file {path}, line {i}: relevance {p[2]!r} is not a number") from None
+    for i, line in text_lines(path):
+        p = split_tsv_line(line, 3, path, i)
+        if i == 1 and p[0] == "query-id":
+            continue
+        try:
+            qrels.setdefault(p[0], {})[p[1]] = int(float(p[2]))
+        except (ValueError, OverflowError):  # OverflowError: int(float("inf"))
+            raise malformed(path, i, f"relevance {p[2]!r} is not a number") from None
     return qrels
 
 
 def load_beir(data_dir: Path, name: str, split: str = "test", max_queries: int | None = None) -> RetrievalSet:
     folder = Path(data_dir) / name
-    qrels = load_qrels(require(folder / "qrels" / f"{split}.tsv", name))
+    qrels_path, queries_path = folder / "qrels" / f"{split}.tsv", folder / "queries.jsonl"
+    qrels = load_qrels(require(qrels_path, name))
     qrels = {q: docs for q, docs in qrels.items() if any(r > 0 for r in docs.values())}
-    queries = {str(q["_id"]): q.get("text", "") for q in _read_jsonl(require(folder / "queries.jsonl", name))}
-    corpus = _read_jsonl(_corpus_path(folder, name))
+    if not qrels:
+        raise BenchError(f"data file {qrels_path} holds no judged query (relevance > 0); "
+                         f"{refetch_hint(qrels_path)}")
+    queries = {str(q["_id"]): q.get("text") or "" for q in _read_jsonl(require(queries_path, name))}
     query_ids = [q for q in queries if q in qrels][:max_queries]
-    if not query_ids or not corpus:
-        raise BenchError(f"{folder}: no judged queries or an empty corpus; re-download it with `bench data fetch {name}`")
+    if not query_ids:
+        raise BenchError(f"data file {queries_path} holds none of the {len(qrels)} judged queries of {qrels_path}; "
+                         f"{refetch_hint(queries_path)}")
+    corpus_path = _corpus_path(folder, name)
+    corpus = _read_jsonl(corpus_path)
+    if not corpus:
+        raise BenchError(f"data file {corpus_path} holds no documents; {refetch_hint(corpus_path)}")
     return RetrievalSet(
         corpus_ids=[str(d["_id"]) for d in corpus],
-        corpus_texts=[(d.get("title", "") + " " + d.get("text", "")).strip() for d in corpus],
+        corpus_texts=[((d.get("title") or "") + " " + (d.get("text") or "")).strip() for d in corpus],
         query_ids=query_ids, query_texts=[queries[q] for q in query_ids],
         qrels={q: qrels[q] for q in query_ids},
     )

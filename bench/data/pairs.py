@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.data import require, split_tsv_line
+from bench.data import malformed, refetch_hint, require, split_tsv_line, text_lines
 
 # name -> (relative path, columns skipped before anchor/positive/negative, has header)
 TRIPLET_FILES = {
@@ -23,14 +23,12 @@ def load_triplets(data_dir: Path, name: str = "snli") -> list[tuple[str, str, st
     rel, skip, header = TRIPLET_FILES[name]
     path = require(Path(data_dir) / rel, name)
     out = []
-    with open(path, encoding="utf-8") as fh:
-        if header:
-            next(fh, None)
-        for i, line in enumerate(fh, 2 if header else 1):
+    for i, line in text_lines(path):
+        if i > 1 or not header:
             p = split_tsv_line(line, skip + 3, path, i)
             out.append((p[skip], p[skip + 1], p[skip + 2]))
     if not out:
-        raise BenchError(f"training data {path} is empty; re-download it with `bench data fetch {name}`")
+        raise BenchError(f"training data {path} is empty; {refetch_hint(path)}")
     return out
 
 
@@ -38,11 +36,14 @@ def load_mrpc(data_dir: Path, split: str = "train") -> list[tuple[str, str, int]
     """(sentence1, sentence2, is_paraphrase) from the original TSV (UTF-8 BOM, header)."""
     path = require(Path(data_dir) / "mrpc" / f"msr_paraphrase_{split}.txt", "mrpc")
     out = []
-    with open(path, encoding="utf-8-sig") as fh:
-        next(fh, None)
-        for i, line in enumerate(fh, 2):
+    for i, line in text_lines(path, encoding="utf-8-sig"):
+        if i > 1:  # after the header
             p = split_tsv_line(line, 5, path, i)
+            if p[0] not in ("0", "1"):
+                raise malformed(path, i, f"quality {p[0]!r} is not 0 or 1")
             out.append((p[3], p[4], int(p[0])))
+    if not out:
+        raise BenchError(f"data file {path} holds no pairs; {refetch_hint(path)}")
     return out
 
 

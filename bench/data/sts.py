@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench import BenchError
-from bench.data import require, split_tsv_line
+from bench.data import malformed, refetch_hint, require, split_tsv_line, text_lines
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,17 @@ class STSPairs:
 
 def _parse_score(text: str, source: Path, lineno: int) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise BenchError(f"malformed data file {source}, line {lineno}: score {text!r} is not a number; "
-                         "re-download it with `bench data fetch`") from None
+        raise malformed(source, lineno, f"score {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise malformed(source, lineno, f"score {text!r} is not a finite number")
+    return value
 
 
 def _pairs(rows: list[tuple[str, str, float]], lo: float, hi: float, source: Path) -> STSPairs:
     if not rows:
-        raise BenchError(f"data file {source} holds no pairs; re-download it with `bench data fetch`")
+        raise BenchError(f"data file {source} holds no pairs; {refetch_hint(source)}")
     s1, s2, sc = zip(*rows)
     return STSPairs(list(s1), list(s2), np.asarray(sc, dtype=np.float64), lo, hi)
 
@@ -49,10 +52,9 @@ def load_stsb(data_dir: Path, split: str = "test") -> STSPairs:
         raise BenchError(f"unknown STS-B split {split!r}; use train, dev or test")
     path = require(Path(data_dir) / "stsbenchmark" / f"sts-{split}.csv", "stsb")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            p = split_tsv_line(line, 7, path, i)
-            rows.append((p[5], p[6], _parse_score(p[4], path, i)))
+    for i, line in text_lines(path):
+        p = split_tsv_line(line, 7, path, i)
+        rows.append((p[5], p[6], _parse_score(p[4], path, i)))
     return _pairs(rows, 0.0, 5.0, path)
 
 
@@ -62,12 +64,11 @@ def load_sickr(data_dir: Path) -> STSPairs:
     rows = []
     for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
         path = require(folder / name, "sickr")
-        with open(path, encoding="utf-8") as fh:
-            next(fh, None)  # header
-            for i, line in enumerate(fh, 2):
+        for i, line in text_lines(path):
+            if i > 1:  # after the header
                 p = split_tsv_line(line, 4, path, i)
                 rows.append((p[1], p[2], _parse_score(p[3], path, i)))
-    return _pairs(rows, 1.0, 5.0, folder)
+    return _pairs(rows, 1.0, 5.0, path)  # the test file: all pairs of a fetched copy live there
 
 
 def load_sts_year(data_dir: Path, year: int) -> STSPairs:
@@ -76,9 +77,8 @@ def load_sts_year(data_dir: Path, year: int) -> STSPairs:
         raise BenchError(f"unknown STS year {year}; use 12..16")
     path = require(Path(data_dir) / "sts12-16" / "normalized" / f"sts{year}.tsv", f"sts{year}")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        next(fh, None)
-        for i, line in enumerate(fh, 2):
+    for i, line in text_lines(path):
+        if i > 1:  # after the header
             p = split_tsv_line(line, 4, path, i)
             rows.append((p[2], p[3], _parse_score(p[1], path, i)))
     return _pairs(rows, 0.0, 5.0, path)

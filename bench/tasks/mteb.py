@@ -21,7 +21,9 @@ functions and classifiers see them:
   (an mteb task has no single corpus side, so `int8_calibration` does not apply, as for STS), then dequantized to
   each bucket's lower edge (bench.transforms.dequantize_int8, what our retrieval rescoring compares).
 - binary: the sign bits as +-1, so that cosine = 1 - 2 hamming / dim, dot product = dim - 2 hamming and squared
-  euclidean distance = 4 hamming: every score mteb computes is a function of the Hamming distance.
+  euclidean distance = 4 hamming: every score mteb computes is a function of the Hamming distance. A head that
+  makes its own codes (bebr) serves their reconstruction sum_u w_u s_u instead, whose inner products are its
+  symmetric distance (SDC), as our STS and retrieval score it.
 - binary+rescore is a search strategy of our retrieval: no rows.
 
 Rows: every top-level number mteb reports, named and scaled as mteb reports it (0..1, not x100; bench report then
@@ -56,7 +58,7 @@ from bench import BenchError
 from bench.catalog import TaskMeta
 from bench.spec import EvalSpec, stable_hash
 from bench.tasks import MTEB_PREFIX as PREFIX
-from bench.transforms import dequantize_int8, int8_ranges, quantize_int8, truncate
+from bench.transforms import BinaryCodes, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
 
 PRECISIONS = ("fp32", "int8", "binary")
 # mteb task types whose evaluation needs nothing but one dense vector per text (over text-only data).
@@ -196,14 +198,18 @@ class CellEncoder(TextEncoder):
         return self.served[role][[rows[t] for t in texts]]
 
 
-def served_vectors(vectors: dict[str, np.ndarray], precision: str) -> dict[str, np.ndarray]:
-    """Each role's cell vectors as mteb gets them at `precision` (see the module docstring)."""
+def served_vectors(vectors: dict[str, np.ndarray], precision: str,
+                   codes: dict[str, BinaryCodes] | None = None) -> dict[str, np.ndarray]:
+    """Each role's cell vectors as mteb gets them at `precision` (see the module docstring); `codes`: a head's
+    own binary codes of each role, where it makes them."""
     if precision == "fp32":
         return vectors
     if precision == "int8":  # one set of ranges over every role's texts (no concatenated copy of a large corpus)
         per_role = [int8_ranges(v) for v in vectors.values()]
         ranges = np.stack([np.min([r[0] for r in per_role], axis=0), np.max([r[1] for r in per_role], axis=0)])
         return {role: dequantize_int8(quantize_int8(v, ranges), ranges) for role, v in vectors.items()}
+    if precision == "binary" and codes:
+        return {role: codes[role].reconstruction(normalize=False) for role in vectors}
     if precision == "binary":
         return {role: np.where(v > 0, 1.0, -1.0).astype(np.float32) for role, v in vectors.items()}
     raise BenchError(f"mteb tasks cannot score precision {precision!r}; use {', '.join(PRECISIONS)}")
@@ -314,7 +320,9 @@ class MtebTask:
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """mteb's scores of one cell, and no per-example values (mteb reports none)."""
         vectors = {role: truncate(arrays[role][layer - 1], dim, spec.normalize) for role in aux["index"]}
-        encoder = CellEncoder(served_vectors(vectors, precision), aux["index"], f"l{layer}-d{dim}-{precision}")
+        codes = {role: head_codes(arrays[role], layer, dim) for role in aux["index"]} if precision == "binary" else {}
+        codes = {role: c for role, c in codes.items() if c is not None}
+        encoder = CellEncoder(served_vectors(vectors, precision, codes), aux["index"], f"l{layer}-d{dim}-{precision}")
         return run_mteb(data.task, encoder, self.split, spec.batch_size), {}
 
     def n_examples(self, data: MtebData) -> int:

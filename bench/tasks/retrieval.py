@@ -8,6 +8,11 @@ Every precision is searched the way it would be served, always with float32 quer
 - binary: sign bits of corpus and queries, Hamming distance, IndexBinaryFlat.
 - binary+rescore: Hamming top k * rescore_multiplier, then that shortlist re-ranked by the float query's inner
   product with the documents' int8 (dequantized) or fp32 vectors (`rescore_docs`), top k kept.
+- A head with multi-bit codes (bebr, bench/transforms.BinaryCodes) replaces the sign bits at both binary
+  precisions: one level is searched by Hamming as above; several levels by their symmetric distance (SDC, the
+  inner product of the codes' reconstructions, cosine when `normalize`), which is run here as an exact float
+  inner-product search over the reconstructions: the same ranking as a bitwise SDC kernel, but not its speed, so
+  such cells get no `search_ms_per_query` row; their `index_bytes` is the binary index of the codes.
 Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
 Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory; binary+rescore reads its
 rescoring vectors per query from storage and they are not counted) and `search_ms_per_query` (median of REPEATS
@@ -30,7 +35,7 @@ from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
-from bench.transforms import binarize, dequantize_int8, int8_ranges, quantize_int8, truncate
+from bench.transforms import BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
 
 TOP_K = 100
 REPEATS = 3  # timed searches per cell; the median is kept
@@ -138,18 +143,23 @@ def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, kind: str) ->
 
 @dataclass(frozen=True)
 class Searcher:
-    """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded."""
+    """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded.
+    `timed`: False where the search emulates a kernel it is not (multi-bit SDC as float search)."""
 
-    index: object  # faiss.Index or faiss.IndexBinary
+    index: object  # faiss.Index or faiss.IndexBinary: what the search holds in memory
     search: Callable[[np.ndarray, int], np.ndarray]
+    timed: bool = True
 
     def index_bytes(self) -> int:
         binary = isinstance(self.index, faiss.IndexBinary)
         return int((faiss.serialize_index_binary if binary else faiss.serialize_index)(self.index).nbytes)
 
 
-def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, spec: EvalSpec) -> Searcher:
-    """Index the corpus at `precision`; int8 ranges come from `calibration` (the same for corpus and queries)."""
+def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, spec: EvalSpec,
+                  codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
+    """Index the corpus at `precision`; int8 ranges come from `calibration` (the same for corpus and queries).
+    `codes`: a head's (corpus, queries) codes of this cell for the binary precisions; the search is then run
+    with exactly those queries (the float queries passed to it are only rescored)."""
     check_precision_dims((precision,), (corpus.shape[1],))
     if precision == "fp32":
         index = float_index(corpus, spec.search_index)
@@ -158,12 +168,33 @@ def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, s
         ranges = int8_ranges(calibration)
         index = int8_index(quantize_int8(corpus, ranges), spec.search_index)
         return Searcher(index, lambda q, k: top_k(index, quantize_int8(q, ranges).astype(np.float32), k))
-    index = binary_index(binarize(corpus), spec.search_index)
+    if codes is None:
+        index = binary_index(binarize(corpus), spec.search_index)
+        shortlist, timed = (lambda q, k: top_k(index, binarize(q), k)), True
+    else:
+        index, shortlist, timed = code_search(*codes, spec)
     if precision == "binary":
-        return Searcher(index, lambda q, k: top_k(index, binarize(q), k))
+        return Searcher(index, shortlist, timed)
     documents = rescore_documents(corpus, calibration, spec.rescore_docs)
     multiplier = spec.rescore_multiplier
-    return Searcher(index, lambda q, k: rescore(q, top_k(index, binarize(q), k * multiplier), documents, k))
+    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier), documents, k), timed)
+
+
+def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
+    """A head's codes: (index, search of the given queries' codes, timed). One level: Hamming over its bits;
+    several: SDC as an exact float inner-product search over the reconstructions, the binary index of the codes
+    standing for what a bitwise kernel would hold."""
+    index = binary_index(corpus.bits, spec.search_index)
+    if corpus.levels == 1:
+        def search(q, k):
+            return top_k(index, queries.bits, k)
+        return index, search, True
+    reconstructed = float_index(corpus.reconstruction(spec.normalize), spec.search_index)
+    query_vectors = queries.reconstruction(spec.normalize)
+
+    def sdc_search(q, k):
+        return top_k(reconstructed, query_vectors, k)
+    return index, sdc_search, False
 
 
 def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int = REPEATS) -> tuple[np.ndarray, float]:
@@ -208,11 +239,15 @@ class RetrievalTask:
         corpus = truncate(arrays["corpus"][layer - 1], dim, spec.normalize)
         queries = truncate(arrays["queries"][layer - 1], dim, spec.normalize)
         calibration = corpus if spec.int8_calibration == "corpus" else queries
-        searcher = make_searcher(corpus, calibration, precision, spec)
-        ids, ms_per_query = timed_search(searcher, queries, TOP_K)
+        corpus_codes = head_codes(arrays["corpus"], layer, dim) if precision.startswith("binary") else None
+        codes = None if corpus_codes is None else (corpus_codes, head_codes(arrays["queries"], layer, dim))
+        searcher = make_searcher(corpus, calibration, precision, spec, codes)
+        ids, ms_per_query = timed_search(searcher, queries, TOP_K, REPEATS if searcher.timed else 1)
         rankings = [[data.corpus_ids[i] for i in row if i >= 0] for row in ids]
         per_query = per_query_metrics(rankings, aux["qrels"])
-        cost = {"index_bytes": searcher.index_bytes(), "search_ms_per_query": ms_per_query}
+        cost = {"index_bytes": searcher.index_bytes()}
+        if searcher.timed:
+            cost["search_ms_per_query"] = ms_per_query
         return {**retrieval_metrics(per_query), **cost}, per_query
 
     def gold(self, data: RetrievalSet) -> dict[str, np.ndarray]:

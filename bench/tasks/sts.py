@@ -3,7 +3,9 @@
 The similarity matches the precision: fp32 cosine; int8 cosine of the codes as floats (sentence-transformers'
 EmbeddingSimilarityEvaluator does the same), ranges calibrated on the task's sentences (its one pool of texts,
 whatever `int8_calibration` says); binary 1 - hamming / dim of the sign bits, which equals (1 + cosine) / 2 of
-the +-1 sign vectors. binary+rescore is a search strategy: STS has no search, so it yields no rows.
+the +-1 sign vectors. A head with multi-bit codes (bebr) is scored at binary by the cosine of the codes'
+reconstructions: the symmetric distance of its paper, normalized (bench/transforms.BinaryCodes). binary+rescore is
+a search strategy: STS has no search, so it yields no rows.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bench.catalog import TASK_META, TaskMeta
 from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
-from bench.transforms import binarize, hamming_similarity, int8_ranges, quantize_int8, truncate
+from bench.transforms import BinaryCodes, binarize, hamming_similarity, head_codes, int8_ranges, quantize_int8, truncate
 
 
 def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -35,15 +37,20 @@ def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", a, b)
 
 
-def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, precision: str) -> np.ndarray:
-    """Similarity of each (left, right) pair of rows of `vectors`, computed at `precision`."""
+def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, precision: str,
+                    codes: BinaryCodes | None = None) -> np.ndarray:
+    """Similarity of each (left, right) pair of rows of `vectors`, computed at `precision`; at binary, of the
+    head's `codes` of those rows where it makes its own."""
     if precision == "fp32":
         return paired_cosine(vectors[left], vectors[right])
     if precision == "int8":
-        codes = quantize_int8(vectors, int8_ranges(vectors)).astype(np.float32)
-        return paired_cosine(codes[left], codes[right])
+        quantized = quantize_int8(vectors, int8_ranges(vectors)).astype(np.float32)
+        return paired_cosine(quantized[left], quantized[right])
+    if precision == "binary" and codes is not None and codes.levels > 1:
+        reconstructed = codes.reconstruction(normalize=True)
+        return paired_cosine(reconstructed[left], reconstructed[right])
     if precision == "binary":
-        bits = binarize(vectors)
+        bits = binarize(vectors) if codes is None else codes.bits
         return hamming_similarity(bits[left], bits[right], vectors.shape[1])
     raise BenchError(f"STS cannot score precision {precision!r}; use fp32, int8 or binary")
 
@@ -74,7 +81,8 @@ class STSTask:
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Metrics of one cell, and per-example values (the pair similarities) for statistics."""
         vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
-        sim = pair_similarity(vectors, aux["left"], aux["right"], precision)
+        codes = head_codes(arrays["sentences"], layer, dim) if precision == "binary" else None
+        sim = pair_similarity(vectors, aux["left"], aux["right"], precision, codes)
         return sts_metrics(sim, data.scores), {"similarity": sim}
 
     def gold(self, data: STSPairs) -> dict[str, np.ndarray]:

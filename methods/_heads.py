@@ -1,0 +1,203 @@
+"""Post-hoc heads (pca, matryoshka-adaptor, bebr): from a method's spec to its checkpoint, which is the frozen
+backbone as it is plus a head file fitted on the backbone's own encodings of the fit set.
+
+The checkpoint's model_id is the backbone's (`backbone:<name>`, as `pretrained`'s), so every task's encodings are
+those `pretrained` caches, made once; evaluation applies the head to them (bench/evaluate.HeadedLayers).
+
+The fit set: the texts of the suite's training set (`train_data`, what the trained methods train on: each SNLI
+triplet's anchor, positive and negative), in file order, each distinct text once, the first `fit_sentences` of them
+(a field of each head method's Params, FIT_SENTENCES by default). Never an evaluation task's texts. They are encoded
+once per backbone and pooling (every layer, `budget.max_seq_len` tokens, as training reads them) into the same
+encoding cache, so the three methods share one encode.
+
+A method here has `fit(params, vectors, budget, seed) -> (head, loss rows)` on the (layers, texts, width) fit
+vectors. The heads that train (the adaptor, bebr) go through `train_head`, a small loop over cached vectors that
+honours the Budget as bench/train.train does (steps, batch size, gradient accumulation, AdamW with the same decay
+groups, lr, warmup and schedule, clipping, and the same seeded data order: bench.train.ExampleOrder and
+micro_batch). It is not bench/train.train because that loop trains a Hugging Face model with a tokenizer and writes
+resumable step checkpoints of both; a head trains in seconds on vectors, so `checkpoint_every` (no resume) and
+`grad_checkpointing` do not apply, and `max_seq_len` acts on the fit encodings. Heads train on the CPU, in float32.
+
+Head folder: cache/checkpoints/<training key>/<pooling>/head/{head.safetensors, fit_log.json}, keyed like a trained
+method's (methods/_jobs.training_key): the spec's model fields and the fingerprint of the code that fits the head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench import BenchError
+from bench.backbone import Encoder, backbone_shape
+from bench.evaluate import encode_cached
+from bench.heads import save_head
+from bench.spec import Budget, RunSpec
+from bench.train import ExampleOrder, check_trainable, is_main_process, make_optimizer, make_scheduler, micro_batch
+from methods import Checkpoint, RunContext
+from methods._jobs import training_key
+
+FIT_SENTENCES = 4096  # the fit set's default size: ample for a 384- or 768-dim PCA, one short encode
+FIT_ENCODE_BATCH = 64  # texts per encoding batch of the fit set (a constant: the head's key does not hold it)
+LOG_FILE = "fit_log.json"
+
+
+# ---- checks ------------------------------------------------------------------------------------------------------
+
+def check_count(method: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise BenchError(f"{method} {name} must be a positive integer; got {value!r}")
+
+
+def check_optional_count(method: str, name: str, value) -> None:
+    if value is not None:
+        check_count(method, name, value)
+
+
+def check_dims(method: str, dims) -> None:
+    if dims is not None and (not dims or any(not isinstance(d, int) or d <= 0 for d in dims)
+                             or len(set(dims)) != len(dims)):
+        raise BenchError(f"{method} dims must be distinct positive integers, e.g. (64, 128, 384); got {dims!r}")
+
+
+def resolve_dims(method: str, dims, width: int, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The prefix dims a loss uses, each inside the backbone's width."""
+    dims = default if dims is None else tuple(sorted(dims))
+    outside = [d for d in dims if d > width]
+    if outside:
+        raise BenchError(f"{method} dim {outside[0]} is outside the backbone (1..{width}); pick dims up to {width}")
+    return dims
+
+
+def check_head_config(method, spec: RunSpec):
+    """Every bad config of a head method fails here with one line, before anything is encoded: the training data
+    name (the fit set), steps for a head that trains, the hyperparameters, and loss dims outside the backbone.
+    Returns the Params."""
+    from bench.data.pairs import training_kind
+
+    training_kind(spec.train_data)
+    if method.needs_steps and spec.budget.steps <= 0:
+        raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
+    params = method.Params(**dict(spec.params))
+    if getattr(params, "dims", None) is not None:
+        resolve_dims(spec.method, params.dims, backbone_shape(spec.backbone)[1], ())
+    return params
+
+
+# ---- the fit set ---------------------------------------------------------------------------------------------------
+
+def fit_texts(examples: list[tuple[str, ...]], limit: int) -> list[str]:
+    """Every text of the training examples in order, each distinct one once, the first `limit`."""
+    seen: dict[str, None] = {}
+    for texts in examples:
+        for text in texts:
+            seen.setdefault(text, None)
+            if len(seen) == limit:
+                return list(seen)
+    return list(seen)
+
+
+def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> np.ndarray:
+    """(layers, texts, width) pooled vectors of the fit set from the frozen backbone, through the encoding cache."""
+    from bench.data.pairs import load_training_set
+
+    texts = fit_texts(load_training_set(ctx.data_dir, spec.train_data).texts, limit)
+    encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device)
+    vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}", texts, spec.budget.max_seq_len,
+                               FIT_ENCODE_BATCH, Path(ctx.cache_dir) / "encodings")
+    return vectors
+
+
+def backbone_id(spec: RunSpec) -> str:
+    """The frozen backbone's model_id: the same as `pretrained`'s, so encodings are shared."""
+    return f"backbone:{spec.backbone}"
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+
+def head_dir(method, spec: RunSpec, ctx: RunContext) -> Path:
+    return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / "head"
+
+
+def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+    """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too)."""
+    params = check_head_config(method, spec)
+    if not is_main_process():  # under torchrun one process fits (seconds of CPU) and evaluates; see bench/runner.py
+        return []
+    folder = head_dir(method, spec, ctx)
+    path, log_path = folder / "head.safetensors", folder / LOG_FILE
+    if not log_path.exists():
+        vectors = fit_vectors(spec, ctx, params.fit_sentences)
+        t0 = time.perf_counter()
+        head, log = method.fit(params, vectors, spec.budget, spec.seed)
+        seconds = time.perf_counter() - t0
+        save_head(path, head)
+        tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"log": log, "seconds": seconds}))
+        os.replace(tmp, log_path)  # written last: a folder with a log holds a whole head
+    meta = json.loads(log_path.read_text())
+    return [Checkpoint(model=spec.backbone, model_id=backbone_id(spec), head=str(path), train_log=tuple(meta["log"]),
+                       train_seconds=meta["seconds"])]
+
+
+# ---- training a head -------------------------------------------------------------------------------------------------
+
+def train_head(module: torch.nn.Module, batch_loss: Callable[[torch.Tensor], torch.Tensor], n_examples: int,
+               budget: Budget, seed: int, tag: dict | None = None) -> list[dict]:
+    """Train `module` for budget.steps steps; `batch_loss(indices)` is the loss of fit vectors [indices]. Returns
+    one loss row per step (tagged, e.g. with the layer)."""
+    check_trainable(budget, n_examples, 1)
+    order = ExampleOrder(n_examples, seed)
+    optimizer = make_optimizer(module, budget)
+    scheduler = make_scheduler(optimizer, budget)
+    module.train()
+    log = []
+    for step in range(budget.steps):
+        total = 0.0
+        for micro in range(budget.grad_accum):
+            loss = batch_loss(torch.tensor(micro_batch(order, step, micro, 0, 1, budget))) / budget.grad_accum
+            if not torch.isfinite(loss):
+                raise BenchError(f"the head's training loss became {loss.item()} at step {step + 1}; lower the "
+                                 "learning rate or check the fit set")
+            loss.backward()
+            total += loss.item()
+        if budget.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), budget.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.append({"step": step + 1, "metric": "loss", "score": total, **(tag or {})})
+    module.eval()
+    return log
+
+
+class ResidualMLP(torch.nn.Module):
+    """x + relu(x W1 + b1) W2 + b2, the torch twin of bench.heads.residual_mlp. W2 and b2 start at zero, so an
+    untrained block is the identity: a head starts from the backbone's own vectors."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.up = torch.nn.Linear(width, hidden)
+        self.down = torch.nn.Linear(hidden, width)
+        torch.nn.init.zeros_(self.down.weight)
+        torch.nn.init.zeros_(self.down.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(torch.relu(self.up(x)))
+
+    def block(self) -> dict[str, np.ndarray]:
+        """The numpy tensors bench.heads.residual_mlp reads (w1 (in, hidden), w2 (hidden, in))."""
+        with torch.no_grad():
+            return {"w1": self.up.weight.T.numpy().copy(), "b1": self.up.bias.numpy().copy(),
+                    "w2": self.down.weight.T.numpy().copy(), "b2": self.down.bias.numpy().copy()}
+
+
+def unit_rows(vectors: np.ndarray) -> torch.Tensor:
+    """One layer's fit vectors at unit length, as float32 torch rows."""
+    x = torch.from_numpy(np.array(vectors, dtype=np.float32))
+    return torch.nn.functional.normalize(x, dim=-1)

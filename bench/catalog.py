@@ -23,17 +23,22 @@ RETRIEVAL_PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
 @dataclass(frozen=True)
 class TaskMeta:
     """One task: how it is named, scored and fetched. `family` groups tasks for averages and tables (sts,
-    retrieval, or an mteb task type); `main_metric` is the row metric tables, heatmaps and tests use."""
+    retrieval, or an mteb task type); `main_metric` is the row metric tables, heatmaps and tests use.
+
+    mteb tasks (bench/tasks/mteb.py) fill it from mteb's TaskMetadata: display = its name, family = its type,
+    main_metric = its main score, source and revision = its dataset's, plus the mteb version that scored them."""
 
     name: str
     display: str
     family: str
     main_metric: str
     split: str = "test"
-    source: str = ""  # the hub dataset `bench data fetch` reads ("" where it cannot fetch)
+    source: str = ""  # the hub dataset the data comes from (`bench data fetch` reads ours; "" where none)
     revision: str | None = None  # pinned where MTEB pins it, so fetched data is the data MTEB scores
     precisions: tuple[str, ...] = STS_PRECISIONS
     description: str = ""
+    mteb_version: str = ""  # the mteb whose evaluators scored the task ("" for our own tasks)
+    no_intervals: str = ""  # why the task stores no per-example values (so no intervals, no paired tests), or ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -87,7 +92,7 @@ _TASKS = [
 ]
 TASK_META: dict[str, TaskMeta] = {t.name: t for t in _TASKS}
 STS_ORDER = ("stsb", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr")  # the Starbucks paper's column order
-FAMILY_NAMES = {"sts": "STS", "retrieval": "Retrieval"}
+FAMILY_NAMES = {"sts": "STS", "retrieval": "Retrieval"}  # our own families; any other is an mteb task type
 METRIC_NAMES = {"spearman": "Spearman x100", "ndcg@10": "nDCG@10"}
 
 
@@ -140,14 +145,21 @@ def method_labels(q: pd.DataFrame) -> pd.Series:
 
 # ---- main metrics of result rows -----------------------------------------------------------------------------------
 
+RECORD_COLUMNS = ("family", "display", "no_intervals")  # what main_rows adds from each row's task record
+
+
 def main_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The evaluated cells' main-metric rows (test split, layer and dim set), with `family` and `display` columns
-    from each row's task record: what every table, figure and test is drawn from."""
+    """The evaluated cells' main-metric rows (test split, layer and dim set), with RECORD_COLUMNS from each row's
+    task record: what every table, figure and test is drawn from."""
     q = frame[(frame["layer"] >= 1) & (frame["dim"] >= 1) & (frame["split"] != "train")]
     if q.empty:
-        return q.assign(family=pd.Series(dtype=str), display=pd.Series(dtype=str))
+        return q.assign(**{c: pd.Series(dtype=str) for c in RECORD_COLUMNS})
     metas = {text: TaskMeta.from_json(text) for text in q["task_meta"].unique()}
     main = q["task_meta"].map({t: m.main_metric for t, m in metas.items()})
     q = q[q["metric"] == main]
-    return q.assign(family=q["task_meta"].map({t: m.family for t, m in metas.items()}),
-                    display=q["task_meta"].map({t: m.display for t, m in metas.items()}))
+    return q.assign(**{c: q["task_meta"].map({t: getattr(m, c) for t, m in metas.items()}) for c in RECORD_COLUMNS})
+
+
+def is_native_family(family: str) -> bool:
+    """Our own families (sts, retrieval) share the paper-style table; each mteb task type gets its own."""
+    return family in FAMILY_NAMES

@@ -87,7 +87,8 @@ def _selection(p: argparse.ArgumentParser) -> None:
     """What runs: the same options for `bench run` and `bench status`."""
     p.add_argument("--suite", default="default", help="preset (see `bench ls`); default: default")
     p.add_argument("--methods", help="comma list of methods, or all (default: the suite's, mostly all)")
-    p.add_argument("--tasks", help="comma list of tasks (default: the suite's)")
+    p.add_argument("--tasks", help="comma list of tasks, mteb:NAME and mteb:PATH.py:CLASS included (default: the "
+                                   "suite's)")
     p.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
     p.add_argument("--precisions", help="comma list of fp32,int8,binary,binary+rescore (default: the suite's)")
     p.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
@@ -227,6 +228,7 @@ def cmd_ls(args) -> int:
 
     print("methods: " + ", ".join(METHODS.names()))
     print("tasks:   " + ", ".join(TASKS.names()))
+    print("         and mteb tasks: mteb:NAME (registered with mteb) or mteb:PATH.py:CLASS (a task class in a file)")
     for name, make in SUITES.items():
         print(f"suite {name}: {make().description}")
     for name, entry in PUBLIC_MODELS.items():

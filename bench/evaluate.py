@@ -202,7 +202,8 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     for cell in sorted(cells):
         for precision in precisions:
             metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
-            n = len(next(iter(per_example.values())))
+            # a task that stores no per-example values (mteb's) says how many examples it scored
+            n = len(next(iter(per_example.values()))) if per_example else task.n_examples(data)
             metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
             size = bytes_per_vector(cell.dim, precision, bits_per_dim)
             rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,

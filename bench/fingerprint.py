@@ -90,9 +90,13 @@ def encoding_code() -> str:
 
 
 def task_code(task) -> str:
-    """What scores a task: its family's file, the data loaders it reads, and the evaluation and transforms."""
-    return source_hash(module_closure([type(task).__module__, *SCORING_MODULES], ("bench.tasks", "bench.data",
+    """What scores a task: its family's file, the data loaders it reads, and the evaluation and transforms; plus,
+    for a task scored by code outside the project (mteb tasks), the `external_code` it names (mteb's version, the
+    bytes of a user's task file)."""
+    code = source_hash(module_closure([type(task).__module__, *SCORING_MODULES], ("bench.tasks", "bench.data",
                                                                                  "bench.transforms", "bench.heads")))
+    external = getattr(task, "external_code", "")
+    return hashlib.sha256(f"{code}|{external}".encode()).hexdigest()[:12] if external else code
 
 
 @functools.lru_cache(maxsize=1)

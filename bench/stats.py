@@ -201,12 +201,14 @@ STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "met
 
 
 def _main_rows(results_dir: Path) -> pd.DataFrame:
-    """The main-metric row of every evaluated cell, with its run's per-example file and the method label tables
-    print (the method name, plus a config hash where two configs of one method claim the same cell)."""
+    """The main-metric row of every evaluated cell of a task with per-example values (TaskMeta.no_intervals says
+    why an mteb task has none), with its run's per-example file and the method label tables print (the method
+    name, plus a config hash where two configs of one method claim the same cell)."""
     from bench.results import examples_path, read_run_file, result_files
 
     frames = [main_rows(read_run_file(path)).assign(examples=str(examples_path(path)))
               for path in result_files(results_dir)]
+    frames = [f[f["no_intervals"] == ""] for f in frames]  # tasks that store no per-example values (mteb's)
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()

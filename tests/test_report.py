@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
-from bench import BenchError
+from bench import BenchError, stats
 from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.report import build_report, interactive, plots, tables
 from bench.results import load_results, make_row, run_fields, write_run
@@ -248,6 +248,45 @@ def test_each_backbone_gets_its_own_tables_and_figures(tmp_path):
         assert {f"tables/{backbone}/paper_fp32.md", f"figures/{backbone}/heatmap_stsb_fp32.png"} <= names
     tiny = (out / "tables" / "tiny-random-bert" / "paper_fp32.md").read_text()
     assert "Backbone: tiny-random-bert." in tiny and "steps=8" in tiny and "steps=100" not in tiny
+
+
+MTEB_META = TaskMeta("mteb:tasks.py:Pairs", "PairsLocal", "PairClassification", "max_ap",
+                     precisions=("fp32", "int8", "binary"), mteb_version="2.0.0",
+                     no_intervals="mteb reports aggregate scores only")
+
+
+def write_mteb(results_dir: Path, method: str) -> None:
+    """An mteb task's run as bench/tasks/mteb.py writes it: mteb's numbers on 0..1, no per-example file."""
+    spec = RunSpec(method=method, task=MTEB_META.name, train_data="nli", budget=Budget(steps=100))
+    shared = run_fields(spec, "test", MTEB_META)
+    rows = [make_row(shared, metric=metric, score=fake_score(method, "pairs", layer, dim, "fp32", 0) - shift,
+                     layer=layer, dim=dim, bytes_per_vector=4 * dim, is_target=(layer, dim) in TARGETS)
+            for layer in LAYERS for dim in DIMS for metric, shift in (("max_ap", 0.0), ("cosine_f1", 0.1))]
+    write_run(results_dir, spec, "test", rows)
+
+
+def test_mteb_tasks_get_a_table_of_their_own_named_by_mteb_without_intervals(tmp_path):
+    """mteb rows beside our own (which have per-example values): the paper table keeps our tasks and their paired
+    tests; the mteb type gets its own table, columns named by mteb's metadata, 3 decimals on mteb's 0..1 scale,
+    the caption saying why there are no intervals; statistics skip the mteb task rather than fail for want of its
+    per-example file; the heatmap is titled with mteb's name."""
+    results, out = tmp_path / "results", tmp_path / "report"
+    for method in ("full", "starbucks"):
+        write_method(results, method, tasks=("stsb",), precisions=("fp32",), examples=True)
+        write_mteb(results, method)
+    assert set(stats.cell_statistics(results)["task"]) == {"stsb"}
+    cells = tables.cell_stats(load_results(results))
+    assert tables.task_order(cells) == ["stsb", MTEB_META.name]
+    assert tables.task_name(MTEB_META.name, cells) == "PairsLocal"
+    names = {str(p.relative_to(out)) for p in build_report(results, out)}
+    slug = plots.slugify(MTEB_META.name)
+    assert {"tables/minilm/mteb-PairClassification_fp32.md", f"figures/minilm/heatmap_{slug}_fp32.png"} <= names
+    mteb_table = (out / "tables" / "minilm" / "mteb-PairClassification_fp32.md").read_text()
+    assert "| PairsLocal |" in mteb_table and "mteb reports aggregate scores only" in mteb_table
+    assert "PairsLocal: max\\_ap" in mteb_table and "mteb 2.0.0" in mteb_table and "STS-B" not in mteb_table
+    assert "| (2, 64) | full | 0.427 |" in mteb_table  # (40 + 16 + 8) / 150: 3 decimals
+    paper = (out / "tables" / "minilm" / "paper_fp32.md").read_text()
+    assert "PairsLocal" not in paper and "differs from full" in paper
 
 
 def test_pareto_frontier_keeps_only_undominated_points():

@@ -16,8 +16,9 @@ from bench.results import load_results
 
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write tables/<backbone>/, figures/<backbone>/, index.html and the plotly.min.js its interactive figures
-    load (beside it: the page works offline) under out_dir from what results_dir holds; return the files written.
+    """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type),
+    figures/<backbone>/, index.html and the plotly.min.js its interactive figures load (beside it: the page works
+    offline) under out_dir from what results_dir holds; return the files written.
     Methods are compared on one backbone at a time: a smoke run on a tiny model never shares a table or a colour
     scale with a real one.
 
@@ -35,14 +36,19 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         part_sig = None if sig is None else _at_sizes(sig[sig["backbone"] == backbone], tables.target_sizes(part))
         note = (stats.significance_note(part_sig) if part_sig is not None
                 else "No significance marks: per-example files missing.")
-        for precision in tables.precision_order(part):
-            marks = stats.significance_marks(part_sig, precision) if part_sig is not None else None
-            caption = f"{tables.caption(provenance, precision)} {note}".strip()
-            table = tables.paper_table(part, precision, caption=caption, annotations=marks)
-            stem = out_dir / "tables" / slug / f"paper_{plots.slugify(precision)}"
-            written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
-                        _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]
-            built.append((backbone, table))
+        for name, family, group in tables.table_groups(part):  # the paper table, then one per mteb task type
+            if family is None:
+                scores, group_note = tables.NATIVE_SCORES, note
+            else:  # no per-example values: the caption says why there are no marks
+                scores, group_note = tables.mteb_scores(tables.family_records(frame, family)), ""
+            for precision in tables.precision_order(group):
+                marks = stats.significance_marks(part_sig, precision) if part_sig is not None else None
+                caption = f"{tables.caption(provenance, precision, scores)} {group_note}".strip()
+                table = tables.paper_table(group, precision, caption=caption, annotations=marks)
+                stem = out_dir / "tables" / slug / f"{plots.slugify(name)}_{plots.slugify(precision)}"
+                written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
+                            _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]
+                built.append((backbone, table))
         for stem, title, png in plots.report_figures(part):
             path = _write(out_dir / "figures" / slug / f"{stem}.png", png)
             written.append(path)

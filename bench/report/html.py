@@ -44,7 +44,8 @@ def score_columns(details: pd.DataFrame) -> list[ScoreColumn]:
     synthetic STS average is that mean for STS, so it is not a column of its own)."""
     tasks = [t for t in task_order(details) if t != STS_AVG]
     first = details.drop_duplicates("task").set_index("task")
-    columns = [ScoreColumn(f"task:{t}", task_name(t), _metric_name(first.loc[t, "metric"]), t, (t,)) for t in tasks]
+    columns = [ScoreColumn(f"task:{t}", task_name(t, details), _metric_name(first.loc[t, "metric"]), t, (t,))
+               for t in tasks]
     for family in sorted({first.loc[t, "family"] for t in tasks}):
         members = tuple(t for t in tasks if first.loc[t, "family"] == family)
         if len(members) > 1:
@@ -139,7 +140,7 @@ def render_leaderboard(details: pd.DataFrame, provenance: dict[str, list[str]], 
         column_data=[asdict(c) for c in columns], provenance=provenance, tables=tables, ci_label=CI_LABEL,
         notes=significance_notes(details), ranges=ranges(details), methods=method_order(details["method"]),
         backbones=sorted(set(details["backbone"])), precisions=precision_order(details),
-        tasks=[(t, task_name(t)) for t in task_order(details)], plotly_js=interactive.PLOTLY_JS.name,
+        tasks=[(t, task_name(t, details)) for t in task_order(details)], plotly_js=interactive.PLOTLY_JS.name,
         has_figures=bool(interactive_figures["heatmap"]), interactive_figures=interactive_figures,
         plotly_template=interactive.template_json(), figure_panels=figure_panels(precision_order(details)),
         figures=figures)

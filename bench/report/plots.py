@@ -89,7 +89,7 @@ def _task_data(cells: pd.DataFrame, task: str, precision: str) -> pd.DataFrame:
 
 def _title(data: pd.DataFrame, task: str, precision: str, what: str) -> str:
     metric = METRIC_NAMES.get(data["metric"].iloc[0], data["metric"].iloc[0])
-    return f"{task_name(task)}: {what} {metric} ({precision}); red boxes: target (layer, dim) pairs"
+    return f"{task_name(task, data)}: {what} {metric} ({precision}); red boxes: target (layer, dim) pairs"
 
 
 def _suptitle(fig: Figure, text: str) -> None:
@@ -191,7 +191,7 @@ def cost_figure(cells: pd.DataFrame, task: str) -> Figure | None:
         # plain numbers: the default log labels are mathtext, which STYLE turns off
         axes[0].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7)
-    fig.suptitle(f"{task_name(task)}: quality vs cost (marker: precision; line: Pareto frontier)")
+    fig.suptitle(f"{task_name(task, data)}: quality vs cost (marker: precision; line: Pareto frontier)")
     return fig
 
 
@@ -200,12 +200,12 @@ def report_figures(cells: pd.DataFrame) -> list[tuple[str, str, bytes]]:
     precision = main_precision(cells)
     out = []
     for task in task_order(cells):
-        slug = slugify(task)
-        candidates = [(f"heatmap_{slug}_{precision}", f"{task_name(task)}: quality over layer x dim",
+        slug, name = slugify(task), task_name(task, cells)
+        candidates = [(f"heatmap_{slug}_{precision}", f"{name}: quality over layer x dim",
                        lambda: heatmap_figure(cells, task, precision)),
-                      (f"diff_{slug}_{precision}", f"{task_name(task)}: difference to the reference method",
+                      (f"diff_{slug}_{precision}", f"{name}: difference to the reference method",
                        lambda: diff_heatmap_figure(cells, task, precision)),
-                      (f"cost_{slug}", f"{task_name(task)}: quality vs cost", lambda: cost_figure(cells, task))]
+                      (f"cost_{slug}", f"{name}: quality vs cost", lambda: cost_figure(cells, task))]
         for stem, title, draw in candidates:
             fig = draw()
             if fig is not None:

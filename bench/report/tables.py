@@ -14,15 +14,25 @@ import numpy as np
 import pandas as pd
 
 from bench import BenchError
-from bench.catalog import METRIC_NAMES, STS_ORDER, TASK_META, main_rows, method_labels, method_order  # noqa: F401
+from bench.catalog import (
+    METRIC_NAMES,  # noqa: F401 - re-exported: bench/report/plots.py reads it from here
+    STS_ORDER,
+    TASK_META,
+    TaskMeta,
+    is_native_family,
+    main_rows,
+    method_labels,
+    method_order,
+)
 from bench.spec import PRECISIONS
 
 STS_AVG = "sts-avg"  # a synthetic task: the mean over the STS tasks of one checkpoint
 # Cells of different backbones are never compared: every view is drawn per backbone (see `by_backbone`).
 CELL_KEY = ["backbone", "method", "layer", "dim", "precision", "task"]
-CELL_COLUMNS = CELL_KEY + ["family", "metric", "mean", "std", "n", "is_target", "bytes_per_vector", "rel_cost"]
-QUALITY_COLUMNS = ["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "metric", "score",
-                   "is_target", "bytes_per_vector", "rel_cost"]
+CELL_COLUMNS = CELL_KEY + ["family", "display", "metric", "mean", "std", "n", "is_target", "bytes_per_vector",
+                           "rel_cost"]
+QUALITY_COLUMNS = ["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "display", "metric",
+                   "score", "is_target", "bytes_per_vector", "rel_cost"]
 Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, task) -> suffix, e.g. "*"
 
 
@@ -60,7 +70,8 @@ def with_sts_average(q: pd.DataFrame) -> pd.DataFrame:
     avg = sts.groupby(["backbone", "method", "seed", "layer", "dim", "precision"], as_index=False).agg(
         score=("score", "mean"), n=("task", "nunique"), is_target=("is_target", "any"),
         bytes_per_vector=("bytes_per_vector", "first"), rel_cost=("rel_cost", "first"))
-    avg = avg[avg["n"] == n_tasks].drop(columns="n").assign(task=STS_AVG, family="sts", metric="spearman")
+    avg = avg[avg["n"] == n_tasks].drop(columns="n").assign(task=STS_AVG, family="sts", display="STS Avg",
+                                                            metric="spearman")
     return pd.concat([q, avg[q.columns]], ignore_index=True)
 
 
@@ -69,7 +80,7 @@ def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
     q = with_sts_average(quality_rows(frame))
     if q.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    cells = q.groupby(CELL_KEY + ["family", "metric"], as_index=False).agg(
+    cells = q.groupby(CELL_KEY + ["family", "display", "metric"], as_index=False).agg(
         mean=("score", "mean"), std=("score", "std"), n=("score", "size"), is_target=("is_target", "any"),
         bytes_per_vector=("bytes_per_vector", "first"), rel_cost=("rel_cost", "first"))
     cells["is_target"] = cells["is_target"].astype(bool)
@@ -96,14 +107,17 @@ def one_backbone(cells: pd.DataFrame) -> None:
 
 
 def task_order(cells: pd.DataFrame) -> list[str]:
-    """STS tasks in the paper's order (unknown ones after), then the STS average, then retrieval, by name."""
+    """STS tasks in the paper's order (unknown ones after), then the STS average, then retrieval, by name, then
+    mteb tasks by type and name."""
     families = cells.drop_duplicates("task").set_index("task")["family"]
     def key(t: str):
         if t == STS_AVG:
             return (1, 0, t)
         if families.get(t) == "sts":
             return (0, STS_ORDER.index(t) if t in STS_ORDER else len(STS_ORDER), t)
-        return (2, 0, t)
+        if is_native_family(families.get(t, "")):
+            return (2, "", t)
+        return (3, families.get(t), t)
     return sorted(families.index, key=key)
 
 
@@ -118,14 +132,36 @@ def main_precision(cells: pd.DataFrame) -> str | None:
     return order[0] if order else None
 
 
-def task_name(task: str) -> str:
+def task_name(task: str, cells: pd.DataFrame | None = None) -> str:
+    """The display name: what the task's rows say (an mteb task is named by mteb's metadata) where `cells`
+    (cell_stats output) hold it, else the catalog's, else the task itself."""
     if task == STS_AVG:
         return "STS Avg"
+    if cells is not None and "display" in cells:
+        shown = cells.loc[cells["task"] == task, "display"]
+        if not shown.empty:
+            return str(shown.iloc[0])
     return TASK_META[task].display if task in TASK_META else task
 
 
+def table_groups(cells: pd.DataFrame) -> list[tuple[str, str | None, pd.DataFrame]]:
+    """(file stem, family, cells) of each table: our own families (STS, retrieval) share the paper table
+    (family None); each mteb task type gets a table of its own, `mteb-<type>`. Groups without cells are left out."""
+    native = cells["family"].map(is_native_family).astype(bool)
+    groups: list[tuple[str, str | None, pd.DataFrame]] = [("paper", None, cells[native])]
+    for family in sorted(set(cells.loc[~native, "family"])):
+        groups.append((f"mteb-{family}", family, cells[cells["family"] == family]))
+    return [g for g in groups if not g[2].empty]
+
+
+def family_records(frame: pd.DataFrame, family: str) -> list[TaskMeta]:
+    """The task records (from the rows' task_meta) of the family's tasks, by task name."""
+    metas = {TaskMeta.from_json(text) for text in frame["task_meta"].unique()}
+    return sorted((m for m in metas if m.family == family), key=lambda m: m.name)
+
+
 def score_digits(cells: pd.DataFrame, task: str) -> int:
-    """1 decimal on a x100 scale (STS), 3 on a 0..1 scale (nDCG@10 as stored)."""
+    """1 decimal on a x100 scale (our STS and retrieval), 3 on a 0..1 scale (mteb's scores, as mteb reports them)."""
     values = cells.loc[cells["task"] == task, "mean"].abs()
     return 1 if values.max() > 1.0 else 3
 
@@ -145,13 +181,26 @@ def _budget_text(budget_json: str) -> str:
     return ", ".join(f"{k}={v}" for k, v in json.loads(budget_json).items())
 
 
-def caption(prov: dict[str, list[str]], precision: str) -> str:
+NATIVE_SCORES = "Spearman x100 on STS, nDCG@10 on retrieval; STS Avg is the mean over the STS tasks"
+
+
+def mteb_scores(records: list[TaskMeta]) -> str:
+    """What an mteb table's numbers are, and why it has no intervals: from its tasks' records."""
+    versions = ", ".join(sorted({m.mteb_version for m in records})) or "?"
+    reasons = "; ".join(sorted({m.no_intervals for m in records} - {""}))
+    families = ", ".join(sorted({m.family for m in records}))
+    return (f"mteb {families} tasks, each by its mteb main score "
+            f"({', '.join(f'{m.display}: {m.main_metric}' for m in records)}) on a 0..1 scale as mteb {versions} "
+            "reports it, scored by mteb's own evaluators on the cell's vectors"
+            + (f"; no intervals or significance marks: {reasons}" if reasons else ""))
+
+
+def caption(prov: dict[str, list[str]], precision: str, scores: str = NATIVE_SCORES) -> str:
     budgets = prov["budget"]
     budget = ("none (untrained runs only)" if not budgets else budgets[0] if len(budgets) == 1
               else "NOT THE SAME for every run: " + "; ".join(budgets))  # a comparison must share one budget
-    return (f"Main score per target size (layer, dim) at {precision} precision: Spearman x100 on STS, nDCG@10 on "
-            f"retrieval; STS Avg is the mean over the STS tasks; best per size in bold; mean ± std over seeds where a "
-            f"cell has several (seeds {', '.join(prov['seeds']) or '-'}). "
+    return (f"Main score per target size (layer, dim) at {precision} precision: {scores}; best per size in bold; "
+            f"mean ± std over seeds where a cell has several (seeds {', '.join(prov['seeds']) or '-'}). "
             f"Backbone: {', '.join(prov['backbone']) or '-'}. Training data: {', '.join(prov['train_data']) or '-'}. "
             f"Budget: {budget}. Code: {', '.join(prov['git_sha']) or '-'}.")
 
@@ -217,7 +266,7 @@ def paper_table(cells: pd.DataFrame, precision: str, caption: str = "",
                 texts.append(_format_score(cell["mean"], cell["std"], digits[task]) + suffix)
                 bold.append(bool(round(cell["mean"], 8) >= best[task]))
             rows.append(TableRow(size, method, tuple(texts), tuple(bold)))
-    return Table(precision, tuple(task_name(t) for t in tasks), tuple(rows), caption)
+    return Table(precision, tuple(task_name(t, cells) for t in tasks), tuple(rows), caption)
 
 
 def _format_score(mean: float, std: float, digits: int) -> str:

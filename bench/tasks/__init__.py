@@ -3,7 +3,11 @@ from the cached all-layer arrays. One file per task family.
 
 The protocol: `meta` (a TaskMeta), `name`, `load(data_dir, spec)`, `texts(data, spec)` -> {name: (texts,
 max_len)}, `role(name)` -> "query", "document" or None (which prompt the model prepends to that text set; a task
-without `role` encodes every set as None), `prepare(data, texts)`, `score_cell(...)`, `gold(data)`."""
+without `role` encodes every set as None), `prepare(data, texts)`, `score_cell(...)`, `gold(data)`.
+
+Besides the registered names: any BEIR-format folder of the data dir by its folder name, and mteb tasks,
+`mteb:NAME` (registered with mteb) or `mteb:PATH.py:CLASS` (a task class in a local file), see bench/tasks/mteb.py.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from bench import BenchError
 from bench.data import resolve_data_dir
 from bench.registry import Registry
 
+MTEB_PREFIX = "mteb:"
+
 
 def _discover() -> None:
     for module in ("bench.tasks.sts", "bench.tasks.retrieval"):
@@ -20,9 +26,14 @@ def _discover() -> None:
 
 
 class _TaskRegistry(Registry):
-    """Also takes any BEIR-format folder of the data dir ($BENCH_DATA_DIR, else ./data) by its folder name."""
+    """Also takes mteb tasks (`mteb:...`) and any BEIR-format folder of the data dir ($BENCH_DATA_DIR, else
+    ./data) by its folder name."""
 
     def get(self, name: str):
+        if name.startswith(MTEB_PREFIX):
+            from bench.tasks.mteb import mteb_task  # imports mteb (seconds): only when a run names an mteb task
+
+            return mteb_task(name)
         try:
             return super().get(name)
         except BenchError:

@@ -97,6 +97,7 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
     """Model and tokenizer from a hub id or local dir; num_layers keeps only the first blocks (truly truncated)."""
     path = resolve_backbone(name)
     kwargs = {"num_hidden_layers": num_layers} if num_layers else {}
+    verbosity = transformers.logging.get_verbosity()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if num_layers:  # the weights of the dropped blocks are expected to go unused: no load report for them
@@ -106,6 +107,8 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
         raise BenchError(f"cannot load backbone {name!r} ({str(exc).splitlines()[0]}); pass a local model "
                          "directory or a hub id reachable from here (HF_HUB_OFFLINE is "
                          f"{os.environ.get('HF_HUB_OFFLINE', 'unset')})") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)  # the caller's level, as it was
     return model, tokenizer
 
 

@@ -106,7 +106,9 @@ def get_suite(name: str) -> Suite:
 
 def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
     """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec, `steps` into the
-    training budget (which the runs record, so a shorter run never passes for the suite's)."""
+    training budget (which the runs record, so a shorter run never passes for the suite's). `steps` is the
+    fine-tuning budget only: starbucks' SMAE pre-training steps are its `pretrain_steps` parameter, left as the
+    suite sets them."""
     eval_fields = {k: v for k, v in changes.items() if k in EvalSpec.__dataclass_fields__ and v is not None}
     top = {k: v for k, v in changes.items() if k in Suite.__dataclass_fields__ and v is not None}
     budget = suite.budget if steps is None else replace(suite.budget, steps=steps)

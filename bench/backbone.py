@@ -174,6 +174,7 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
     check_remote_code(name, trust_remote_code)
     path, revision = resolve_backbone(name), backbone_revision(name)
     kwargs = {"num_hidden_layers": num_layers} if num_layers else {}
+    verbosity = transformers.logging.get_verbosity()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
         if num_layers:  # the weights of the dropped blocks are expected to go unused: no load report for them
@@ -181,6 +182,8 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
         model = AutoModel.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as exc:
         raise _cannot_load(name, exc) from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)  # the caller's level, as it was
     return model, tokenizer
 
 

@@ -79,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     _dirs(repro)
     repro.add_argument("--device", default="cpu", help="default: cpu (the tolerances are for CPU runs)")
     repro.add_argument("--write-reference", action="store_true",
-                       help="run the reference suite into --results-dir instead of comparing (finished runs are kept)")
+                       help="run the reference runs that have no reference yet into --results-dir instead of comparing")
+    repro.add_argument("--overwrite", action="store_true",
+                       help="with --write-reference: rerun every reference run, print old vs new for every changed "
+                            "row and replace the old files")
+    repro.add_argument("--methods", help="comma list: only these methods' reference runs (default: all)")
     return parser
 
 
@@ -107,7 +111,9 @@ def _selection(p: argparse.ArgumentParser) -> None:
                    help="allow models that run code from their own repository (off by default)")
     p.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
     p.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
-    p.add_argument("--steps", type=int, help="training steps (default: the suite's budget; recorded with the results)")
+    p.add_argument("--steps", type=int, help="fine-tuning steps of every trained method (default: the suite's "
+                   "budget; recorded with the results); starbucks' SMAE pre-training keeps its own pretrain_steps "
+                   "(a method parameter of the suite, recorded in params): --steps does not scale it")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.FIELD=VALUE",
                    help="a method hyperparameter (repeatable); a comma list sweeps it: starbucks-srl.kl_weight=0.1,0.3")
 
@@ -247,13 +253,18 @@ def cmd_data(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from bench.data import resolve_data_dir
-    from bench.reproduce import format_report, reproduce, write_reference
+    from bench.reproduce import format_report, format_written, reference_specs, reproduce, write_reference
 
+    if args.overwrite and not args.write_reference:
+        raise BenchError("--overwrite replaces reference files, so it needs --write-reference; to compare with the "
+                         "reference, drop --overwrite")
+    specs = reference_specs(_names(args.methods))
     if args.write_reference:
-        for path in write_reference(args.results_dir, resolve_data_dir(args.data_dir), args.device):
-            print(path)
+        written = write_reference(args.results_dir, resolve_data_dir(args.data_dir), args.device, specs,
+                                  overwrite=args.overwrite)
+        print(format_written(written))
         return 0
-    table = reproduce(args.results_dir, resolve_data_dir(args.data_dir), args.device)
+    table = reproduce(args.results_dir, resolve_data_dir(args.data_dir), args.device, specs)
     print(format_report(table))
     return 0 if (table["status"] == "ok").all() else 1
 

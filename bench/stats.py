@@ -6,26 +6,33 @@ A resample is held as per-example *counts* (how often each example was drawn), s
 a Spearman correlation is a weighted correlation of ranks computed in O(n) from one sort of the original values,
 instead of re-sorting every resample. tests/test_stats.py checks both against scipy on the same resamples.
 
-Resampling treats the examples (pairs, queries) as the random draw and the trained checkpoints as fixed: with
-several seeds, a cell's statistic is the mean over seeds, resampled with the same examples for every seed.
+Two sources of chance. The per-example intervals and tests treat the examples (pairs, queries) as the random
+draw and the trained checkpoints as fixed: with several seeds, a cell's statistic is the mean over seeds, resampled
+with the same examples for every seed. With two or more seeds the two-level bootstrap resamples the seeds too
+(seeds, then examples), so its intervals and tests also count how much another training run would move the score.
+A table marks many cells at once: its marks are Benjamini-Hochberg q-values (false discovery rate) over the family
+of tests the table shows, never per-cell p-values.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import false_discovery_control
 
 from bench import BenchError
-from bench.catalog import main_rows, method_labels, pick_reference
+from bench.catalog import REFERENCE_PREFERENCE, main_rows, method_labels, pick_reference
 
 # The names tables print; a reader must be able to look the test up by this name.
 PAIRED_BOOTSTRAP = "paired bootstrap test"
 SIGN_FLIP = "paired sign-flip permutation test"
+TWO_LEVEL = "two-level bootstrap test (seeds, then examples)"
+BH = "Benjamini-Hochberg"
 _CHUNK_ELEMENTS = 2_000_000  # resample rows are drawn in chunks of about this many counts (memory bound)
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (per-example values, counts (B, n)) -> (B,)
@@ -194,10 +201,80 @@ def paired_test(a: np.ndarray, b: np.ndarray, gold: np.ndarray | None = None, n_
     return paired_sign_flip(np.mean(np.atleast_2d(a), axis=0), np.mean(np.atleast_2d(b), axis=0), n_perm, seed)
 
 
+# ---- seeds: a two-level bootstrap ----
+
+def two_level_distribution(per_seed: np.ndarray, seed: int = 0, stream: int = 1) -> np.ndarray:
+    """Resample seeds, then examples: per_seed (S, B) holds each seed's statistic on example resample b (the same
+    resamples for every seed: seeds and examples are crossed, every seed scores the same examples); replicate b
+    draws S seeds with replacement (`default_rng([seed, stream])`) and averages their statistics on resample b.
+    With S = 1 it is the per-example distribution. Few seeds understate the seed variance (2 seeds give only 3
+    distinct draws, and a bootstrap of S values has (S - 1) / S of their variance): a lower bound, not a guess of
+    what a third seed would do."""
+    s, b = per_seed.shape
+    picks = np.random.default_rng([seed, stream]).integers(0, s, (b, s))
+    return per_seed[picks, np.arange(b)[:, None]].mean(axis=1)
+
+
+def two_level_test(a: np.ndarray, b: np.ndarray, statistic: Statistic, n_boot: int = 1000,
+                   seed: int = 0) -> PairedResult:
+    """Paired over examples, independent over seeds: a (S_a, n) and b (S_b, n) per-example values of two methods
+    on the same examples; each replicate draws each side's seeds with replacement (independent streams: seed s of
+    one method is not paired with seed s of the other) and one example resample shared by both sides. The null is
+    the shifted bootstrap distribution, as in `paired_bootstrap`."""
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    _check_paired(a, b)
+    dist_a, dist_b = (np.vstack([bootstrap_distribution(v, statistic, n_boot, seed) for v in x]) for x in (a, b))
+    delta = np.mean([point_estimate(v, statistic) for v in a]) - np.mean([point_estimate(v, statistic) for v in b])
+    return two_level_result(float(delta), dist_a, dist_b, seed)
+
+
+def two_level_result(delta: float, per_seed_a: np.ndarray, per_seed_b: np.ndarray, seed: int = 0) -> PairedResult:
+    deltas = two_level_distribution(per_seed_a, seed, 1) - two_level_distribution(per_seed_b, seed, 2)
+    return replace(paired_bootstrap_result(delta, deltas), test=TWO_LEVEL)
+
+
+# ---- multiple comparisons ----
+
+def benjamini_hochberg(stats: pd.DataFrame, family: pd.Series | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """q-values (scipy.stats.false_discovery_control, Benjamini-Hochberg) of the marking p-values within each
+    family of tests, and `significant` = q < alpha: the false discovery rate over a family's marks is at most alpha.
+    The marking p-value of a cell is its seed-aware test's where it has one (`marking_p`), else its per-example
+    test's. `family`: a label per row (default: one family per backbone x precision); `family` and `n_tests` say
+    what each q was adjusted over."""
+    out = stats.copy()
+    if family is None:
+        family = out["backbone"] + " " + out["precision"]
+    p = marking_p(out)
+    tested = p.notna()
+    out["family"] = pd.Series(family, index=out.index).where(tested, "")
+    out["q_value"] = np.nan
+    out["n_tests"] = 0
+    for _, index in out[tested].groupby("family").groups.items():
+        out.loc[index, "q_value"] = false_discovery_control(p[index].to_numpy(), method="bh")
+        out.loc[index, "n_tests"] = len(index)
+    out["significant"] = (out["q_value"] < alpha).to_numpy()
+    return out
+
+
+def marking_p(stats: pd.DataFrame) -> pd.Series:
+    """The p-value a mark is decided on: the seed-aware test where the cell or its reference has several seeds
+    (does the difference hold across training runs?), else the per-example test."""
+    return stats["seed_p_value"].where(stats["seed_p_value"].notna(), stats["p_value"])
+
+
+def marking_test(row) -> str:
+    return row.seed_test or row.test
+
+
 # ---- every cell of a results directory ----
 
 STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score",
-                 "ci_low", "ci_high", "reference", "delta", "p_value", "test", "significant"]
+                 "ci_low", "ci_high", "seed_ci_low", "seed_ci_high", "reference", "delta", "p_value", "test",
+                 "seed_p_value", "seed_test", "family", "n_tests", "q_value", "significant", "reason"]
+
+
+class _Untestable(Exception):
+    """Why a cell has no interval or test (a missing or unreadable per-example file, seeds that disagree)."""
 
 
 def _main_rows(results_dir: Path) -> pd.DataFrame:
@@ -218,7 +295,7 @@ def _main_rows(results_dir: Path) -> pd.DataFrame:
 
 
 class _ExampleFiles:
-    """Open per-example files once each; a missing one is a clear error."""
+    """Open per-example files once each; a missing or unreadable one is a reason, naming the file."""
 
     def __init__(self):
         self.open: dict[str, dict[str, np.ndarray]] = {}
@@ -226,33 +303,37 @@ class _ExampleFiles:
     def get(self, path: str, key: str) -> np.ndarray:
         if path not in self.open:
             if not Path(path).exists():
-                raise BenchError(f"{path} is missing: statistics need the per-example values written beside each run; "
-                                 "delete its results CSV and rerun that run")
+                raise _Untestable(f"per-example file {path} missing (delete its results CSV and rerun that run)")
             from bench.results import read_examples
 
-            self.open[path] = read_examples(Path(path))
+            try:
+                self.open[path] = read_examples(Path(path))
+            except BenchError as exc:  # damaged: a reason for this cell, not the end of the report
+                raise _Untestable(str(exc)) from None
         if key not in self.open[path]:
-            raise BenchError(f"{path} has no per-example values {key!r}; delete the run's files and rerun it")
+            raise _Untestable(f"{path} has no per-example values {key!r} (delete the run's files and rerun it)")
         return np.asarray(self.open[path][key], dtype=float)
 
 
 def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> tuple[np.ndarray, np.ndarray | None]:
-    """A cell's per-example values over its seeds: STS (seeds, pairs) similarities and the gold scores; retrieval
-    the per-query metric averaged over seeds (its mean is the mean over seeds of the score)."""
+    """A cell's per-example values, (seeds, examples) in seed order: STS pair similarities (and the gold scores),
+    retrieval the per-query metric."""
     first = group.iloc[0]
     sts = first["family"] == "sts"
     name = "similarity" if sts else first["metric"]
     key = f"{first['layer']}/{first['dim']}/{first['precision']}/{name}"
-    values = [files.get(p, key) for p in group.sort_values("seed")["examples"]]
-    if len({len(v) for v in values}) > 1:
-        raise BenchError(f"{first['label']} on {first['task']}: seeds were evaluated on different numbers of examples "
-                         f"({sorted({len(v) for v in values})}); rerun them with the same evaluation settings")
+    ordered = group.sort_values("seed")["examples"]
+    values = [files.get(p, key) for p in ordered]
+    sizes = sorted({len(v) for v in values})
+    if len(sizes) > 1:
+        raise _Untestable(f"its seeds were evaluated on different numbers of examples ({sizes}); rerun them with the "
+                          "same evaluation settings")
     if not sts:
-        return np.mean(values, axis=0), None
-    golds = [files.get(p, "gold") for p in group["examples"]]
+        return np.vstack(values), None
+    golds = [files.get(p, "gold") for p in ordered]
     if any(not np.array_equal(g, golds[0]) for g in golds):
-        raise BenchError(f"{first['label']} on {first['task']}: seeds were scored against different gold pairs; "
-                         "rerun them with the same evaluation settings")
+        raise _Untestable("its seeds were scored against different gold pairs; rerun them with the same evaluation "
+                          "settings")
     return np.vstack(values), golds[0]
 
 
@@ -262,13 +343,25 @@ def _backbone_reference(labels: pd.Series, reference: str | None) -> str | None:
     return pick_reference(labels)
 
 
+def no_reference_reason(reference: str | None) -> str:
+    if reference:
+        return f"these runs have no results of the reference method {reference} on this backbone"
+    return f"these runs have no reference method (one of {', '.join(REFERENCE_PREFERENCE)}) on this backbone"
+
+
 def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None, alpha: float = 0.05,
                     n_boot: int = 1000, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """Per cell (method, task, layer, dim, precision) of the main metric: the score, its percentile bootstrap
-    (1 - alpha) CI over examples, and a two-sided paired test against the reference method on the same cell and
-    the same examples (PAIRED_BOOTSTRAP for STS Spearman, SIGN_FLIP for retrieval; none without a reference
-    method in the results, or where the reference cell was evaluated with other settings). `sizes`: only these
-    (layer, dim) cells (None: all). Deterministic: the same results give the same frame."""
+    """Per cell (method, task, layer, dim, precision) of the main metric:
+    - the score (mean over seeds) and its percentile bootstrap (1 - alpha) CI over examples, seeds held fixed;
+      with 2 or more seeds also the two-level CI (resample seeds, then examples: `two_level_distribution`);
+    - a two-sided paired test against the reference method on the same cell and examples: PAIRED_BOOTSTRAP for
+      STS Spearman, SIGN_FLIP for retrieval (`p_value`, `test`), and where the cell or its reference has 2 or
+      more seeds the TWO_LEVEL test beside it (`seed_p_value`, `seed_test`);
+    - Benjamini-Hochberg q-values over one family per backbone x precision (`benjamini_hochberg`; a report
+      re-adjusts over the families it marks), `significant` = q < alpha;
+    - `reason`: why a cell other than the reference's has no test (no reference method, a missing per-example
+      file named, no reference cell there, a reference evaluated with other settings or on other examples).
+    `sizes`: only these (layer, dim) cells (None: all). Deterministic: the same results give the same frame."""
     rows = _main_rows(results_dir)
     if rows.empty:
         return pd.DataFrame(columns=STATS_COLUMNS)
@@ -280,54 +373,83 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
     refs = {b: _backbone_reference(g["label"], reference) for b, g in rows.groupby("backbone")}
     files = _ExampleFiles()
     key_cols = ["backbone", "task", "label", "layer", "dim", "precision"]  # cells of a task share resamples
-    cells = {key: (g, *_cell_values(g, files)) for key, g in rows.groupby(key_cols, sort=True)}
+    groups = dict(list(rows.groupby(key_cols, sort=True)))
+    cells, broken = {}, {}
+    for key, group in groups.items():
+        try:
+            cells[key] = _cell_values(group, files)
+        except _Untestable as exc:
+            broken[key] = str(exc)
     by_gold: dict[bytes, Statistic] = {}  # the current task's statistic: its gold ranks serve all the task's cells
-    boot: dict[tuple, tuple[float, np.ndarray]] = {}  # per cell: score and bootstrap distribution, computed once
+    boot: dict[tuple, tuple[float, np.ndarray]] = {}  # per cell: score and per-seed distributions, computed once
 
     def bootstrap(key: tuple) -> tuple[float, np.ndarray]:
         if key not in boot:
-            _, values, gold = cells[key]
+            values, gold = cells[key]
             if gold is not None and gold.tobytes() not in by_gold:
                 by_gold.clear()  # cells come task by task: let the previous task's cached ranks go
                 by_gold[gold.tobytes()] = spearman_statistic(gold)
             statistic = mean_statistic if gold is None else by_gold[gold.tobytes()]
-            boot[key] = point_estimate(values, statistic), bootstrap_distribution(values, statistic, n_boot, seed)
+            score = float(np.mean([point_estimate(v, statistic) for v in values]))
+            boot[key] = score, np.vstack([bootstrap_distribution(v, statistic, n_boot, seed) for v in values])
         return boot[key]
 
     out = []
-    for key, (group, values, gold) in cells.items():
+    for key, group in groups.items():
         backbone, task, label, layer, dim, precision = key
         ref = refs[backbone]
-        score, dist = bootstrap(key)
-        low, high = percentile_ci(dist, alpha)
         row = dict(backbone=backbone, method=label, task=task, layer=layer, dim=dim, precision=precision,
-                   metric=group["metric"].iloc[0], n_seeds=group["seed"].nunique(), n_examples=values.shape[-1],
-                   score=score, ci_low=low, ci_high=high, reference=ref or "", delta=np.nan, p_value=np.nan, test="", significant=False)
-        ref_key = (backbone, task, ref, layer, dim, precision)
-        if label != ref and ref_key in cells and _same_evaluation(group, cells[ref_key][0]):
-            _check_same_examples(label, ref, task, values, gold, cells[ref_key][1], cells[ref_key][2])
+                   metric=group["metric"].iloc[0], n_seeds=group["seed"].nunique(), n_examples=-1,
+                   score=float(group["score"].mean()), ci_low=np.nan, ci_high=np.nan, seed_ci_low=np.nan,
+                   seed_ci_high=np.nan, reference=ref or "", delta=np.nan, p_value=np.nan, test="",
+                   seed_p_value=np.nan, seed_test="", reason="")
+        if key in broken:
+            out.append({**row, "reason": broken[key]})
+            continue
+        values, gold = cells[key]
+        score, per_seed = bootstrap(key)
+        row.update(n_examples=values.shape[-1], score=score)
+        row["ci_low"], row["ci_high"] = percentile_ci(per_seed.mean(axis=0), alpha)
+        if len(per_seed) > 1:
+            row["seed_ci_low"], row["seed_ci_high"] = percentile_ci(two_level_distribution(per_seed, seed, 1), alpha)
+        row["reason"] = _why_untested(label, ref, reference, key, groups, cells, broken)
+        if not row["reason"] and label != ref:
+            ref_key = (backbone, task, ref, layer, dim, precision)
+            ref_score, ref_per_seed = bootstrap(ref_key)
             if gold is None:
-                result = paired_sign_flip(values, cells[ref_key][1], n_perm, seed)
+                result = paired_sign_flip(values.mean(axis=0), cells[ref_key][0].mean(axis=0), n_perm, seed)
             else:  # the same resamples on both sides: the two distributions subtract into the paired one
-                ref_score, ref_dist = bootstrap(ref_key)
-                result = paired_bootstrap_result(score - ref_score, dist - ref_dist)
-            row.update(delta=result.delta, p_value=result.p_value, test=result.test,
-                       significant=result.p_value < alpha)
+                result = paired_bootstrap_result(score - ref_score, per_seed.mean(axis=0) - ref_per_seed.mean(axis=0))
+            row.update(delta=result.delta, p_value=result.p_value, test=result.test)
+            if max(len(per_seed), len(ref_per_seed)) > 1:
+                seeded = two_level_result(score - ref_score, per_seed, ref_per_seed, seed)
+                row.update(seed_p_value=seeded.p_value, seed_test=seeded.test)
         out.append(row)
-    return pd.DataFrame(out, columns=STATS_COLUMNS)
+    frame = pd.DataFrame(out).assign(family="", n_tests=0, q_value=np.nan, significant=False)
+    return benjamini_hochberg(frame[STATS_COLUMNS], alpha=alpha)
 
 
-def _same_evaluation(group: pd.DataFrame, other: pd.DataFrame) -> bool:
-    """Runs evaluated with the same settings score the same examples in the same order: only those are paired (a
-    results directory may hold several suites, e.g. a smoke run beside a full one)."""
-    return set(group["eval"]) == set(other["eval"])
-
-
-def _check_same_examples(label, ref, task, values, gold, ref_values, ref_gold) -> None:
+def _why_untested(label, ref, reference, key, groups, cells, broken) -> str:
+    """"" where the cell can be tested against the reference (or is the reference's), else the reason."""
+    backbone, task, _, layer, dim, precision = key
+    if ref is None:
+        return no_reference_reason(reference)
+    if label == ref:
+        return ""
+    ref_key = (backbone, task, ref, layer, dim, precision)
+    if ref_key not in groups:
+        return f"the reference {ref} has no {precision} result at this layer and dim"
+    if ref_key in broken:
+        return f"the reference {ref}: {broken[ref_key]}"
+    if set(groups[key]["eval"]) != set(groups[ref_key]["eval"]):
+        # runs evaluated with the same settings score the same examples in the same order: only those are paired
+        # (a results directory may hold several suites, e.g. a smoke run beside a full one)
+        return f"the reference {ref} was evaluated on {task} with other settings (eval)"
+    (values, gold), (ref_values, ref_gold) = cells[key], cells[ref_key]
     if values.shape[-1] != ref_values.shape[-1] or (gold is not None and not np.array_equal(gold, ref_gold)):
-        raise BenchError(f"{label} and the reference {ref} were evaluated on different examples of {task} "
-                         f"({values.shape[-1]} vs {ref_values.shape[-1]}); a paired test needs the same ones: rerun "
-                         "both with the same evaluation settings, or pass another reference")
+        return (f"{label} and the reference {ref} scored different examples of {task} ({values.shape[-1]} vs "
+                f"{ref_values.shape[-1]}); rerun both with the same data and evaluation settings")
+    return ""
 
 
 def significance_marks(stats: pd.DataFrame, precision: str, mark: str = "*") -> dict[tuple[str, int, int, str], str]:
@@ -336,13 +458,45 @@ def significance_marks(stats: pd.DataFrame, precision: str, mark: str = "*") -> 
     return {(m, int(l), int(d), t): mark for m, l, d, t in zip(sig["method"], sig["layer"], sig["dim"], sig["task"])}
 
 
+def untested_reasons(stats: pd.DataFrame, shown: int = 2) -> str:
+    """Why cells have no test, most frequent reason first: '<n> cell(s): <reason>; ...'. "" when every cell but
+    the reference's was tested."""
+    reasons = stats.loc[stats["reason"] != "", "reason"].value_counts()
+    if reasons.empty:
+        return ""
+    ordered = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    text = "; ".join(f"{n} cell{'s' if n > 1 else ''}: {reason}" for reason, n in ordered[:shown])
+    if len(ordered) > shown:
+        text += f"; and {len(ordered) - shown} other reason(s)"
+    return text
+
+
+def test_description(stats: pd.DataFrame, n_boot: int = 1000, n_perm: int = 10000) -> str:
+    """Which tests decided the marks, as a caption names them."""
+    used = {marking_test(row) for row in stats.itertuples() if row.test}
+    parts = []
+    if TWO_LEVEL in used:
+        parts.append(f"{TWO_LEVEL} where a cell or its reference has 2 or more seeds ({n_boot} resamples; seeds of "
+                     "the two methods drawn independently)")
+    if PAIRED_BOOTSTRAP in used:
+        parts.append(f"STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples of pairs)")
+    if SIGN_FLIP in used:
+        parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples)")
+    return "; ".join(parts)
+
+
 def significance_note(stats: pd.DataFrame, alpha: float = 0.05, n_boot: int = 1000, n_perm: int = 10000,
                       mark: str = "*") -> str:
-    """The sentence a table prints under its marks: which test, which alpha, against which method."""
-    if stats.empty or not (stats["test"] != "").any():
+    """The sentence a table prints under its marks: which test, which correction over how many tests, against
+    which method, and why the cells without a test have none. `stats`: the table's cells (one family)."""
+    if stats.empty:
         return ""
+    untested = untested_reasons(stats)
+    if not (stats["test"] != "").any():
+        return f"No significance marks: {untested}." if untested else ""
     ref = ", ".join(sorted(set(stats["reference"]) - {""}))
-    return (f"{mark}: differs from {ref} on the same examples at alpha = {alpha:g} (two-sided, uncorrected for "
-            f"multiple comparisons); STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples of "
-            f"pairs); retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples). "
-            "No mark on the STS average.")
+    n_tests = int((stats["test"] != "").sum())
+    note = (f"{mark}: differs from {ref} on the same examples, two-sided, at a false discovery rate of {alpha:g}: "
+            f"{BH} q < {alpha:g} over the {n_tests} tests of this table; test: "
+            f"{test_description(stats, n_boot, n_perm)}. No mark on the STS average.")
+    return note + (f" No test for {untested}." if untested else "")

@@ -132,7 +132,9 @@ def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
     """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec, `steps` into the
     training budget (which the runs record, so a shorter run never passes for the suite's). A backbone given
     replaces the suite's backbone(s), and unless dims are given too, the dims follow it: the default rule on the
-    width it serves (bench.spec.default_dims), not the suite's dims for its own backbone."""
+    width it serves (bench.spec.default_dims), not the suite's dims for its own backbone. `steps` is the
+    fine-tuning budget only: starbucks' SMAE pre-training steps are its `pretrain_steps` parameter, left as the
+    suite sets them."""
     eval_fields = {k: v for k, v in changes.items() if k in EvalSpec.__dataclass_fields__ and v is not None}
     top = {k: v for k, v in changes.items() if k in Suite.__dataclass_fields__ and v is not None}
     if changes.get("backbone") is not None:

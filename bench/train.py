@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
 from filelock import FileLock
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler

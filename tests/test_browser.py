@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bench.report import build_report
+
 from test_report import write_method, write_separate  # synthetic-results writers (tmp dirs only)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

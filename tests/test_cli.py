@@ -65,3 +65,15 @@ def test_ls_lists_methods_tasks_suites(capsys):
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
     assert "pretrained" in out and "scifact" in out and "suite smoke" in out
+
+
+def test_steps_is_the_fine_tuning_budget_and_leaves_smae_pretraining_alone(capsys):
+    from bench.runner import make_specs
+    from bench.suites import smoke, with_overrides
+
+    (spec,) = make_specs(with_overrides(smoke(), steps=3, tasks=("stsb",)), "starbucks")
+    assert spec.budget.steps == 3 and dict(spec.params)["pretrain_steps"] == smoke().method_params["starbucks"][
+        "pretrain_steps"]
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--steps does not scale it" in " ".join(capsys.readouterr().out.split())

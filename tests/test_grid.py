@@ -71,3 +71,22 @@ def test_encoder_streams_to_a_memmap(tmp_path):
     out = enc.encode(["one", "two", "three"], 16, out_path=tmp_path / "x.npy")
     assert isinstance(out, np.memmap) and out.shape == (2, 3, 64)
     np.testing.assert_allclose(np.load(tmp_path / "x.npy"), out)
+
+
+def test_loading_a_truncated_model_restores_the_transformers_log_level():
+    """load_model silences the expected "unused weights" report of a truncated load, then restores the caller's
+    level, also when the load fails."""
+    import transformers
+
+    from bench.backbone import load_model
+
+    before = transformers.logging.get_verbosity()
+    try:
+        transformers.logging.set_verbosity_info()
+        load_model("tiny-random-bert", num_layers=1)
+        assert transformers.logging.get_verbosity() == transformers.logging.INFO
+        with pytest.raises(BenchError, match="cannot load backbone"):
+            load_model("/nonexistent/model", num_layers=1)
+        assert transformers.logging.get_verbosity() == transformers.logging.INFO
+    finally:
+        transformers.logging.set_verbosity(before)

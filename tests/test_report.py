@@ -322,6 +322,114 @@ def test_report_is_byte_identical_across_processes_and_never_imports_torch(repor
     assert [n for n in sorted(again) if again[n] != report_files[n]] == []
 
 
+def _marked_cells(markdown: str) -> set[tuple[str, int, int, str]]:
+    """(method, layer, dim, task) of every starred cell of a Markdown paper table."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    names = {meta.display: task for task, meta in TASK_META.items()}
+    columns = [names.get(c.strip()) for c in lines[0].strip("|").split("|")[2:]]
+    marked = set()
+    for line in lines[1:]:
+        size, method, *cells = [c.strip() for c in line.strip("|").split("|")]
+        layer, dim = map(int, size.strip("()").split(","))
+        plain = [c[2:-2] if c.startswith("**") and c.endswith("**") else c for c in cells]  # bold: the best
+        marked |= {(method, layer, dim, task) for task, c in zip(columns, plain) if c.endswith("\\*")}
+    return marked
+
+
+def write_queries(results_dir: Path, method: str, cells: dict, targets=TARGETS) -> None:
+    """One SciFact run with the given per-query nDCG@10 of each (layer, dim) cell (fp32), its score their mean."""
+    spec = RunSpec(method=method, task="scifact", train_data="nli", budget=Budget(steps=100))
+    shared = run_fields(spec, "test", TASK_META["scifact"])
+    rows = [make_row(shared, metric="ndcg@10", score=float(np.mean(v.astype(np.float32))), layer=layer, dim=dim,
+                     bytes_per_vector=4 * dim, is_target=(layer, dim) in targets) for (layer, dim), v in cells.items()]
+    write_run(results_dir, spec, "test", rows, {f"{layer}/{dim}/fp32/ndcg@10": v for (layer, dim), v in cells.items()})
+
+
+@pytest.fixture(scope="module")
+def fdr_report(tmp_path_factory) -> tuple[Path, Path]:
+    """Six tests in the table (starbucks and mrl against full at the three targets), of which one is a huge
+    difference (p = 1/10001), one a moderate one (p = 0.026: significant alone, not after the correction) and four
+    none (p = 1); off the table, mrl at (1, 64) is a huge difference in a family of its own."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 0.6, 40)
+    moderate = base + 0.1 + rng.normal(0, 0.25, 40)
+    none = base + np.resize([0.01, -0.01], 40)  # mean difference exactly 0
+    results = tmp_path_factory.mktemp("fdr-results")
+    write_queries(results, "full", {(1, 16): base, (2, 64): base, (3, 128): base, (1, 64): base})
+    write_queries(results, "starbucks", {(1, 16): base + 0.3, (2, 64): moderate, (3, 128): none})
+    write_queries(results, "mrl", {(1, 16): none, (2, 64): none, (3, 128): none, (1, 64): base + 0.3})
+    out = tmp_path_factory.mktemp("fdr-report")
+    build_report(results, out)
+    return results, out
+
+
+def test_table_marks_are_benjamini_hochberg_over_the_tables_own_tests(fdr_report):
+    """Oracle: scipy.stats.false_discovery_control over the p-values of exactly the tests the table shows (its
+    sizes x methods x tasks at one precision); the caption says how many; the leaderboard shows the same q-values
+    and stars, and a cell off the table gets its q from the rest of the grid, not from the table's family."""
+    results, out = fdr_report
+    raw = stats.cell_statistics(results).set_index(["method", "layer", "dim"])
+    assert raw.loc[("starbucks", 2, 64), "p_value"] == pytest.approx(0.0263, abs=1e-4)  # the fixture's design
+    table_cells = [(m, size) for m in ("starbucks", "mrl") for size in TARGETS]
+    p = np.array([raw.loc[(m, *size), "p_value"] for m, size in table_cells])
+    q = dict(zip(table_cells, sps.false_discovery_control(p, method="bh")))
+    markdown = (out / "tables" / "minilm" / "paper_fp32.md").read_text()
+    assert _marked_cells(markdown) == {("starbucks", 1, 16, "scifact")}  # uncorrected, (2, 64) would be marked too
+    assert q[("starbucks", (2, 64))] > 0.05 > raw.loc[("starbucks", 2, 64), "p_value"]
+    assert tables.md_escape("Benjamini-Hochberg q < 0.05 over the 6 tests of this table") in markdown
+    rows = {(r["method"], r["layer"], r["dim"]): r["cells"][0]
+            for r in _leaderboard_rows((out / "index.html").read_text())}
+    for (method, size), expected in q.items():
+        cell = rows[(method, *size)]
+        assert cell["q_value"] == pytest.approx(expected, abs=1e-6)
+        assert cell["detail"].endswith("*") == (expected < 0.05)
+    assert rows[("starbucks", 2, 64)]["detail"].endswith("p=0.026 q=0.079")
+    off_table = rows[("mrl", 1, 64)]
+    assert off_table["q_value"] == pytest.approx(off_table["p_value"]) and off_table["detail"].endswith("*")
+    assert "(Benjamini-Hochberg over the 1 tests of its family)" in off_table["title"]
+
+
+def _leaderboard_rows(page: str) -> list[dict]:
+    """The page's rows, as its script reads them."""
+    import re
+
+    found = re.search(r'<script type="application/json" id="rows-data">(.*?)</script>', page, re.S)
+    return json.loads(found.group(1))
+
+
+def test_cells_with_two_seeds_show_the_seed_aware_interval(report_results_dir, report_files):
+    raw = stats.cell_statistics(report_results_dir).set_index(["method", "task", "layer", "dim", "precision"])
+    assert (raw["seed_test"] == stats.TWO_LEVEL).any()  # full has 2 seeds: its marks come from the seed-aware test
+    rows = {(r["method"], r["layer"], r["dim"], r["precision"]): r
+            for r in _leaderboard_rows(report_files["index.html"].decode())}
+    two = raw.loc[("full", "stsb", 2, 64, "fp32")]  # 2 seeds
+    one = raw.loc[("separate", "stsb", 2, 64, "fp32")]  # 1 seed
+    full, separate = rows[("full", 2, 64, "fp32")]["cells"][0], rows[("separate", 2, 64, "fp32")]["cells"][0]
+    assert full["detail"].startswith(f"[{two.seed_ci_low:.1f}, {two.seed_ci_high:.1f}]")
+    assert (full["seed_ci_low"], full["ci_low"]) == (pytest.approx(two.seed_ci_low, abs=1e-3),
+                                                     pytest.approx(two.ci_low, abs=1e-3))
+    assert "(bootstrap over seeds, then examples; 2 seeds)" in full["title"]
+    assert "(bootstrap over examples, seeds fixed)" in full["title"] and stats.TWO_LEVEL in full["title"]
+    assert separate["detail"].startswith(f"[{one.ci_low:.1f}, {one.ci_high:.1f}]") and separate["seed_ci_low"] is None
+
+
+def test_the_caption_says_why_a_table_has_no_marks(tmp_path):
+    """Not one catch-all: a missing per-example file is named; no reference method is said as such."""
+    missing, no_reference = tmp_path / "missing", tmp_path / "no-reference"
+    write_method(missing, "full", tasks=("stsb",), precisions=("fp32",), examples=True)
+    write_separate(missing, tasks=("stsb",), examples=True)
+    (npz,) = missing.glob("full__*.examples.npz")
+    npz.unlink()
+    build_report(missing, tmp_path / "out1")
+    caption = (tmp_path / "out1" / "tables" / "minilm" / "paper_fp32.md").read_text().splitlines()[0]
+    assert f"No significance marks: 3 cells: per-example file {tables.md_escape(str(npz))} missing" in caption
+    write_method(no_reference, "mrl", tasks=("stsb",), precisions=("fp32",), examples=True)
+    write_method(no_reference, "2dmse", tasks=("stsb",), precisions=("fp32",), examples=True, params={"w": 1})
+    build_report(no_reference, tmp_path / "out2")
+    caption = (tmp_path / "out2" / "tables" / "minilm" / "paper_fp32.md").read_text().splitlines()[0]
+    assert "No significance marks: 6 cells: these runs have no reference method (one of separate, full, " in caption
+
+
 @pytest.mark.parametrize("case", ["empty", "one-method-one-task", "int8-only", "retrieval-only", "separate-only"])
 def test_partial_results_give_a_report_of_what_exists(case, tmp_path):
     results, out = tmp_path / "results", tmp_path / "report"

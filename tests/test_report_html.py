@@ -13,6 +13,7 @@ from bench import stats
 from bench.report import build_report, interactive, tables
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
+
 from test_report import encode_ms, write_method, write_separate  # synthetic-results writers (tmp dirs only)
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'  # a method name from results

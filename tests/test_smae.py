@@ -17,8 +17,8 @@ from transformers import BertConfig, BertForMaskedLM
 
 from bench import BenchError
 from bench.backbone import TINY_CONFIG, load_model, resolve_backbone
-from bench.data.pairs import load_triplets
 from bench.data.corpus import corpus_texts, load_local_corpus
+from bench.data.pairs import load_triplets
 from bench.smae import IGNORE, SMAEModel, corrupt, make_batch, mlm_head_for, whole_word_masks, word_ids_tensor
 from bench.spec import SubModel
 

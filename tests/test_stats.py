@@ -4,6 +4,7 @@ permutation_test must give the same ranks, correlations, intervals and p-values.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
@@ -13,17 +14,23 @@ from bench.spec import EvalSpec, RunSpec
 from bench.stats import (
     PAIRED_BOOTSTRAP,
     SIGN_FLIP,
+    TWO_LEVEL,
+    benjamini_hochberg,
     bootstrap_ci,
+    bootstrap_distribution,
     cell_statistics,
     mean_statistic,
     paired_bootstrap,
     paired_sign_flip,
     paired_test,
+    percentile_ci,
     point_estimate,
     resample_counts,
     significance_marks,
     significance_note,
     spearman_statistic,
+    two_level_distribution,
+    two_level_test,
     weighted_ranks,
 )
 
@@ -165,9 +172,14 @@ def test_cell_statistics_over_a_results_directory(tmp_path):
     expected = paired_test(f32(sim + 0.01), np.vstack([f32(v) for v in full_sims.values()]), f32(gold), n_boot=400)
     assert (sts.delta, sts.p_value, sts.test) == (pytest.approx(expected.delta), pytest.approx(expected.p_value),
                                                   PAIRED_BOOTSTRAP)
-    assert sts.significant == (expected.p_value < 0.05)
+    # the reference has 2 seeds: the two-level test sits beside the per-example one and decides the mark
+    seeded = two_level_test(f32(sim + 0.01), np.vstack([f32(v) for v in full_sims.values()]),
+                            spearman_statistic(f32(gold)), n_boot=400)
+    assert (sts.seed_p_value, sts.seed_test) == (pytest.approx(seeded.p_value), TWO_LEVEL)
+    assert np.isnan(sts.seed_ci_low)  # pretrained has one seed: its own interval is over examples only
     full = cell.loc[("full", "stsb", 2, 64)]
     assert full.n_seeds == 2 and np.isnan(full.p_value)  # the reference is not tested against itself
+    assert full.seed_ci_low < full.score < full.seed_ci_high
     stored = [100 * sps.spearmanr(f32(v), f32(gold)).statistic for v in full_sims.values()]
     assert full.score == pytest.approx(np.mean(stored))  # mean over seeds, as the tables print
     assert np.isnan(cell.loc[("pretrained", "stsb", 2, 32)].p_value)  # no reference cell at (2, 32)
@@ -176,20 +188,31 @@ def test_cell_statistics_over_a_results_directory(tmp_path):
     assert ret.test == SIGN_FLIP and ret.p_value == pytest.approx(1 / 2001) and ret.significant
     assert ret.score == pytest.approx(f32(pre_q).mean())
 
+    # one family per backbone x precision here: the two tests, q by Benjamini-Hochberg over both
+    tested = table[table["test"] != ""]
+    assert len(tested) == 2 and (tested["n_tests"] == 2).all() and set(tested["family"]) == {"tiny-random-bert fp32"}
+    q_sts, q_scifact = sps.false_discovery_control([seeded.p_value, 1 / 2001], method="bh")
+    assert tested.set_index("task")["q_value"].to_dict() == {"stsb": pytest.approx(q_sts),
+                                                             "scifact": pytest.approx(q_scifact)}
+    assert (table["significant"] == (table["q_value"] < 0.05)).all()
     marks = significance_marks(table, "fp32")
     assert marks[("pretrained", 2, 64, "scifact")] == "*"
     assert all(table.set_index(["method", "layer", "dim", "task"]).loc[k, "significant"] for k in marks)
     note = significance_note(table, n_boot=400, n_perm=2000)
-    assert PAIRED_BOOTSTRAP in note and SIGN_FLIP in note and "alpha = 0.05" in note and "full" in note
+    assert TWO_LEVEL in note and SIGN_FLIP in note and "Benjamini-Hochberg q < 0.05 over the 2 tests" in note
+    assert "full" in note and "1 cell: the reference full has no fp32 result at this layer and dim" in note
     assert table.equals(cell_statistics(tmp_path, n_boot=400, n_perm=2000))  # deterministic
 
 
-def test_cell_statistics_refuses_a_reference_scored_on_other_examples(tmp_path):
+def test_a_reference_scored_on_other_examples_gives_no_test_and_says_why(tmp_path):
     sim, gold = sts_like(50, 1)
     _fake_run(tmp_path, "pretrained", "stsb", 0, {(2, 64): sim}, gold)
     _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim[:40]}, gold[:40])
-    with pytest.raises(BenchError, match="different examples"):
-        cell_statistics(tmp_path, n_boot=50)
+    table = cell_statistics(tmp_path, n_boot=50).set_index("method")
+    assert np.isnan(table.loc["pretrained", "p_value"]) and not table.loc["pretrained", "significant"]
+    assert table.loc["pretrained", "reason"] == ("pretrained and the reference full scored different examples of "
+                                                 "stsb (50 vs 40); rerun both with the same data and evaluation "
+                                                 "settings")
     with pytest.raises(BenchError, match="reference method 'mrl' has no results"):
         cell_statistics(tmp_path, reference="mrl")
 
@@ -201,6 +224,25 @@ def test_a_reference_evaluated_with_other_settings_is_not_paired(tmp_path):
     _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim[:50]}, gold[:50], max_pairs=50)
     table = cell_statistics(tmp_path, n_boot=50)
     assert table["p_value"].isna().all() and (table["n_examples"].tolist() == [50, 60])
+    assert table["reason"].tolist() == ["", "the reference full was evaluated on stsb with other settings (eval)"]
+    assert significance_note(table) == ("No significance marks: 1 cell: the reference full was evaluated on stsb "
+                                        "with other settings (eval).")
+
+
+def test_a_missing_per_example_file_is_named_and_the_other_cells_are_still_tested(tmp_path):
+    sim, gold = sts_like(60, 5)
+    _fake_run(tmp_path, "full", "stsb", 0, {(2, 64): sim, (2, 32): sim}, gold)
+    _fake_run(tmp_path, "mrl", "stsb", 0, {(2, 64): sim + 0.1, (2, 32): sim - 0.1}, gold)
+    _fake_run(tmp_path, "2dmse", "stsb", 0, {(2, 64): sim + 0.2}, gold)
+    (missing,) = tmp_path.glob("2dmse__*.examples.npz")
+    missing.unlink()
+    table = cell_statistics(tmp_path, n_boot=50).set_index(["method", "dim"])
+    assert table.loc[("mrl", 64), "test"] == PAIRED_BOOTSTRAP and table.loc[("mrl", 32), "test"] == PAIRED_BOOTSTRAP
+    reason = table.loc[("2dmse", 64), "reason"]
+    assert reason.startswith(f"per-example file {missing} missing") and np.isnan(table.loc[("2dmse", 64), "ci_low"])
+    assert table.loc[("2dmse", 64), "score"] == pytest.approx(100 * sps.spearmanr(
+        (sim + 0.2).astype(np.float32), gold.astype(np.float32)).statistic)  # the stored score is still shown
+    assert f"No test for 1 cell: per-example file {missing} missing" in significance_note(table.reset_index())
 
 
 def test_cells_of_another_backbone_are_never_paired(tmp_path):
@@ -220,5 +262,68 @@ def test_without_a_reference_method_cells_get_intervals_but_no_tests(tmp_path):
     table = cell_statistics(tmp_path, n_boot=100)
     assert (table["reference"] == "").all() and table["p_value"].isna().all() and (table["test"] == "").all()
     assert (table["ci_low"] < table["score"]).all() and (table["score"] < table["ci_high"]).all()
-    assert significance_note(table) == "" and significance_marks(table, "fp32") == {}
+    assert set(table["reason"]) == {"these runs have no reference method (one of separate, full, pretrained) on this "
+                                    "backbone"}
+    assert significance_note(table).startswith("No significance marks: 2 cells: these runs have no reference method")
+    assert significance_marks(table, "fp32") == {}
     assert cell_statistics(tmp_path, reference="mrl", n_boot=100)["test"].tolist() == [PAIRED_BOOTSTRAP, ""]
+
+
+def test_two_level_test_equals_an_explicit_loop_over_seeds_then_examples():
+    """Oracle: the definition computed directly with scipy.stats.spearmanr: replicate b draws each side's seeds
+    with replacement (default_rng([seed, 1]) for a, [seed, 2] for b), one resample of the pairs shared by every
+    drawn seed of both sides (the indices scipy.stats.bootstrap draws), and averages the drawn seeds' Spearman."""
+    n, n_boot = 80, 200
+    sim, gold = sts_like(n, 11)
+    rng = np.random.default_rng(3)
+    a = np.vstack([sim + rng.normal(0, 0.3 * (1 + s), n) for s in range(3)])  # 3 seeds of unequal quality
+    b = np.vstack([sim + rng.normal(0, 0.5, n) for _ in range(2)])
+    result = two_level_test(a, b, spearman_statistic(gold), n_boot=n_boot, seed=4)
+    rho = lambda x, i: 100 * sps.spearmanr(x[i], gold[i]).statistic  # noqa: E731
+    delta = np.mean([rho(x, slice(None)) for x in a]) - np.mean([rho(x, slice(None)) for x in b])
+    seeds_a = np.random.default_rng([4, 1]).integers(0, 3, (n_boot, 3))
+    seeds_b = np.random.default_rng([4, 2]).integers(0, 2, (n_boot, 2))
+    deltas = np.array([np.mean([rho(a[s], idx) for s in seeds_a[k]]) - np.mean([rho(b[s], idx) for s in seeds_b[k]])
+                       for k, idx in enumerate(scipy_indices(n, n_boot, 4))])
+    expected = (1 + np.sum(np.abs(deltas - delta) >= abs(delta))) / (1 + n_boot)
+    assert result.test == TWO_LEVEL and result.delta == pytest.approx(delta, abs=1e-9)
+    assert result.p_value == pytest.approx(expected)
+
+
+def test_seed_variance_widens_the_two_level_interval_and_weakens_the_test():
+    # two seeds far apart (one good, one poor model), many examples: the examples alone look very sure, the seeds not
+    n = 400
+    sim, gold = sts_like(n, 12, noise=0.2)
+    rng = np.random.default_rng(0)
+    seeds = np.vstack([gold / 5 + rng.normal(0, 0.1, n), gold / 5 + rng.normal(0, 0.6, n)])
+    reference = np.vstack([gold / 5 + rng.normal(0, 0.3, n)])
+    statistic = spearman_statistic(gold)
+    per_seed = np.vstack([bootstrap_distribution(v, statistic, 500, 0) for v in seeds])
+    example_width = np.subtract(*percentile_ci(per_seed.mean(axis=0))[::-1])
+    seed_width = np.subtract(*percentile_ci(two_level_distribution(per_seed))[::-1])
+    assert seed_width > 3 * example_width
+    assert paired_test(seeds, reference, gold, n_boot=500).p_value < 0.01  # seeds fixed: "different"
+    assert two_level_test(seeds, reference, statistic, n_boot=500).p_value > 0.2  # seeds resampled: not so sure
+
+
+def test_benjamini_hochberg_within_each_family():
+    """Oracle: the step-up rule written out (q_(i) = min over j >= i of p_(j) m / j), and scipy's own."""
+    p = np.array([0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216])
+    frame = pd.DataFrame({"backbone": "b", "precision": ["fp32"] * 6 + ["int8"] * 4, "p_value": p,
+                          "seed_p_value": np.nan})
+    frame.loc[9, ["p_value", "seed_p_value"]] = [0.9, 0.001]  # a seed-aware test decides where there is one
+    out = benjamini_hochberg(frame, alpha=0.05)
+
+    def step_up(ps):
+        order = np.argsort(ps)
+        ranked = ps[order] * len(ps) / np.arange(1, len(ps) + 1)
+        q = np.minimum.accumulate(ranked[::-1])[::-1]
+        return np.minimum(q, 1)[np.argsort(order)]
+
+    fp32, int8 = p[:6], np.r_[p[6:9], 0.001]
+    np.testing.assert_allclose(out["q_value"], np.r_[step_up(fp32), step_up(int8)], rtol=1e-12)
+    np.testing.assert_allclose(out["q_value"][:6], sps.false_discovery_control(fp32), rtol=1e-12)
+    assert out["n_tests"].tolist() == [6] * 6 + [4] * 4 and out["family"].tolist() == ["b fp32"] * 6 + ["b int8"] * 4
+    assert out["significant"].tolist() == [True, True] + [False] * 7 + [True]  # p = 0.039 < 0.05 is not enough
+    families = benjamini_hochberg(frame, pd.Series(["x"] * 10), alpha=0.05)
+    np.testing.assert_allclose(families["q_value"], step_up(np.r_[p[:9], 0.001]), rtol=1e-12)

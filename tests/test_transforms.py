@@ -9,8 +9,15 @@ from scipy.spatial.distance import hamming
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from bench import BenchError
-from bench.transforms import (binarize, bytes_per_vector, dequantize_int8, hamming_similarity, int8_ranges,
-                              quantize_int8, truncate)
+from bench.transforms import (
+    binarize,
+    bytes_per_vector,
+    dequantize_int8,
+    hamming_similarity,
+    int8_ranges,
+    quantize_int8,
+    truncate,
+)
 
 
 def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import BenchError, stats
+from bench import stats
 from bench.report import html, interactive, plots, tables
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
@@ -26,24 +26,25 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """
     frame = load_results(results_dir)
     cells = tables.cell_stats(frame)
-    # intervals, and paired tests of each method against the reference method, on the stored per-example values
-    sig = _statistics(results_dir)
+    # intervals, and paired tests of each method against the reference method, on the stored per-example values;
+    # q-values over the family each mark belongs to (its table, or the rest of its grid)
+    sizes = {backbone: tables.target_sizes(part) for backbone, part in tables.by_backbone(cells)}
+    sig = _statistics(results_dir, sizes)
     out_dir = Path(out_dir)
     written, built, figures = [], [], []
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
         provenance = tables.provenance(frame[frame["backbone"] == backbone])
-        part_sig = None if sig is None else _at_sizes(sig[sig["backbone"] == backbone], tables.target_sizes(part))
-        note = (stats.significance_note(part_sig) if part_sig is not None
-                else "No significance marks: per-example files missing.")
+        part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])
         for name, family, group in tables.table_groups(part):  # the paper table, then one per mteb task type
-            if family is None:
-                scores, group_note = tables.NATIVE_SCORES, note
-            else:  # no per-example values: the caption says why there are no marks
-                scores, group_note = tables.mteb_scores(tables.family_records(frame, family)), ""
+            native = family is None
+            scores = tables.NATIVE_SCORES if native else tables.mteb_scores(tables.family_records(frame, family))
             for precision in tables.precision_order(group):
-                marks = stats.significance_marks(part_sig, precision) if part_sig is not None else None
-                caption = f"{tables.caption(provenance, precision, scores)} {group_note}".strip()
+                table_sig = part_sig[part_sig["precision"] == precision] if native else part_sig.iloc[:0]
+                # mteb tables: no per-example values, so no marks; their caption (mteb_scores) says why
+                note = stats.significance_note(table_sig, alpha=ALPHA) if native else ""
+                marks = stats.significance_marks(table_sig, precision) if native else None
+                caption = f"{tables.caption(provenance, precision, scores)} {note}".strip()
                 table = tables.paper_table(group, precision, caption=caption, annotations=marks)
                 stem = out_dir / "tables" / slug / f"{plots.slugify(name)}_{plots.slugify(precision)}"
                 written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
@@ -61,13 +62,17 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def _statistics(results_dir: Path) -> pd.DataFrame | None:
-    """Every cell's interval and paired test against the reference method, or None when some run lacks its
-    per-example file (a report of what exists is still written; the caption says why there are no marks)."""
-    try:
-        return stats.cell_statistics(results_dir, alpha=ALPHA)
-    except BenchError:
-        return None
+def _statistics(results_dir: Path, sizes: dict[str, list[tuple[int, int]]]) -> pd.DataFrame:
+    """Every cell's intervals and paired tests against the reference method (cells without one say why in
+    `reason`), with Benjamini-Hochberg q-values over the report's families: per backbone and precision, the cells
+    of its paper table (the table's sizes) form one family, the rest of the grid another, so each mark is
+    corrected over exactly the tests its table shows and each cell has one q-value in every view."""
+    sig = stats.cell_statistics(results_dir, alpha=ALPHA)
+    in_table = [(int(layer), int(dim)) in set(sizes.get(backbone, ()))
+                for backbone, layer, dim in zip(sig["backbone"], sig["layer"], sig["dim"])]
+    family = (sig["backbone"] + " " + sig["precision"] + pd.Series(in_table, index=sig.index, dtype=object).map(
+        {True: " table", False: " grid"}))
+    return stats.benjamini_hochberg(sig, family, ALPHA)
 
 
 def _at_sizes(sig: pd.DataFrame, sizes: list[tuple[int, int]]) -> pd.DataFrame:

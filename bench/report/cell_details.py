@@ -1,5 +1,6 @@
-"""What the interactive views show beside a cell's score: its bootstrap interval and paired test (from
-bench.stats.cell_statistics), the measured encode time of its layer, and the display strings built from them.
+"""What the interactive views show beside a cell's score: its bootstrap intervals and paired tests (from
+bench.stats.cell_statistics, with the q-values of the report's families: the same marks as the tables), the
+measured encode time of its layer, and the display strings built from them.
 
 One place formats these strings (the leaderboard's cells and the figures' hovers both use it), so the page
 and its figures never disagree about a number.
@@ -14,26 +15,31 @@ import pandas as pd
 
 from bench.catalog import main_rows, method_labels
 from bench.report.tables import STS_AVG, task_name
+from bench.stats import BH
 
 ALPHA = 0.05  # of the intervals and tests the report asks bench.stats for
 CI_LABEL = f"{100 * (1 - ALPHA):g}% CI"
 ENCODE_MS = "encode_ms_per_1k_texts"  # result rows: one per layer (dim = -1), measured in the run
 STATS_KEY = ["backbone", "method", "task", "layer", "dim", "precision"]
-DETAIL_COLUMNS = ["ci_low", "ci_high", "p_value", "significant", "reference", "test", "encode_ms"]
+STAT_DEFAULTS = {"ci_low": np.nan, "ci_high": np.nan, "seed_ci_low": np.nan, "seed_ci_high": np.nan,
+                 "p_value": np.nan, "test": "", "seed_p_value": np.nan, "seed_test": "", "q_value": np.nan,
+                 "n_tests": 0, "significant": False, "reference": "", "reason": ""}  # where bench.stats has none
+DETAIL_COLUMNS = [*STAT_DEFAULTS, "encode_ms"]
 
 
 def cell_details(cells: pd.DataFrame, statistics: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame:
-    """cells (tables.cell_stats) plus DETAIL_COLUMNS. Intervals and p-values are NaN where bench.stats has none
-    (no per-example file, the STS average, the reference method itself); encode_ms is NaN where the runs
-    measured no encode time."""
+    """cells (tables.cell_stats) plus DETAIL_COLUMNS. Intervals, p- and q-values are NaN where bench.stats has
+    none (the STS average, the reference method itself, and the cells whose `reason` says why); seed intervals
+    and tests where a cell (or its reference) has one seed only; encode_ms where the runs measured no encode time."""
     out = cells.reset_index(drop=True)
     if statistics is None or statistics.empty:
-        out = out.assign(ci_low=np.nan, ci_high=np.nan, p_value=np.nan, significant=False, reference="", test="")
+        out = out.assign(**STAT_DEFAULTS)
     else:
-        picked = statistics[STATS_KEY + DETAIL_COLUMNS[:-1]]
+        picked = statistics[STATS_KEY + list(STAT_DEFAULTS)]
         out = out.merge(picked, on=STATS_KEY, how="left", validate="one_to_one")  # a left merge keeps cells' order
-        out["significant"] = out["significant"].fillna(False).astype(bool)
-        out[["reference", "test"]] = out[["reference", "test"]].fillna("")
+        for column, default in STAT_DEFAULTS.items():
+            if not isinstance(default, float):
+                out[column] = out[column].fillna(default).astype(type(default))
     out["encode_ms"] = measured_encode_ms(frame, out)
     return out
 
@@ -73,25 +79,51 @@ def score_text(cell, digits: int) -> str:
     return text if _missing(cell.std) else f"{text} ± {cell.std:.{digits}f}"
 
 
+def seed_aware(cell) -> bool:
+    """Whether the cell has the two-level (seeds, then examples) interval: 2 or more seeds."""
+    return not _missing(cell.seed_ci_low)
+
+
 def interval_text(cell, digits: int) -> str:
-    return "" if _missing(cell.ci_low) else f"[{cell.ci_low:.{digits}f}, {cell.ci_high:.{digits}f}]"
+    """The interval a cell shows: the two-level one where it has several seeds, else the per-example one."""
+    low, high = (cell.seed_ci_low, cell.seed_ci_high) if seed_aware(cell) else (cell.ci_low, cell.ci_high)
+    return "" if _missing(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"={value:.3f}"
+
+
+def marking_p_value(cell) -> float:
+    """The p-value the cell's mark is decided on (bench.stats.marking_p): seed-aware where there is one."""
+    return cell.p_value if _missing(cell.seed_p_value) else cell.seed_p_value
 
 
 def p_text(cell) -> str:
-    """The p-value against the reference, starred where significant at ALPHA (as the tables mark it)."""
-    if _missing(cell.p_value):
+    """The marking test's p-value and its q-value, starred where q < ALPHA (as the tables mark it)."""
+    if _missing(cell.q_value):
         return ""
-    p = "p<0.001" if cell.p_value < 0.001 else f"p={cell.p_value:.3f}"
-    return p + ("*" if cell.significant else "")
+    return f"p{_p(marking_p_value(cell))} q{_p(cell.q_value)}" + ("*" if cell.significant else "")
 
 
 def detail_lines(cell, digits: int) -> list[str]:
     """Everything known about a cell beyond its score, one fact per line."""
     lines = []
-    if interval := interval_text(cell, digits):
-        lines.append(f"{CI_LABEL} {interval} (bootstrap over examples)")
-    if p := p_text(cell):
-        lines.append(f"{p} vs {cell.reference} ({cell.test})")
+    if seed_aware(cell):
+        lines.append(f"{CI_LABEL} [{cell.seed_ci_low:.{digits}f}, {cell.seed_ci_high:.{digits}f}] (bootstrap over "
+                     f"seeds, then examples; {int(cell.n)} seeds)")
+    if not _missing(cell.ci_low):
+        lines.append(f"{CI_LABEL} [{cell.ci_low:.{digits}f}, {cell.ci_high:.{digits}f}] (bootstrap over examples"
+                     + (", seeds fixed)" if cell.n > 1 else ")"))
+    if not _missing(cell.seed_p_value):
+        lines.append(f"p{_p(cell.seed_p_value)} vs {cell.reference} ({cell.seed_test})")
+    if not _missing(cell.p_value):
+        lines.append(f"p{_p(cell.p_value)} vs {cell.reference} ({cell.test})")
+    if not _missing(cell.q_value):
+        lines.append(f"q{_p(cell.q_value)} ({BH} over the {int(cell.n_tests)} tests of its family)"
+                     + (f": differs at FDR {ALPHA:g}" if cell.significant else ""))
+    elif cell.reason:
+        lines.append(f"no test: {cell.reason}")
     lines += [f"{int(cell.bytes_per_vector)} bytes per vector", f"relative encode cost {cell.rel_cost:.3f}"]
     if not _missing(cell.encode_ms):
         lines.append(f"{cell.encode_ms:.1f} ms per 1k texts (measured, layers 1-{int(cell.layer)})")

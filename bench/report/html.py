@@ -16,11 +16,19 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from bench import stats
 from bench.report import interactive
-from bench.report.cell_details import (ALPHA, CI_LABEL, detail_lines, heading_lines, interval_text, p_text,
-                                       score_text)
-from bench.report.tables import (METRIC_NAMES, STS_AVG, Table, method_order, precision_order, score_digits,
-                                 task_name, task_order)
+from bench.report.cell_details import ALPHA, CI_LABEL, detail_lines, heading_lines, interval_text, p_text, score_text
+from bench.report.tables import (
+    METRIC_NAMES,
+    STS_AVG,
+    Table,
+    method_order,
+    precision_order,
+    score_digits,
+    task_name,
+    task_order,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 ROW_KEY = ["backbone", "method", "layer", "dim", "precision"]  # one leaderboard row each
@@ -90,7 +98,10 @@ def _number(x, digits: int) -> float | None:
 def _task_cell(cell, digits: int) -> dict:
     return {"mean": _number(cell.mean, digits + 2), "std": _number(cell.std, digits + 2), "seeds": int(cell.n),
             "ci_low": _number(cell.ci_low, digits + 2), "ci_high": _number(cell.ci_high, digits + 2),
-            "p_value": _number(cell.p_value, 6), "encode_ms": _number(cell.encode_ms, 3),
+            "seed_ci_low": _number(cell.seed_ci_low, digits + 2),
+            "seed_ci_high": _number(cell.seed_ci_high, digits + 2),
+            "p_value": _number(cell.p_value, 6), "seed_p_value": _number(cell.seed_p_value, 6),
+            "q_value": _number(cell.q_value, 6), "encode_ms": _number(cell.encode_ms, 3),
             "text": score_text(cell, digits),
             "detail": " ".join(filter(None, [interval_text(cell, digits), p_text(cell)])),
             "title": "\n".join(heading_lines(cell, digits) + detail_lines(cell, digits))}
@@ -106,11 +117,19 @@ def _family_cell(by_task: dict, column: ScoreColumn, digits: int) -> dict | None
 
 
 def significance_notes(details: pd.DataFrame) -> list[tuple[str, str]]:
-    """(backbone, which method its p-values test against and how), for the backbones that have tests."""
-    tested = details[details["test"] != ""]
-    return [(backbone, (f"p: two-sided paired test against {', '.join(sorted(set(part['reference'])))} on the "
-                        f"same examples ({'; '.join(sorted(set(part['test'])))}); * where p < {ALPHA:g}."))
-            for backbone, part in tested.groupby("backbone", sort=True)]
+    """(backbone, what its p- and q-values are), for the backbones that have tests: the same families and marks
+    as the tables (bench.report._statistics)."""
+    notes = []
+    for backbone, part in details[details["test"] != ""].groupby("backbone", sort=True):
+        references = ", ".join(sorted(set(part["reference"])))
+        note = (f"p: two-sided paired test against {references} on the same examples "
+                f"({stats.test_description(part)}); q: {stats.BH} over the tests of one family (a paper table's "
+                f"cells, or the rest of one precision's grid); * where q < {ALPHA:g}, as the tables mark it.")
+        if (part["seed_test"] != "").any():
+            note += (" The interval shown is the two-level one (seeds, then examples) where a cell has 2 or more "
+                     "seeds, else the one over examples.")
+        notes.append((backbone, note))
+    return notes
 
 
 def ranges(details: pd.DataFrame) -> list[tuple[str, int, int]]:

@@ -14,7 +14,8 @@ const sortButtons = Array.from(table.querySelectorAll("button[data-sort]"));
 const FIXED = sortButtons.map(b => b.dataset.sort).filter(key => !key.includes(":"));
 const STATE = Array.from(document.querySelectorAll("[data-state]"));  // the controls the URL keeps
 const DEFAULTS = new Map(STATE.map(c => [c, valueOf(c)]));
-const CELL_FIELDS = ["mean", "std", "ci_low", "ci_high", "p_value", "encode_ms"];
+const CELL_FIELDS = ["mean", "std", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high", "p_value", "seed_p_value",
+                     "q_value", "encode_ms"];
 let sort = {key: "", dir: 0};  // no sort: the report's order (backbone, method, precision, layer, dim)
 
 function valueOf(control) {

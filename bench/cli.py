@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--overwrite", action="store_true",
                        help="with --write-reference: rerun every reference run, print old vs new for every changed "
                             "row and replace the old files")
-    repro.add_argument("--methods", help="comma list: only these methods' reference runs (default: all)")
+    repro.add_argument("--methods", help="comma list: only these methods' reference runs (default: all of them)")
     return parser
 
 
@@ -271,8 +271,6 @@ def cmd_reproduce(args) -> int:
 
 def _quiet_libraries() -> None:
     """Keep our progress bars and errors readable: no per-shard bars or INFO chatter from libraries."""
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)

@@ -26,7 +26,7 @@ import re
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import submitit
@@ -153,7 +153,8 @@ def launch(specs: list[RunSpec], ctx: RunContext, launcher: str, resources: Reso
     `slurm`: submit them as one job array and return (follow them with `bench status`)."""
     if not specs:
         raise BenchError("nothing to run: no methods x tasks x seeds")
-    ctx = RunContext(*(Path(p).resolve() for p in (ctx.data_dir, ctx.results_dir, ctx.cache_dir)), ctx.device)
+    ctx = replace(ctx, data_dir=Path(ctx.data_dir).resolve(), results_dir=Path(ctx.results_dir).resolve(),
+                  cache_dir=Path(ctx.cache_dir).resolve())  # every other field (trust_remote_code) as given
     groups = checkpoint_groups(specs)
     executor = make_executor(launcher, jobs_folder(ctx), resources)
     jobs = [GroupJob(group, ctx) for group in groups]

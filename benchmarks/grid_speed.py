@@ -23,6 +23,7 @@ from bench.data.sts import load_stsb
 from bench.evaluate import evaluate_grid, grid
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
+from methods import Checkpoint
 
 SPEC = EvalSpec(precisions=("fp32",))
 
@@ -75,7 +76,7 @@ def main() -> None:
     encoder = Encoder.load("minilm", device="cpu")
     plain_encode(encoder, texts[:64])  # warm-up
     one = timed(lambda: plain_encode(encoder, texts), args.repeats)
-    whole = timed(lambda: evaluate_grid(encoder, "minilm", task, pairs, SPEC), args.repeats)
+    whole = timed(lambda: evaluate_grid(encoder, Checkpoint("minilm", "minilm"), task, pairs, SPEC), args.repeats)
     naive = naive_grid(task, pairs, texts)
     cells = len(grid(6, 384, SPEC))
     print(f"STS-B test, {len(pairs)} pairs / {len(texts)} distinct sentences, all-MiniLM-L6-v2 on "

@@ -67,16 +67,17 @@ def _encode_in_two_halves() -> None:
 
     original = Encoder.encode
 
-    def encode(self, texts, max_length, batch_size=64, out_path=None, desc="encode"):
+    def encode(self, texts, max_length, batch_size=64, out_path=None, desc="encode", role=None, *, layers=None,
+               max_dim=None, out=None):
         halves = [np.arange(0, len(texts), 2), np.arange(1, len(texts), 2)]
-        shape = (self.num_layers, len(texts), self.hidden_size)
-        out = (np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape) if out_path
-               else np.empty(shape, dtype=np.float32))
-        for half in halves:
-            if len(half):
-                out[:, half] = original(self, [texts[i] for i in half], max_length, batch_size, desc=desc)
-        if isinstance(out, np.memmap):
-            out.flush()
+        parts = [original(self, [texts[i] for i in half], max_length, batch_size, desc=desc, role=role,
+                          layers=layers, max_dim=max_dim) for half in halves if len(half)]
+        result = np.empty(parts[0].shape[:1] + (len(texts),) + parts[0].shape[2:], dtype=parts[0].dtype)
+        for half, part in zip(halves, parts):
+            result[:, half] = part
+        if out is None:
+            return result
+        out[...] = result
         return out
 
     Encoder.encode = encode

@@ -9,8 +9,9 @@ file only serves it the vectors:
    with its prompt type, and answers with cheap random vectors seeded from each text. mteb's tasks draw their
    samples (training subsets, clustering resamples) from rngs seeded at construction, which are reset before
    every run (`_fresh_rngs`), so every later run asks for the same texts.
-2. One encode: each role's distinct texts (query, document or text, see `encode_role`) are encoded once into every
-   layer by bench.evaluate, cached like our own tasks (the cache key covers the model, the texts and the role).
+2. One encode: each role's distinct texts (query, document or text, see `encode_role`) are encoded once into the
+   evaluated layers and dims by bench.evaluate, cached like our own tasks (the cache key covers the model, the
+   texts and the role's prompt).
 3. Each (layer, dim, precision) cell: mteb runs the task again (`AbsTask.evaluate`, rngs reset) against a
    `CellEncoder`, which looks each text up in its role's arrays and returns the cell's vector.
 

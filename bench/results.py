@@ -1,4 +1,8 @@
-"""Tidy result rows: one CSV file per run, written atomically, never overwritten, validated on load.
+"""Tidy result rows: one gzip-compressed CSV file per run, written atomically, never overwritten, validated on load.
+
+The file is `<method>__<task>__<run_id>__<code>.csv.gz`: a plain CSV that pandas (`pd.read_csv`), `zcat` or any
+gzip reader opens as it is; compressed because the spec columns (params, budget, eval, task_meta JSON) repeat on
+every row, which made a default-suite run 1-2.7 MB of text and compresses about 50x.
 
 One row per (run, layer, dim, precision, task, split, metric[, step]). Cost (seconds, bytes) and training
 losses are rows too, so cost and quality share one table. Run-level rows (a wall time, a loss) carry
@@ -10,8 +14,9 @@ what one vector takes in the search index (4d, d, d/8, d/8). Cost rows of every 
 retrieval `index_bytes` (the serialized faiss index; binary+rescore's rescoring vectors are read from storage and
 not counted) and `search_ms_per_query` (median of repeated searches of all queries, faiss-cpu on one thread of
 the evaluating machine's CPU). The int8 calibration side, rescoring multiplier and documents, and search index
-are in `eval`, with the pooling, prompts (by role) and head layers the model was served with (fields added to
-EvalSpec later are left out at their "as before" value, as in the run_id: no prompts, the head on every layer).
+are in `eval` (the whole EvalSpec as JSON: with the pooling, prompts by role and head layers the model was served
+with, storage and example_cells too; the run_id leaves later fields out at their "as before" value, the column
+records them all).
 STS has no search, so binary+rescore gives no STS rows.
 
 Provenance columns: `code` is the fingerprint of the source that produced the run (bench/fingerprint.py), `git_sha`
@@ -27,10 +32,12 @@ counts the superseded ones, so reports show what the current code produced while
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import json
 import logging
 import os
 import tempfile
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -84,10 +91,18 @@ def make_row(shared: dict, *, metric: str, score: float, split: str = "test", la
     return row
 
 
+SUFFIX = ".csv.gz"
+
+
 def run_path(results_dir: Path, spec: RunSpec, code: str) -> Path:
-    """<method>__<task>__<run_id>__<code>.csv: one file per spec and code version."""
+    """<method>__<task>__<run_id>__<code>.csv.gz: one file per spec and code version."""
     safe_task = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in spec.task)
-    return Path(results_dir) / f"{spec.method}__{safe_task}__{spec.run_id}__{code}.csv"
+    return Path(results_dir) / f"{spec.method}__{safe_task}__{spec.run_id}__{code}{SUFFIX}"
+
+
+def run_name(path: Path) -> str:
+    """A result file's name without its suffix: <method>__<task>__<run_id>__<code>."""
+    return Path(path).name.removesuffix(SUFFIX)
 
 
 def is_finished(results_dir: Path, spec: RunSpec, code: str) -> bool:
@@ -96,7 +111,7 @@ def is_finished(results_dir: Path, spec: RunSpec, code: str) -> bool:
 
 def examples_path(csv_path: Path) -> Path:
     """Per-example values of a run (pair similarities, per-query metrics) beside its CSV."""
-    return Path(csv_path).with_suffix(".examples.npz")
+    return Path(csv_path).with_name(f"{run_name(csv_path)}.examples.npz")
 
 
 def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], examples: dict | None = None) -> Path:
@@ -113,9 +128,9 @@ def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], exa
             np.savez_compressed(fh, **{k: np.asarray(v, dtype=np.float32) for k, v in examples.items()})
         os.chmod(tmp, 0o644)
         os.replace(tmp, examples_path(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
-        frame.to_csv(fh, index=False)  # floats are written with repr: round-trips exactly
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
+    with os.fdopen(fd, "wb") as fh:  # floats are written with repr: round-trips exactly; mtime 0: same rows, same bytes
+        frame.to_csv(fh, index=False, compression={"method": "gzip", "mtime": 0})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
@@ -177,8 +192,9 @@ def read_examples(path: Path) -> dict[str, np.ndarray]:
 def read_run_file(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype={"params_hash": str, "run_id": str, "git_sha": str, "code": str},
-                            keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                            keep_default_na=False, na_values=[""], compression="gzip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, gzip.BadGzipFile, EOFError,
+            zlib.error) as exc:  # BadGzipFile: not gzip at all; EOFError: cut short; zlib.error: garbled
         raise BenchError(f"{path}: corrupt results file ({str(exc).splitlines()[0]}); delete it and rerun") from None
     return validate(frame, str(path))
 
@@ -210,7 +226,7 @@ def load_results(results_dir: Path) -> pd.DataFrame:
 
 def _latest(results_dir: Path) -> list[tuple[Path, pd.DataFrame]]:
     """(path, rows) of every run file, keeping per run_id the newest code version (created_utc, then name)."""
-    files = [(p, read_run_file(p)) for p in sorted(results_dir.rglob("*.csv"))]
+    files = [(p, read_run_file(p)) for p in sorted(results_dir.rglob(f"*{SUFFIX}"))]
     newest: dict[tuple, tuple[str, str, Path, pd.DataFrame]] = {}
     for path, frame in files:
         for run_id, part in frame.groupby("run_id", sort=True):

@@ -42,7 +42,7 @@ def test_bad_input_is_one_clear_line(extra, message, tmp_path, data_dir, capsys)
     args = SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)] + extra
     assert main(args) == 2
     assert message in _error_line(capsys)
-    assert not list(tmp_path.glob("*.csv"))
+    assert not list(tmp_path.glob("*.csv.gz"))
 
 
 def test_missing_data_names_the_file_and_the_fix(tmp_path, capsys):
@@ -53,11 +53,11 @@ def test_missing_data_names_the_file_and_the_fix(tmp_path, capsys):
 
 def test_corrupt_results_file_keeps_the_others(tmp_path, data_dir, capsys):
     assert main(SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)]) == 0
-    good = next(tmp_path.glob("*.csv"))
-    (tmp_path / "broken.csv").write_text(good.read_text()[:300])
+    good = next(tmp_path.glob("*.csv.gz"))
+    (tmp_path / "broken.csv.gz").write_bytes(good.read_bytes()[:300])
     capsys.readouterr()
     assert main(["report", "--results-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
-    assert "broken.csv" in _error_line(capsys)
+    assert "broken.csv.gz" in _error_line(capsys)
     assert good.exists()  # a finished result is never lost
 
 

@@ -161,5 +161,5 @@ def test_bench_run_under_torchrun_trains_together_and_writes_once(data_dir, tmp_
     from bench.results import load_results
 
     rows = load_results(tmp_path / "results")
-    assert rows["run_id"].nunique() == 1 and len(list((tmp_path / "results").glob("*.csv"))) == 1
+    assert rows["run_id"].nunique() == 1 and len(list((tmp_path / "results").glob("*.csv.gz"))) == 1
     assert sorted(rows.loc[rows["metric"] == "loss", "step"]) == list(range(1, 9))

@@ -74,6 +74,6 @@ def test_after_an_edit_bench_run_retrains_and_writes_a_new_result(data_dir, tmp_
     edited(monkeypatch, "methods.full")
     assert run_code(specs[0]) != old_code and method_code(METHODS.get("full"), True) != old_code
     assert len(run_all(specs, ctx)) == 1
-    assert len(list((tmp_path / "results").glob("*.csv"))) == 2
+    assert len(list((tmp_path / "results").glob("*.csv.gz"))) == 2
     assert len(list((tmp_path / "cache" / "checkpoints").iterdir())) == 2  # retrained, not reused
     assert set(load_results(tmp_path / "results")["code"]) == {run_code(specs[0])}

@@ -192,7 +192,7 @@ def a_run(folder: Path) -> tuple[Path, bytes, bytes]:
             for layer in (1, 2, 3)]
     path = write_run(folder, spec, "c0de", rows, {"1/16/fp32/similarity": np.linspace(0, 1, 40),
                                                   "gold": np.arange(40.0)})
-    return path, path.read_bytes(), examples_path(path).read_bytes()
+    return path, gzip.decompress(path.read_bytes()), examples_path(path).read_bytes()  # the CSV text inside
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +208,8 @@ def test_damaged_results_files_give_one_clear_line(valid_run, data):
     _, csv_bytes, _ = valid_run
     damage = data.draw(damaged(csv_bytes))
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "pretrained__stsb__x.csv"
-        path.write_bytes(damage)
+        path = Path(tmp) / "pretrained__stsb__x.csv.gz"
+        path.write_bytes(gzip.compress(damage, mtime=0))  # damaged text in an intact gzip (a cut gzip: test_results)
         for read in (lambda: read_run_file(path), lambda: load_results(Path(tmp))):
             try:
                 frame = read()

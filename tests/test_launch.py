@@ -86,7 +86,7 @@ def test_two_processes_on_the_same_folders_both_finish_with_the_rows_of_one_run(
     second = bench([*TWO_METHODS[:3], "scifact,stsb", *TWO_METHODS[4:]], data_dir, results, cache)
     outs = [finish(first)[0], finish(second)[0]]
     assert sum(int(o.split(" new result file(s)")[0].split()[-1]) for o in outs) == 4
-    assert len(list(results.glob("*.csv"))) == 4
+    assert len(list(results.glob("*.csv.gz"))) == 4
     assert same_rows(results, in_process)
     frame = load_results(results)
     seconds = frame[frame["metric"] == "train_seconds"].groupby("method")["score"].nunique()
@@ -277,7 +277,7 @@ def test_slurm_submits_one_job_array_with_the_requested_resources_and_its_jobs_r
     proc = subprocess.run([sys.executable, "-m", "submitit.core._submit", str(jobs_folder(
         RunContext(data_dir, results, cache)))], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [p.name.split("__")[0] for p in results.glob("*.csv")] == ["mrl"]
+    assert [p.name.split("__")[0] for p in results.glob("*.csv.gz")] == ["mrl"]
     assert main(["status", *selection, "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert "2 run(s) in 2 job(s): 1 finished, 0 running, 0 failed, 1 missing" in out

@@ -179,7 +179,7 @@ def test_bench_run_on_a_sentence_transformers_folder_equals_its_encode(data_dir,
     st = SentenceTransformer(folder, device="cpu")
     left, right = st.encode(pairs.sentences1, batch_size=64), st.encode(pairs.sentences2, batch_size=64)
     cosines = np.einsum("nd,nd->n", left, right)
-    with np.load(examples_path(next(results.glob("*.csv")))) as examples:
+    with np.load(examples_path(next(results.glob("*.csv.gz")))) as examples:
         np.testing.assert_allclose(examples["3/48/fp32/similarity"], cosines, atol=1e-5)
     assert ours == pytest.approx(100 * spearmanr(cosines, pairs.scores).statistic, abs=0.1)
     assert json.loads(frame["eval"].iloc[0])["pooling"] == "mean"  # the served pooling is recorded
@@ -210,7 +210,7 @@ def test_bad_model_input_is_one_clear_line(extra, message, tmp_path, data_dir, c
     args = SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path)] + extra
     assert main(args) == 2
     assert message in error_line(capsys)
-    assert not list(tmp_path.glob("*.csv"))
+    assert not list(tmp_path.glob("*.csv.gz"))
 
 
 def test_a_model_needing_remote_code_is_refused_unless_trusted(tmp_path, data_dir, capsys):

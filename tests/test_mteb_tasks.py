@@ -326,7 +326,7 @@ def test_bad_mteb_task_is_one_clear_line(tasks, message, tmp_path, capsys):
             "--results-dir", str(tmp_path)]
     assert main(args) == 2
     assert message in _error_line(capsys)
-    assert not list(tmp_path.glob("*.csv"))
+    assert not list(tmp_path.glob("*.csv.gz"))
 
 
 def test_smoke_run_with_an_mteb_task_and_its_report(tmp_path, data_dir, capsys):

@@ -93,7 +93,7 @@ def test_reproduce_passes_on_the_reference_and_fails_on_a_perturbed_copy(tmp_pat
     assert "reproduce: OK" in capsys.readouterr().out
 
     shutil.copytree(ref, bad)
-    (path,) = bad.glob("*.csv")
+    (path,) = bad.glob("*.csv.gz")
     before = _perturb(path, 0.5)
     assert main(["reproduce", "--results-dir", str(bad), *args]) == 1
     out = capsys.readouterr().out
@@ -114,8 +114,8 @@ def test_a_code_change_is_compared_with_the_reference_found_by_run_id(tmp_path, 
     assert main(["reproduce", "--write-reference", *args]) == 0
     (spec,) = only_pretrained()
     old_code = run_code(spec)
-    (path,) = tmp_path.glob("*.csv")
-    assert path.name == f"pretrained__stsb__{spec.run_id}__{old_code}.csv"
+    (path,) = tmp_path.glob("*.csv.gz")
+    assert path.name == f"pretrained__stsb__{spec.run_id}__{old_code}.csv.gz"
     capsys.readouterr()
 
     edited(monkeypatch, "bench.evaluate")  # the evaluation's code "changed": every result key changes with it
@@ -131,7 +131,7 @@ def test_a_code_change_is_compared_with_the_reference_found_by_run_id(tmp_path, 
     out = capsys.readouterr().out
     assert f"{before + 0.5:.6g}" in out and "reproduce: DRIFT, 1 of" in out
 
-    newer = tmp_path / f"pretrained__stsb__{spec.run_id}__0123456789ab.csv"  # a later code version's file
+    newer = tmp_path / f"pretrained__stsb__{spec.run_id}__0123456789ab.csv.gz"  # a later code version's file
     read_run_file(path).assign(code="0123456789ab", created_utc="2999-01-01T00:00:00+00:00").to_csv(newer, index=False)
     shutil.copy(examples_path(path), examples_path(newer))
     _perturb(newer, -0.5)  # it holds the right numbers again: the newest file is the reference
@@ -143,8 +143,8 @@ def test_write_reference_keeps_a_reference_unless_overwrite_and_then_shows_every
     monkeypatch.setattr(bench.reproduce, "reference_specs", only_pretrained)
     args = ["--results-dir", str(tmp_path), "--data-dir", str(data_dir)]
     assert main(["reproduce", "--write-reference", *args]) == 0
-    (path,) = tmp_path.glob("*.csv")
-    old_name = path.with_name(path.name.replace(path.name.split("__")[3], "00000000dead.csv"))
+    (path,) = tmp_path.glob("*.csv.gz")
+    old_name = path.with_name(path.name.replace(path.name.split("__")[3], "00000000dead.csv.gz"))
     path.rename(old_name)  # as if an older version of the code had made it
     examples_path(path).rename(examples_path(old_name))
     before = _perturb(old_name, 0.5)
@@ -251,7 +251,7 @@ def test_two_runs_of_the_same_smoke_specs_give_identical_rows(tmp_path, data_dir
     b = second[~second["metric"].map(lambda m: tolerance(m, "fp32") is None)]
     b = b.drop(columns=RUN_STAMP).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    for path in sorted((tmp_path / "a").glob("*.csv")):
+    for path in sorted((tmp_path / "a").glob("*.csv.gz")):
         with np.load(examples_path(path)) as x, np.load(examples_path(tmp_path / "b" / path.name)) as y:
             assert sorted(x.files) == sorted(y.files)
             for name in x.files:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pandas as pd
 import pytest
 
@@ -47,8 +49,8 @@ def test_run_id_is_a_hash_of_the_spec():
 def test_corrupt_file_gives_one_clear_line(tmp_path):
     spec = RunSpec(method="pretrained", task="stsb")
     path = write_run(tmp_path, spec, CODE, _rows(spec))
-    text = path.read_text().splitlines()
-    path.write_text("\n".join(text[:2] + [text[2].replace("0.333", "zz")]) + "\n")
+    text = gzip.decompress(path.read_bytes()).decode().splitlines()
+    path.write_bytes(gzip.compress(("\n".join(text[:2] + [text[2].replace("0.333", "zz")]) + "\n").encode()))
     with pytest.raises(BenchError, match="corrupt results file") as err:
         load_results(tmp_path)
     assert "\n" not in str(err.value)
@@ -57,13 +59,13 @@ def test_corrupt_file_gives_one_clear_line(tmp_path):
 def test_truncated_file_is_refused(tmp_path):
     spec = RunSpec(method="pretrained", task="stsb")
     path = write_run(tmp_path, spec, CODE, _rows(spec))
-    path.write_text(path.read_text()[:150])
+    path.write_bytes(path.read_bytes()[:150])  # a gzip stream cut short
     with pytest.raises(BenchError, match=str(path.name)):
         read_run_file(path)
 
 
 def test_not_a_results_file_is_refused(tmp_path):
-    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "x.csv.gz").write_bytes(gzip.compress(b"a,b\n1,2\n"))
     with pytest.raises(BenchError, match="missing columns"):
         load_results(tmp_path)
 
@@ -71,7 +73,7 @@ def test_not_a_results_file_is_refused(tmp_path):
 def test_duplicate_runs_are_refused(tmp_path):
     spec = RunSpec(method="pretrained", task="stsb")
     path = write_run(tmp_path, spec, CODE, _rows(spec))
-    (tmp_path / "copy.csv").write_text(path.read_text())
+    (tmp_path / "copy.csv.gz").write_bytes(path.read_bytes())
     with pytest.raises(BenchError, match="several files"):
         load_results(tmp_path)
 

@@ -127,7 +127,7 @@ def test_bench_run_under_torchrun_encodes_sharded_and_scores_like_one_process(da
     bench_run(torchrun(), "ddp")
     bench_run([sys.executable], "single")
     sharded, single = (load_results(tmp_path / name / "results") for name in ("ddp", "single"))
-    assert len(list((tmp_path / "ddp" / "results").glob("*.csv"))) == 1
+    assert len(list((tmp_path / "ddp" / "results").glob("*.csv.gz"))) == 1
     assert score_rows(sharded) == score_rows(single) and len(score_rows(single)) > 50
     encodings = [cached_files(tmp_path / name / "cache" / "encodings") for name in ("ddp", "single")]
     assert encodings[0] == encodings[1] and len(encodings[1]) == 2

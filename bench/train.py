@@ -430,7 +430,7 @@ def _save_final(out_dir: Path, model, tokenizer, log: list[dict], seconds: float
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / LOG_FILE).write_text(json.dumps({"log": log, "seconds": seconds, "steps": len(log)}))
+        (tmp / LOG_FILE).write_text(json.dumps({"log": log, "seconds": seconds, "steps": len({r["step"] for r in log})}))
 
     _write_atomically(out_dir / "final", write)
     for old in out_dir.glob("step-*"):

@@ -38,9 +38,19 @@ from bench.backbone import Encoder, backbone_shape
 from bench.evaluate import encode_cached
 from bench.heads import save_head
 from bench.spec import Budget, RunSpec
-from bench.train import ExampleOrder, check_trainable, is_main_process, make_optimizer, make_scheduler, micro_batch
+from bench.train import (
+    LOCK_FILE,
+    ExampleOrder,
+    check_trainable,
+    claim,
+    is_main_process,
+    make_optimizer,
+    make_scheduler,
+    micro_batch,
+)
 from methods import Checkpoint, RunContext
 from methods._jobs import training_key
+from methods.mrl import check_dims  # noqa: F401 - the heads' Params check their dims as mrl's do
 
 FIT_SENTENCES = 4096  # the fit set's default size: ample for a 384- or 768-dim PCA, one short encode
 FIT_ENCODE_BATCH = 64  # texts per encoding batch of the fit set (a constant: the head's key does not hold it)
@@ -57,12 +67,6 @@ def check_count(method: str, name: str, value) -> None:
 def check_optional_count(method: str, name: str, value) -> None:
     if value is not None:
         check_count(method, name, value)
-
-
-def check_dims(method: str, dims) -> None:
-    if dims is not None and (not dims or any(not isinstance(d, int) or d <= 0 for d in dims)
-                             or len(set(dims)) != len(dims)):
-        raise BenchError(f"{method} dims must be distinct positive integers, e.g. (64, 128, 384); got {dims!r}")
 
 
 def resolve_dims(method: str, dims, width: int, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,7 +111,8 @@ def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> np.ndarray:
     from bench.data.pairs import load_training_set
 
     texts = fit_texts(load_training_set(ctx.data_dir, spec.train_data).texts, limit)
-    encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device)
+    encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
+                           prompts=spec.eval.prompts, head_layers=spec.eval.head_layers)  # as evaluation serves it
     vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}", texts, spec.budget.max_seq_len,
                                FIT_ENCODE_BATCH, Path(ctx.cache_dir) / "encodings")
     return vectors
@@ -125,24 +130,32 @@ def head_dir(method, spec: RunSpec, ctx: RunContext) -> Path:
 
 
 def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-    """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too)."""
+    """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too). One
+    process fits it under a file lock (another job or terminal waits, then reuses it); under torchrun rank 0 fits
+    and every rank gets the checkpoint, since evaluation encodes with all of them."""
     params = check_head_config(method, spec)
-    if not is_main_process():  # under torchrun one process fits (seconds of CPU) and evaluates; see bench/runner.py
-        return []
     folder = head_dir(method, spec, ctx)
     path, log_path = folder / "head.safetensors", folder / LOG_FILE
-    if not log_path.exists():
-        vectors = fit_vectors(spec, ctx, params.fit_sentences)
-        t0 = time.perf_counter()
-        head, log = method.fit(params, vectors, spec.budget, spec.seed)
-        seconds = time.perf_counter() - t0
-        save_head(path, head)
-        tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"log": log, "seconds": seconds}))
-        os.replace(tmp, log_path)  # written last: a folder with a log holds a whole head
-    meta = json.loads(log_path.read_text())
+    with claim(folder / LOCK_FILE):
+        if is_main_process() and not log_path.exists():
+            _fit_and_save(method, params, spec, ctx, path, log_path)
+    with claim(folder / LOCK_FILE):  # its barrier holds the other ranks until rank 0 has written the head
+        meta = json.loads(log_path.read_text())
     return [Checkpoint(model=spec.backbone, model_id=backbone_id(spec), head=str(path), train_log=tuple(meta["log"]),
                        train_seconds=meta["seconds"])]
+
+
+def _fit_and_save(method, params, spec: RunSpec, ctx: RunContext, path: Path, log_path: Path) -> None:
+    vectors = fit_vectors(spec, ctx, params.fit_sentences)
+    t0 = time.perf_counter()
+    head, log = method.fit(params, vectors, spec.budget, spec.seed)
+    seconds = time.perf_counter() - t0
+    save_head(path, head)
+    tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"log": log, "seconds": seconds}))
+    os.replace(tmp, log_path)  # written last: a folder with a log holds a whole head
+
+
 
 
 # ---- training a head -------------------------------------------------------------------------------------------------

@@ -31,8 +31,11 @@ precision, through a straight-through estimator. The copies here are built to be
   (1 + cosine) / 2 of the +-1 sign vectors, so the base loss's cosine ranks pairs as evaluation does. (The draft
   uses 0/1 bits, whose cosine does not rank as Hamming does.)
 - Straight-through estimator: forward the quantized copy, backward identity through the rounding (floor or sign).
-  For int8 the affine map (x - lo) / step before the rounding is differentiated exactly, which keeps the int8
-  term's gradient on the scale of the float term's (the codes are ~1 / step times larger than x).
+  For int8 the backward pass sees the codes as (x - lo) / s with ONE scale s for every dimension (the mean of the
+  per-dimension steps): the cosine the base loss takes ignores a common scale, so the int8 term's gradient stays on
+  the float term's scale. Differentiating each dimension's own 1 / step instead blew up on MiniLM: a dimension that
+  is nearly constant within a batch (a few ulps of range) has a step of ~1e-10, and every one of the default
+  suite's 64 steps had an infinite gradient norm, so clipping zeroed the update and `qat` never trained.
 """
 
 from __future__ import annotations
@@ -56,17 +59,17 @@ def straight_through(vectors: torch.Tensor, quantized: torch.Tensor) -> torch.Te
 
 def int8_straight_through(columns: list[torch.Tensor]) -> list[torch.Tensor]:
     """Each column's int8 codes (as floats) under per-dimension ranges from all columns together; the ranges are
-    constants, the rounding passes the gradient straight through."""
+    constants, the rounding passes the gradient straight through at one scale for every dimension."""
     columns = [c.to(torch.promote_types(c.dtype, torch.float32)) for c in columns]  # bf16 under autocast: float32
     pooled = torch.cat(columns).detach()
     lo, hi = pooled.min(dim=0).values, pooled.max(dim=0).values
     step = (hi - lo) / 255
     step = torch.where(step == 0, torch.ones_like(step), step)  # a constant dimension: every value in bucket 0
+    scale = step.mean()  # the backward pass's one scale for every dimension (see the module docstring)
     out = []
     for c in columns:
-        scaled = (c - lo) / step
-        codes = torch.clamp(torch.floor(scaled), 0, 255)  # batch ranges hold every value: the clamp is a guard
-        out.append(straight_through(scaled, codes) - 128)
+        codes = torch.clamp(torch.floor((c - lo) / step), 0, 255)  # batch ranges hold every value: a guard
+        out.append(straight_through((c - lo) / scale, codes) - 128)
     return out
 
 

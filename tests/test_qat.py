@@ -151,3 +151,20 @@ def test_bad_qat_weights_fail_with_one_line(changes, message):
     with pytest.raises(BenchError, match=re.escape(message)) as err:
         METHODS.get("qat").Params(**changes)
     assert "\n" not in str(err.value)
+
+
+def test_the_int8_term_trains_minilm(data_dir):
+    """On all-MiniLM-L6-v2 and 16 SNLI triplets the int8 term's gradient norm is finite and on the float term's
+    scale. Measured: 183 against the float term's 77 (2.4x); before the int8 straight-through used one scale for
+    every dimension it was inf (a nearly constant dimension's 1 / step), every step, and qat never trained."""
+    model, tokenizer = load_model("minilm")
+    batch = TextCollate(tokenizer, 64)([(t, None) for t in load_triplets(data_dir)[:16]])
+    params = METHODS.get("qat").Params
+    norms = {}
+    for precision in ("fp32", "int8"):
+        weights = {"fp32_weight": 0.0, "int8_weight": 0.0, "binary_weight": 0.0, f"{precision}_weight": 1.0}
+        trained = copy.deepcopy(model)
+        (job,) = METHODS.get("qat")().jobs(params(**weights), 6, 384, LOSS, "mean")
+        job.objective(trained, batch, torch.Generator().manual_seed(0)).backward()
+        norms[precision] = torch.nn.utils.clip_grad_norm_(trained.parameters(), float("inf")).item()
+    assert np.isfinite(norms["int8"]) and norms["int8"] < 10 * norms["fp32"], norms

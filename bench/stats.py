@@ -303,15 +303,18 @@ class _ExampleFiles:
     def get(self, path: str, key: str) -> np.ndarray:
         if path not in self.open:
             if not Path(path).exists():
-                raise _Untestable(f"per-example file {path} missing (delete its results CSV and rerun that run)")
+                # the file's name, not its path: reports must not depend on how results_dir was spelled
+                raise _Untestable(f"per-example file {Path(path).name} missing (delete its results file and rerun "
+                                  "that run)")
             from bench.results import read_examples
 
             try:
                 self.open[path] = read_examples(Path(path))
-            except BenchError as exc:  # damaged: a reason for this cell, not the end of the report
-                raise _Untestable(str(exc)) from None
+            except BenchError:  # damaged: a reason for this cell, not the end of the report
+                raise _Untestable(f"per-example file {Path(path).name} unreadable (delete the run's files and rerun "
+                                  "it)") from None
         if key not in self.open[path]:
-            raise _Untestable(f"{path} has no per-example values {key!r} (delete the run's files and rerun it)")
+            raise _Untestable("no per-example values stored for this cell (its run's example_cells leave it out)")
         return np.asarray(self.open[path][key], dtype=float)
 
 

@@ -192,10 +192,14 @@ def test_the_reference_tells_every_pair_of_training_methods_apart():
     to compute another's would drift."""
     specs = [s for s in reference_specs() if s.method in SMOKE_TRAINING_METHODS]
     frame = load_results(ROOT / "results")
-    pairs = method_pairs(frame[frame["run_id"].isin({s.run_id for s in specs})])
-    n = len(SMOKE_TRAINING_METHODS)
+    frame = frame[frame["run_id"].isin({s.run_id for s in specs})]
+    pairs = method_pairs(frame)
+    n = len(SMOKE_TRAINING_METHODS) - 1  # bebr serves binary codes only: it is told apart at binary, below
     assert len(pairs) == n * (n - 1) // 2
     assert pairs["differs"].all(), pairs[~pairs["differs"]].to_string()
+    binary = method_pairs(frame, precision="binary")
+    with_bebr = binary[(binary["method_a"] == "bebr") | (binary["method_b"] == "bebr")]
+    assert len(with_bebr) == n and with_bebr["differs"].all(), with_bebr.to_string()
 
 
 def _kl_times(factor):
@@ -208,14 +212,16 @@ def _layer_weight_times(factor):
     return "layer_weight", lambda layer, weighting: factor * original(layer, weighting)
 
 
-@pytest.mark.parametrize("method, module, change", [("starbucks-srl", methods.starbucks_srl, _kl_times),
-                                                    ("2dmse", methods.twodmse, _layer_weight_times)])
-def test_a_change_inside_an_objective_is_drift_of_that_method(method, module, change, data_dir, monkeypatch, capsys):
-    """starbucks-srl's KL term x1.2, or 2dmse's prior-layer weights x1.2, inside the objective: no spec field
+@pytest.mark.parametrize("method, module, change, factor", [
+    ("starbucks-srl", methods.starbucks_srl, _kl_times, 3.0),
+    ("2dmse", methods.twodmse, _layer_weight_times, 1.2)])
+def test_a_change_inside_an_objective_is_drift_of_that_method(method, module, change, factor, data_dir, monkeypatch,
+                                                              capsys):
+    """starbucks-srl's KL term x3, or 2dmse's prior-layer weights x1.2, inside the objective: no spec field
     changes and a monkeypatch leaves the code fingerprint as it is, so only the numbers can tell. Against the
     committed reference, `bench reproduce` must exit 1 naming that method, with drift in its fp32 quality rows
     (not only its loss curve), while `full`, trained beside it, stays within tolerance."""
-    monkeypatch.setattr(module, *change(1.2))
+    monkeypatch.setattr(module, *change(factor))
     code = main(["reproduce", "--methods", f"full,{method}", "--results-dir", str(ROOT / "results"),
                  "--data-dir", str(data_dir)])
     out = capsys.readouterr().out

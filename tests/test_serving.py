@@ -145,12 +145,13 @@ def test_prompts_resolve_into_the_spec_and_change_the_run_id(bert_dir, tmp_path)
         resolve_eval(EvalSpec(prompts=(("document", "@passage"),)), folder)
 
 
-def test_committed_reference_runs_keep_their_run_ids():
-    """Resolving MiniLM's and the tiny BERT's evaluation (pooling mean, no prompts, head on every layer) gives the
-    run_ids of the reference results committed before prompts and heads existed: `bench reproduce` finds them."""
-    committed = {path.stem.split("__")[2] for path in (Path(__file__).parents[1] / "results").glob("*.csv")}
+def test_reference_runs_resolve_to_mean_pooling_and_are_committed():
+    """Resolving MiniLM's and the tiny BERT's evaluation gives mean pooling (their own: no sentence-transformers
+    config picks another), and every reference run_id has a committed result file: `bench reproduce` finds them."""
+    committed = {path.stem.split("__")[2] for path in (Path(__file__).parents[1] / "results").glob("*.csv.gz")}
     specs = reference_specs()
-    assert {s.eval.pooling for s in specs} == {"mean"} and {s.run_id for s in specs} <= committed
+    assert {s.eval.pooling for s in specs} == {"mean"}
+    assert {s.run_id for s in specs} <= committed, sorted({s.run_id for s in specs} - committed)
 
 
 def test_head_on_the_last_layer_only_is_recorded_and_keeps_pooled_states_below(bert_dir, tmp_path):

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from grid_speed import timed  # the same median-of-repeats timer (benchmarks/ is the script's path)
 from transformers.utils import logging as hf_logging
 
 from bench.backbone import Encoder, pool
@@ -37,13 +36,6 @@ from methods import Checkpoint
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mteb_local_tasks.py"
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def plain_encode(encoder: Encoder, texts: list[str], spec: EvalSpec) -> np.ndarray:

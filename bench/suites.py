@@ -144,7 +144,8 @@ def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
     """Command-line overrides: None leaves the suite's value; eval fields go into the EvalSpec, `steps` into the
     training budget (which the runs record, so a shorter run never passes for the suite's). A backbone given
     replaces the suite's backbone(s), and unless dims are given too, the dims follow it: the default rule on the
-    width it serves (bench.spec.default_dims), not the suite's dims for its own backbone. `steps` is the
+    width it serves (bench.spec.default_dims), not the suite's dims for its own backbone, and per-example values are
+    stored for every cell (the suite's example_cells name its own backbone's diagonal). `steps` is the
     fine-tuning budget only: starbucks' SMAE pre-training steps are its `pretrain_steps` parameter, left as the
     suite sets them."""
     eval_fields = {k: v for k, v in changes.items() if k in EvalSpec.__dataclass_fields__ and v is not None}
@@ -153,5 +154,6 @@ def with_overrides(suite: Suite, steps: int | None = None, **changes) -> Suite:
         top["backbones"] = ()
         if changes.get("dims") is None:
             eval_fields["dims"] = None
+        eval_fields["example_cells"] = None  # the suite's cells are its own backbone's: every cell's values instead
     budget = suite.budget if steps is None else replace(suite.budget, steps=steps)
     return replace(suite, eval=replace(suite.eval, **eval_fields), budget=budget, **top)

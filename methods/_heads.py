@@ -50,7 +50,6 @@ from bench.train import (
 )
 from methods import Checkpoint, RunContext
 from methods._jobs import training_key
-from methods.mrl import check_dims  # noqa: F401 - the heads' Params check their dims as mrl's do
 
 FIT_SENTENCES = 4096  # the fit set's default size: ample for a 384- or 768-dim PCA, one short encode
 FIT_ENCODE_BATCH = 64  # texts per encoding batch of the fit set (a constant: the head's key does not hold it)
@@ -67,6 +66,14 @@ def check_count(method: str, name: str, value) -> None:
 def check_optional_count(method: str, name: str, value) -> None:
     if value is not None:
         check_count(method, name, value)
+
+
+def check_dims(method: str, dims) -> None:
+    # mrl's check, written again: imported from methods/mrl.py, every head's fingerprint would include
+    # starbucks_srl.py (mrl reads its target rule), and an edit there would refit the heads
+    if dims is not None and (not dims or any(not isinstance(d, int) or d <= 0 for d in dims)
+                             or len(set(dims)) != len(dims)):
+        raise BenchError(f"{method} dims must be distinct positive integers, e.g. (64, 128, 384); got {dims!r}")
 
 
 def resolve_dims(method: str, dims, width: int, default: tuple[int, ...]) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from bench.backbone import Encoder, pool
+from bench.backbone import Encoder, pool, resolve_eval
 from bench.data import resolve_data_dir
 from bench.data.sts import load_stsb
 from bench.evaluate import evaluate_grid, grid
@@ -25,7 +25,7 @@ from bench.spec import EvalSpec
 from bench.tasks import TASKS
 from methods import Checkpoint
 
-SPEC = EvalSpec(precisions=("fp32",))
+SPEC = resolve_eval(EvalSpec(precisions=("fp32",)), "minilm")  # MiniLM's own pooling (mean)
 
 
 def plain_encode(encoder: Encoder, texts: list[str]) -> np.ndarray:

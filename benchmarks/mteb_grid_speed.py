@@ -25,7 +25,7 @@ import torch
 from grid_speed import timed  # the same median-of-repeats timer (benchmarks/ is the script's path)
 from transformers.utils import logging as hf_logging
 
-from bench.backbone import Encoder, pool
+from bench.backbone import Encoder, pool, resolve_eval
 from bench.evaluate import evaluate_grid, grid
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
@@ -74,7 +74,8 @@ def main() -> None:
     os.environ.setdefault("BENCH_QUIET", "1")
     hf_logging.disable_progress_bar()  # the naive way loads a model per cell
     torch.manual_seed(0)
-    spec = EvalSpec(precisions=("fp32",), dims=tuple(int(d) for d in args.dims.split(",")) if args.dims else None)
+    spec = resolve_eval(EvalSpec(precisions=("fp32",), dims=tuple(int(d) for d in args.dims.split(",")) if args.dims
+                                 else None), args.backbone)  # the model's own pooling and prompts
     task = TASKS.get(args.task)
     data = task.load(None, spec)  # mteb loads the data and the discovery run records its texts (not timed)
     texts = task.texts(data, spec)

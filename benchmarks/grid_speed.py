@@ -28,16 +28,16 @@ from methods import Checkpoint
 SPEC = resolve_eval(EvalSpec(precisions=("fp32",)), "minilm")  # MiniLM's own pooling (mean)
 
 
-def plain_encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
+def plain_encode(encoder: Encoder, texts: list[str], spec: EvalSpec = SPEC) -> np.ndarray:
     """What a user would do without elastic evaluation: last layer only, same batching and pooling."""
     order = np.argsort([-len(t) for t in texts], kind="stable")
     out = np.empty((len(texts), encoder.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), SPEC.batch_size):
-            idx = order[start:start + SPEC.batch_size]
+        for start in range(0, len(texts), spec.batch_size):
+            idx = order[start:start + spec.batch_size]
             batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                      max_length=SPEC.max_seq_len, return_tensors="pt")
-            out[idx] = pool(encoder.model(**batch).last_hidden_state, batch["attention_mask"], "mean").numpy()
+                                      max_length=spec.max_seq_len, return_tensors="pt")
+            out[idx] = pool(encoder.model(**batch).last_hidden_state, batch["attention_mask"], spec.pooling).numpy()
     return out
 
 

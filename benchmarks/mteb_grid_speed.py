@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from grid_speed import timed  # the same median-of-repeats timer (benchmarks/ is the script's path)
+from grid_speed import plain_encode, timed  # the same plain encode and timer (benchmarks/ is the script's path)
 from transformers.utils import logging as hf_logging
 
-from bench.backbone import Encoder, pool, resolve_eval
+from bench.backbone import Encoder, resolve_eval
 from bench.evaluate import evaluate_grid, grid
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
@@ -36,19 +36,6 @@ from methods import Checkpoint
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mteb_local_tasks.py"
 
 
-
-
-def plain_encode(encoder: Encoder, texts: list[str], spec: EvalSpec) -> np.ndarray:
-    """What one plain mteb run encodes: the last layer only, same batching and pooling."""
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    out = np.empty((len(texts), encoder.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), spec.batch_size):
-            idx = order[start:start + spec.batch_size]
-            batch = encoder.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                      max_length=spec.max_seq_len, return_tensors="pt")
-            out[idx] = pool(encoder.model(**batch).last_hidden_state, batch["attention_mask"], spec.pooling).numpy()
-    return out
 
 
 class TruncatedModel(TextEncoder):

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from bench import BenchError
 
+# The committed results (the default suite and the reference of `bench reproduce`) and where a user's own runs go:
+# `bench run` never writes into the committed folder unless told to with --results-dir.
+COMMITTED_RESULTS = Path("results")
+USER_RESULTS = Path("runs")
+
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
     if text is None:
@@ -48,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
     _selection(run)
-    _dirs(run)
+    _dirs(run, default=USER_RESULTS)
+    run.add_argument("--compare-with", default=str(COMMITTED_RESULTS),
+                     help="a results folder to compare this run's cells with at the end, run by run (same run_id), "
+                          "within `bench reproduce`'s tolerances; none: no comparison (default: results/, the "
+                          "committed results)")
+    run.add_argument("--report", type=Path, metavar="DIR",
+                     help="at the end, build the report of --results-dir into DIR (as `bench report` would)")
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (runs, jobs, finished or not); run nothing")
@@ -65,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--slurm-partition", help="slurm: the partition to submit to")
     status = sub.add_parser("status", help="finished, running, failed and missing runs of a selection (as bench run)")
     _selection(status)
-    status.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
+    status.add_argument("--results-dir", type=Path, default=USER_RESULTS, help=f"default: {USER_RESULTS}/")
     report = sub.add_parser("report", help="tables, heatmaps and the HTML leaderboard from results/")
-    report.add_argument("--results-dir", type=Path, default=Path("results"))
-    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--results-dir", type=Path, default=COMMITTED_RESULTS,
+                        help=f"default: {COMMITTED_RESULTS}/ (the committed results; your runs: {USER_RESULTS}/)")
+    report.add_argument("--out", type=Path, default=Path("reports"), help="default: reports/")
     sub.add_parser("ls", help="list methods, tasks and suites")
     data = sub.add_parser("data", help="data management")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -76,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("names", nargs="*", help="datasets (default: every evaluation set)")
     fetch.add_argument("--data-dir", type=Path)
     repro = sub.add_parser("reproduce", help="rerun the reference suite and compare with the reference in results/")
-    _dirs(repro)
+    _dirs(repro, default=COMMITTED_RESULTS)
     repro.add_argument("--device", default="cpu", help="default: cpu (the tolerances are for CPU runs)")
     repro.add_argument("--write-reference", action="store_true",
                        help="run the reference runs that have no reference yet into --results-dir instead of comparing")
@@ -135,8 +147,8 @@ def _minutes(text: str) -> int:
     return max(1, -(-seconds // 60))
 
 
-def _dirs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
+def _dirs(p: argparse.ArgumentParser, default: Path) -> None:
+    p.add_argument("--results-dir", type=Path, default=default, help=f"default: {default}/")
     p.add_argument("--data-dir", type=Path, help="default: $BENCH_DATA_DIR, else ./data")
 
 
@@ -172,8 +184,27 @@ def cmd_run(args) -> int:
     if args.launcher == "in-process":
         written = run_all(specs, ctx)
         print(f"{len(written)} new result file(s), {len(specs) - len(written)} already finished, in {args.results_dir}")
-        return 0
-    return _launch(specs, ctx, args)
+        code = 0
+    else:
+        code = _launch(specs, ctx, args)
+        if args.launcher == "slurm":  # submitted, not run: nothing to compare or report yet
+            return code
+    _compare_and_report(specs, args)
+    return code
+
+
+def _compare_and_report(specs: list, args) -> None:
+    """The end of a run: how its cells compare with the committed results, and its report if asked for."""
+    from bench.reproduce import compare_with_committed, format_comparison
+
+    committed = Path(args.compare_with)
+    if args.compare_with != "none" and committed.is_dir() and committed.resolve() != args.results_dir.resolve():
+        print(format_comparison(compare_with_committed(args.results_dir, committed, specs), committed, specs))
+    if args.report is not None:
+        from bench.report import build_report
+
+        build_report(args.results_dir, args.report)
+        print(f"report: {args.report / 'index.html'} (tables and figures under {args.report})")
 
 
 def _print_plan(specs: list, args) -> int:

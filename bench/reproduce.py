@@ -374,3 +374,40 @@ def format_written(written: Written) -> str:
                          f"{written.changes['run_id'].nunique()} replaced run(s) (status: against the old rows' "
                          "tolerance)")
     return "\n".join(lines)
+
+
+# ---- a user's run against the committed results ----
+
+def compare_with_committed(results_dir: Path, committed_dir: Path, specs: list[RunSpec]) -> pd.DataFrame | None:
+    """The quality rows of these specs' runs in results_dir beside the committed runs with the same run_id (any
+    code), with `bench reproduce`'s tolerances; None when the committed folder holds none of them."""
+    ids = {s.run_id for s in specs}
+    committed = load_results(committed_dir)
+    committed = committed[committed["run_id"].isin(ids)]
+    if committed.empty:
+        return None
+    now = load_results(results_dir)
+    now = now[now["run_id"].isin(set(committed["run_id"]))]
+    table = compare(committed, now)
+    return table[[is_quality(m, p, s) for m, p, s in zip(table["metric"], table["precision"], table["split"])]]
+
+
+def format_comparison(table: pd.DataFrame | None, committed_dir: Path, specs: list[RunSpec]) -> str:
+    """What `bench run` ends with: cells compared, how many within tolerance, the largest difference and where."""
+    if table is None:
+        return f"compared with {committed_dir}: none of these {len(specs)} run(s) is committed there"
+    both = table[table["status"].isin(["ok", "DRIFT"])]
+    cells = both.groupby(["run_id", "layer", "dim", "precision"]).ngroups
+    ok_cells = cells - both[both["status"] == "DRIFT"].groupby(["run_id", "layer", "dim", "precision"]).ngroups
+    lines = [f"compared with {committed_dir}: {cells} cell(s) of {both['run_id'].nunique()} run(s); {ok_cells} "
+             f"within `bench reproduce`'s tolerances ({(both['status'] == 'ok').sum()} of {len(both)} quality rows)"]
+    if not both.empty:
+        delta = (both["now"] - both["reference"]).abs()
+        worst = both.loc[delta.idxmax()] if delta.notna().any() else both.iloc[0]
+        lines.append(f"largest |yours - committed| = {delta.max():.4g}: {worst['method']} on {worst['task']}, layer "
+                     f"{worst['layer']}, dim {worst['dim']}, {worst['precision']} {worst['metric']} "
+                     f"({worst['now']:.4f} vs {worst['reference']:.4f}, tolerance {worst['tolerance']})")
+    missing = len({s.run_id for s in specs} - set(both["run_id"]))
+    if missing:
+        lines.append(f"{missing} run(s) have no committed counterpart in {committed_dir}")
+    return "\n".join(lines)

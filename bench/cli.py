@@ -169,6 +169,7 @@ def _specs(args) -> list:
 
 
 def cmd_run(args) -> int:
+    from bench import phases
     from bench.backbone import cache_root
     from bench.data import resolve_data_dir
     from bench.runner import run_all
@@ -182,8 +183,10 @@ def cmd_run(args) -> int:
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
                      trust_remote_code=args.trust_remote_code)
     if args.launcher == "in-process":
+        phases.add("start-up", phases.process_seconds())  # imports, specs: everything before the first run
         written = run_all(specs, ctx)
         print(f"{len(written)} new result file(s), {len(specs) - len(written)} already finished, in {args.results_dir}")
+        print(phases.format_profile(phases.totals(), phases.process_seconds()))
         code = 0
     else:
         code = _launch(specs, ctx, args)

@@ -24,6 +24,7 @@ from bench import BenchError
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
+from bench.phases import timed
 from bench.spec import PRECISIONS, EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.transforms import bytes_per_vector
@@ -64,6 +65,7 @@ def texts_key(model_id: str, serving: str, max_length: int, texts: list[str], st
     return h.hexdigest()[:16]
 
 
+@timed("encode")
 def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
                   batch_size: int, cache_dir: Path | None, storage: Storage | None = None,
                   world: tuple[int, int] = (0, 1), *, role: str | None = None) -> tuple[np.ndarray, dict | None]:
@@ -171,6 +173,7 @@ class HeadedLayers:
         return None if make is None else make(layer, self.vectors[layer - 1], dim)
 
 
+@timed("score")
 def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None, world: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and

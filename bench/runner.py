@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import BenchError, runstate
+from bench import BenchError, phases, runstate
 from bench.backbone import Encoder, backbone_shape, pick_device, resolve_eval
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
@@ -102,21 +102,21 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
 
 
 def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
-    t0 = time.perf_counter()
+    t0, loaded = time.perf_counter(), phases.totals().get("load", 0.0)
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)
-    ensure_data(spec.task, ctx.data_dir)  # missing files: fetched when the hub answers, else one error line
-    data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
+    with phases.phase("load"):
+        ensure_data(spec.task, ctx.data_dir)  # missing files: fetched when the hub answers, else one error line
+        data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
     device = str(pick_device(ctx.device))
     shared = run_fields(spec, code, task.meta, device)
     rows, timings, layer_times, examples = [], {}, {}, dict(task.gold(data))
-    checkpoints = method.checkpoints(spec, ctx)
+    with phases.phase("load"):  # a checkpoint to train is charged to "train" (bench.train.train is timed)
+        checkpoints = method.checkpoints(spec, ctx)
     rank, size = world()  # under torchrun every process trains and encodes its shard; rank 0 scores and writes
     full_depth = backbone_shape(spec.backbone, ctx.trust_remote_code)[0]  # a `separate` checkpoint holds fewer blocks
-    for ck in checkpoints:
-        encoder = Encoder.load(ck.model, spec.eval.pooling, process_device(ctx.device, size),
-                               trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
-                               head_layers=spec.eval.head_layers)
+    encoders = _encoders_of(checkpoints, spec, ctx, process_device(ctx.device, size))
+    for ck, encoder in zip(checkpoints, encoders):
         cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
                                            backbone_layers=full_depth, world=(rank, size))
         if rank != 0:
@@ -136,8 +136,28 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
         return None
     rows += [make_row(shared, split=task.meta.split, **cell) for _, cell in sorted(layer_times.items())]
     rows += [make_row(shared, metric=m, score=s, split=task.meta.split) for m, s in timings.items()]
+    rows.append(make_row(shared, metric="load_seconds", score=phases.totals().get("load", 0.0) - loaded))
     rows.append(make_row(shared, metric="run_seconds", score=time.perf_counter() - t0))
-    return write_run(ctx.results_dir, spec, code, rows, examples)
+    with phases.phase("write"):
+        return write_run(ctx.results_dir, spec, code, rows, examples)
+
+
+# The encoders of the previous run, kept for the next: a method's runs on its tasks follow each other and serve
+# the same checkpoints, so each model is loaded once per process, not once per task. Only one run's encoders are
+# kept (a `separate` run has six), so memory stays that of one run.
+_previous_encoders: dict[tuple, Encoder] = {}
+
+
+def _encoders_of(checkpoints: list, spec: RunSpec, ctx: RunContext, device: str | None) -> list[Encoder]:
+    keys = [(ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts, spec.eval.head_layers)
+            for ck in checkpoints]
+    with phases.phase("load"):
+        encoders = [_previous_encoders.get(key) or Encoder.load(key[0], key[1], device, trust_remote_code=key[3],
+                                                                prompts=key[4], head_layers=key[5])
+                    for key in keys]
+    _previous_encoders.clear()
+    _previous_encoders.update(zip(keys, encoders))
+    return encoders
 
 
 def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:

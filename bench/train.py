@@ -52,6 +52,7 @@ from transformers import get_scheduler
 
 from bench import BenchError
 from bench.backbone import autocast, pick_device
+from bench.phases import timed
 from bench.spec import Budget
 
 Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
@@ -331,6 +332,7 @@ def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
                          f"{budget.batch_size * size}; lower the batch size or use a larger training set")
 
 
+@timed("train")
 def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callable[[list], dict],
           objective: Objective, budget: Budget, seed: int, out_dir: Path, device: str | None = None,
           desc: str = "train") -> TrainResult:

@@ -37,6 +37,7 @@ from bench import BenchError
 from bench.backbone import Encoder, backbone_shape
 from bench.evaluate import encode_cached
 from bench.heads import save_head
+from bench.phases import phase
 from bench.spec import Budget, RunSpec
 from bench.train import (
     LOCK_FILE,
@@ -153,9 +154,10 @@ def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]
 
 
 def _fit_and_save(method, params, spec: RunSpec, ctx: RunContext, path: Path, log_path: Path) -> None:
-    vectors = fit_vectors(spec, ctx, params.fit_sentences)
+    vectors = fit_vectors(spec, ctx, params.fit_sentences)  # encodes through encode_cached (phase "encode")
     t0 = time.perf_counter()
-    head, log = method.fit(params, vectors, spec.budget, spec.seed)
+    with phase("train"):
+        head, log = method.fit(params, vectors, spec.budget, spec.seed)
     seconds = time.perf_counter() - t0
     save_head(path, head)
     tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")

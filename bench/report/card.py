@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench import BenchError, stats
 from bench.catalog import METRIC_NAMES, is_native_family, method_order
@@ -349,10 +350,15 @@ def retention_figure(cells: pd.DataFrame, title: str) -> bytes:
         for level in THRESHOLDS:
             ax.axhline(100 * level, color="grey", linewidth=0.6, linestyle="--")
         ax.set_xscale("log", base=2)
+        # plain numbers: the style turns mathtext off, so log-scale's default "$2^{k}$" labels would print raw
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(tables.task_name(task, part))
         ax.set_xlabel("bytes per vector (log)")
     axes[0].set_ylabel("retention (% of full fp32)")
-    axes[-1].legend(title="precision (colour: layer)", fontsize=6, title_fontsize=6)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", title="precision\n(colour: layer)", fontsize=6,
+               title_fontsize=6)
     fig.suptitle(f"{title}: retention vs bytes per vector (layers {layers[0]}-{layers[-1]}: dark to light)")
     return plots.png_bytes(fig)
 

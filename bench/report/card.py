@@ -121,15 +121,14 @@ def add_intervals(cells: pd.DataFrame, values: dict[tuple, tuple | str]) -> pd.D
     """ci_low, ci_high of each cell's retention, or `interval_note` saying why there is none. `values`:
     bench.stats.method_cell_values of the method (per-example values or a reason, per cell)."""
     full_layer, full_dim = cells.attrs["full"]
-    lows, highs, notes = [], [], []
-    full_boot: dict[str, np.ndarray | str] = {}
+    full_boot: dict[str, tuple | str] = {}
+    out = []
     for cell in cells.itertuples():
         if cell.task not in full_boot:
             full_boot[cell.task] = _full_distribution(values, cell.task, full_layer, full_dim)
-        low, high, note = _interval(values.get((cell.task, cell.layer, cell.dim, cell.precision)),
-                                    full_boot[cell.task])
-        lows.append(low), highs.append(high), notes.append(note)
-    return cells.assign(ci_low=lows, ci_high=highs, interval_note=notes)
+        out.append(_interval(values.get((cell.task, cell.layer, cell.dim, cell.precision)), full_boot[cell.task]))
+    low, high, note = zip(*out) if out else ((), (), ())
+    return cells.assign(ci_low=list(low), ci_high=list(high), interval_note=list(note))
 
 
 def _full_distribution(values: dict, task: str, layer: int, dim: int) -> tuple | str:

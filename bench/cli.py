@@ -1,4 +1,4 @@
-"""`bench run | status | report | ls | data | reproduce`: wiring only."""
+"""`bench run | status | report | card | export | ls | data | reproduce`: wiring only."""
 
 from __future__ import annotations
 
@@ -81,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results-dir", type=Path, default=COMMITTED_RESULTS,
                         help=f"default: {COMMITTED_RESULTS}/ (the committed results; your runs: {USER_RESULTS}/)")
     report.add_argument("--out", type=Path, default=Path("reports"), help="default: reports/")
+    card = sub.add_parser("card", help="an elasticity card of a backbone (Markdown, JSON manifest, one figure) from "
+                                       "results/")
+    card.add_argument("--backbone", required=True, help="the backbone, as the results name it (e.g. minilm)")
+    card.add_argument("--method", default="pretrained", help="whose cells (default: pretrained, the model as published)")
+    card.add_argument("--results-dir", type=Path, default=COMMITTED_RESULTS, help=f"default: {COMMITTED_RESULTS}/")
+    card.add_argument("--out", type=Path, default=Path("reports/cards"),
+                      help="writes <out>/<backbone>.md, .json and .png (default: reports/cards)")
+    export = sub.add_parser("export", help="write results in another tool's format")
+    export_sub = export.add_subparsers(dest="export_format", required=True)
+    mteb = export_sub.add_parser("mteb", help="mteb's results layout: each (layer, dim, precision) cell an experiment")
+    mteb.add_argument("--results-dir", type=Path, default=COMMITTED_RESULTS, help=f"default: {COMMITTED_RESULTS}/")
+    mteb.add_argument("--out", type=Path, required=True,
+                      help="the mteb cache folder to write (its results/<org>__<model>/<revision>/...)")
     sub.add_parser("ls", help="list methods, tasks and suites")
     data = sub.add_parser("data", help="data management")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -260,6 +273,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from bench.report.card import write_card
+
+    for path in write_card(args.results_dir, args.backbone, args.out, args.method):
+        print(path)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bench.export_mteb import export_mteb
+
+    paths = export_mteb(args.results_dir, args.out)
+    print(f"wrote {len(paths)} mteb task result(s) under {args.out}")
+    return 0
+
+
 def cmd_ls(args) -> int:
     from bench.models import PUBLIC_MODELS
     from bench.suites import SUITES
@@ -322,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("bench").setLevel(logging.INFO)
     _quiet_libraries()
-    handler = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "ls": cmd_ls, "data": cmd_data,
-               "reproduce": cmd_reproduce}[args.command]
+    handler = {"run": cmd_run, "status": cmd_status, "report": cmd_report, "card": cmd_card, "export": cmd_export,
+               "ls": cmd_ls, "data": cmd_data, "reproduce": cmd_reproduce}[args.command]
     try:
         return handler(args)
     except BenchError as exc:

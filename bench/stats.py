@@ -277,14 +277,14 @@ class _Untestable(Exception):
     """Why a cell has no interval or test (a missing or unreadable per-example file, seeds that disagree)."""
 
 
-def _main_rows(results_dir: Path) -> pd.DataFrame:
+def _main_rows(results_dir: Path, method: str | None = None) -> pd.DataFrame:
     """The main-metric row of every evaluated cell of a task with per-example values (TaskMeta.no_intervals says
     why an mteb task has none), with its run's per-example file and the method label tables print (the method
-    name, plus a config hash where two configs of one method claim the same cell)."""
-    from bench.results import examples_path, read_run_file, result_files
+    name, plus a config hash where two configs of one method claim the same cell). `method`: only its run files."""
+    from bench.results import examples_path, read_run_file, result_files, run_name
 
-    frames = [main_rows(read_run_file(path)).assign(examples=str(examples_path(path)))
-              for path in result_files(results_dir)]
+    paths = [p for p in result_files(results_dir) if method is None or run_name(p).split("__")[0] == method]
+    frames = [main_rows(read_run_file(path)).assign(examples=str(examples_path(path))) for path in paths]
     frames = [f[f["no_intervals"] == ""] for f in frames]  # tasks that store no per-example values (mteb's)
     frames = [f for f in frames if not f.empty]
     if not frames:
@@ -338,6 +338,24 @@ def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> tuple[np.ndarray,
         raise _Untestable("its seeds were scored against different gold pairs; rerun them with the same evaluation "
                           "settings")
     return np.vstack(values), golds[0]
+
+
+def method_cell_values(results_dir: Path, backbone: str, label: str) -> dict[tuple, tuple | str]:
+    """Per (task, layer, dim, precision) of one method label on one backbone: its per-example values (seeds,
+    examples) and STS gold (None for retrieval), as `cell_statistics` reads them, or the reason it has none.
+    Tasks that store no per-example values (mteb's) have no key."""
+    rows = _main_rows(results_dir, label.split("@")[0])
+    if rows.empty:
+        return {}
+    rows = rows[(rows["backbone"] == backbone) & (rows["label"] == label)]
+    files = _ExampleFiles()
+    out: dict[tuple, tuple | str] = {}
+    for key, group in rows.groupby(["task", "layer", "dim", "precision"], sort=True):
+        try:
+            out[key] = _cell_values(group, files)
+        except _Untestable as exc:
+            out[key] = str(exc)
+    return out
 
 
 def _backbone_reference(labels: pd.Series, reference: str | None) -> str | None:

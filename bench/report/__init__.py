@@ -1,4 +1,5 @@
-"""`bench report`: paper-style tables, heatmaps, cost plots and an HTML leaderboard, rebuilt from results alone.
+"""`bench report`: paper-style tables, heatmaps, cost plots, an HTML leaderboard and an elasticity card per backbone,
+rebuilt from results alone.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
 """
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import stats
-from bench.report import html, interactive, plots, tables
+from bench.report import card, html, interactive, plots, tables
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
 
@@ -18,7 +19,8 @@ from bench.results import load_results
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type),
     figures/<backbone>/, index.html and the plotly.min.js its interactive figures load (beside it: the page works
-    offline) under out_dir from what results_dir holds; return the files written.
+    offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has one) under
+    out_dir from what results_dir holds; return the files written.
     Methods are compared on one backbone at a time: a smoke run on a tiny model never shares a table or a colour
     scale with a real one.
 
@@ -54,6 +56,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             path = _write(out_dir / "figures" / slug / f"{stem}.png", png)
             written.append(path)
             figures.append((backbone, title, path.relative_to(out_dir).as_posix()))
+        written += card.write_card(results_dir, backbone, out_dir / "cards", card.default_method(part, backbone),
+                                   frame=frame)
     details = cell_details(cells, sig, frame)
     page = html.render_leaderboard(details, tables.provenance(frame), built, figures)
     written.append(_write(out_dir / "index.html", page.encode()))

@@ -40,7 +40,6 @@ from bench.models import PublicModel, public_model
 from bench.spec import ROLES, EvalSpec, check_pooling, default_dims
 
 DEFAULT_BACKBONE = "minilm"
-FINAL_NORM_NAMES = ("final_layer_norm", "ln_f", "norm")
 
 
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
@@ -187,17 +186,31 @@ def load_model(name: str, num_layers: int | None = None, trust_remote_code: bool
     return model, tokenizer
 
 
+def is_norm(module: torch.nn.Module) -> bool:
+    """A layer norm or RMS norm: torch's, or an architecture's own class (Qwen3RMSNorm, T5LayerNorm, ...)."""
+    return isinstance(module, torch.nn.LayerNorm | torch.nn.RMSNorm) or \
+        type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+
+
 def final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
-    for name in FINAL_NORM_NAMES:
-        module = getattr(getattr(model, "encoder", model), name, None) or getattr(model, name, None)
-        if isinstance(module, torch.nn.LayerNorm | torch.nn.RMSNorm) or type(module).__name__.endswith("RMSNorm"):
-            return module
+    """The norm a pre-LN encoder or decoder applies after its last block (Qwen3's `norm`, GPT-2's `ln_f`,
+    ModernBERT's `final_norm`, T5's `final_layer_norm`), found by what it is and where it sits, whatever its name:
+    a norm registered beside the blocks' list, after it (a norm registered before it normalizes the embeddings,
+    as Bloom's `word_embeddings_layernorm`). None for BERT-style post-LN models (nothing after the blocks)."""
+    blocks = transformer_blocks(model)
+    if blocks is None:
+        return None
+    for parent in model.modules():
+        siblings = list(parent.children())
+        position = next((i for i, child in enumerate(siblings) if child is blocks), None)
+        if position is not None:
+            return next((child for child in siblings[position + 1:] if is_norm(child)), None)
     return None
 
 
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     """The model's list of transformer blocks (BERT's encoder.layer, decoders' layers, GPT-2's h), or None."""
-    for path in ("encoder.layer", "layers", "h", "encoder.layers", "transformer.h", "model.layers"):
+    for path in ("encoder.layer", "layers", "h", "encoder.layers", "encoder.block", "transformer.h", "model.layers"):
         module = model
         for part in path.split("."):
             module = getattr(module, part, None)

@@ -39,6 +39,10 @@ class TaskMeta:
     description: str = ""
     mteb_version: str = ""  # the mteb whose evaluators scored the task ("" for our own tasks)
     no_intervals: str = ""  # why the task stores no per-example values (so no intervals, no paired tests), or ""
+    # Retrieval: a query's own document (the same id) is dropped from its ranking, where the queries are documents of
+    # the corpus too (ArguAna's counter-arguments, Quora's questions): mteb's `ignore_identical_ids`, set where mteb
+    # sets it for the same dataset
+    ignore_identical_ids: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -58,9 +62,11 @@ def _sts(name: str, display: str, source: str, revision: str, description: str) 
     return TaskMeta(name, display, "sts", "spearman", source=source, revision=revision, description=description)
 
 
-def _beir(name: str, display: str, source: str = "", revision: str | None = None, split: str = "test") -> TaskMeta:
+def _beir(name: str, display: str, source: str = "", revision: str | None = None, split: str = "test",
+          ignore_identical_ids: bool = False) -> TaskMeta:
     return TaskMeta(name, display, "retrieval", "ndcg@10", split=split, source=source, revision=revision,
-                    precisions=RETRIEVAL_PRECISIONS, description=f"BEIR {display}")
+                    precisions=RETRIEVAL_PRECISIONS, description=f"BEIR {display}",
+                    ignore_identical_ids=ignore_identical_ids)
 
 
 _STS_YEARS = {12: "a0d554a64d88156834ff5ae9920b964011b16384", 13: "7e90230a92c190f1bf69ae9002b8cea547a64cca",
@@ -76,17 +82,18 @@ _TASKS = [
     # runnable from a local folder, not fetchable under that name.
     _beir("scifact", "SciFact", "mteb/scifact", "d56462d0e63a25450459c4f213e49ffdb866f7f9"),
     _beir("nfcorpus", "NFCorpus", "mteb/nfcorpus", "ec0fa4fe99da2ff19ca1214b7966684033a58814"),
-    _beir("arguana", "ArguAna", "mteb/arguana", "c22ab2a51041ffd869aaddef7af8d8215647e41a"),
-    _beir("fiqa", "FiQA-2018", "mteb/fiqa", "27a168819829fe9bcd655c2df245fb19452e8e06"),
+    _beir("arguana", "ArguAna", "mteb/arguana", "c22ab2a51041ffd869aaddef7af8d8215647e41a", ignore_identical_ids=True),
+    _beir("fiqa", "FiQA-2018", "mteb/fiqa", "27a168819829fe9bcd655c2df245fb19452e8e06", ignore_identical_ids=True),
     _beir("scidocs", "SCIDOCS", "mteb/scidocs", "f8c2fcf00f625baaa80f62ec5bd9e1fff3b8ae88"),
     _beir("trec-covid", "TREC-COVID", "mteb/trec-covid", "bb9466bac8153a0349341eb1b22e06409e78ef4e"),
-    _beir("quora", "Quora", "mteb/quora", "e4e08e0b7dbe3c8700f0daef558ff32256715259"),
+    _beir("quora", "Quora", "mteb/quora", "e4e08e0b7dbe3c8700f0daef558ff32256715259", ignore_identical_ids=True),
     _beir("nq", "NQ", "mteb/nq", "b774495ed302d8c44a3a7ea25c90dbce03968f31"),
     _beir("hotpotqa", "HotpotQA", "mteb/hotpotqa", "ab518f4d6fcca38d87c25209f94beba119d02014"),
     _beir("climate-fever", "Climate-FEVER", "mteb/climate-fever", "47f2ac6acb640fc46020b02a5b59fdda04d39380"),
     _beir("dbpedia-entity", "DBPedia", "mteb/dbpedia", "c0f706b76e590d620bd6618b3ca8efdd34e2d659"),
-    _beir("fever", "FEVER", "mteb/fever", "bea83ef9e8fb933d90a2f1d5515737465d613e12"),
-    _beir("msmarco", "MS MARCO", "mteb/msmarco", "c5a29a104738b98a9e76336939199e264163d4a0", split="dev"),
+    _beir("fever", "FEVER", "mteb/fever", "bea83ef9e8fb933d90a2f1d5515737465d613e12", ignore_identical_ids=True),
+    _beir("msmarco", "MS MARCO", "mteb/msmarco", "c5a29a104738b98a9e76336939199e264163d4a0", split="dev",
+          ignore_identical_ids=True),
     _beir("touche2020", "Touche2020", "mteb/touche2020", "a34f9a33db75fa0cbb21bb5cfc3dae8dc8bec93f"),
     _beir("cqadupstack", "CQADupStack"),
 ]

@@ -4,7 +4,8 @@ Oracles: the base model's own grid (an identity head must change nothing, bit fo
 fit set (the suite's training sentences, encoded here without the cache); the Matryoshka-Adaptor losses written
 out term by term from the paper's formulas (methods/matryoshka_adaptor.py) in plain Python loops; sign binarization
 for bebr with one level and an untrained (identity) binarization block; the symmetric distance of BEBR computed from
-the codes by Hamming distances (scipy) for several levels; and bench.train's data order for the head's loop.
+the codes by Hamming distances (scipy) for several levels; a different head per layer written out by hand on
+the base model's vectors of that layer; and bench.train's data order for the head's loop.
 """
 
 from __future__ import annotations
@@ -87,6 +88,53 @@ def test_identity_head_gives_exactly_the_base_models_grid(tiny, task, data, tmp_
     assert rows == base_rows and len(rows) > 0
     assert examples.keys() == base_examples.keys()
     assert all(np.array_equal(examples[k], base_examples[k]) for k in examples)
+
+
+# ---- distinct heads on distinct layers ------------------------------------------------------------------------------
+
+def base_vectors(encoder, data: STSPairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The base model's vectors of every layer, of the task's distinct sentences (its order), and the pairs' rows."""
+    (texts, max_len), = TASKS.get("stsb").texts(data, SPEC).values()
+    index = {t: i for i, t in enumerate(texts)}
+    return (encoder.encode(texts, max_len), np.array([index[s] for s in data.sentences1]),
+            np.array([index[s] for s in data.sentences2]))
+
+
+def test_each_layer_goes_through_its_own_linear_head(tiny, tmp_path):
+    """A different random linear head per layer: every fp32 cell's pair similarities are the cosines of that
+    layer's vectors through that layer's head, written out here (x_l @ W_l + b_l, cut, normalized). Catches a
+    head applied to the wrong layer, or one layer's head applied to all."""
+    rng = np.random.default_rng(23)
+    weights = {layer: rng.standard_normal((WIDTH, WIDTH)).astype(np.float32) for layer in (1, 2)}
+    biases = {layer: rng.standard_normal(WIDTH).astype(np.float32) for layer in (1, 2)}
+    head = save_head(tmp_path / "distinct.safetensors", LinearHead(weights, biases))
+    data = sts_slice()
+    _, examples = grid(tiny, "stsb", data, str(head))
+    vectors, left, right = base_vectors(tiny, data)
+    for layer in (1, 2):
+        headed = vectors[layer - 1] @ weights[layer] + biases[layer]
+        for dim in SPEC.dims:
+            cut = headed[:, :dim] / np.linalg.norm(headed[:, :dim], axis=1, keepdims=True)
+            expected = np.einsum("nd,nd->n", cut[left], cut[right])
+            np.testing.assert_allclose(examples[f"{layer}/{dim}/fp32/similarity"], expected, atol=1e-5)
+
+
+def test_each_layer_is_coded_by_its_own_bebr_head(tiny, tmp_path):
+    """A different trained two-level bebr binarizer per layer: every binary cell's pair similarities are the SDC
+    cosines of the codes that layer's binarizer makes of that layer's vectors (bench/heads.codes by hand per layer,
+    then the cosine of the reconstructions). Catches codes made with another layer's blocks or vectors."""
+    fit = np.random.default_rng(24).standard_normal((100, WIDTH)).astype(np.float32)
+    head = bebr_head({layer: binarizer(2, fit, trained=True, seed=layer) for layer in (1, 2)})
+    path = save_head(tmp_path / "bebr-distinct.safetensors", head)
+    data = sts_slice()
+    _, examples = grid(tiny, "stsb", data, str(path))
+    vectors, left, right = base_vectors(tiny, data)
+    for layer in (1, 2):
+        for dim in SPEC.dims:
+            codes = head.codes(layer, vectors[layer - 1], dim).reconstruction(normalize=True)
+            expected = np.einsum("nd,nd->n", codes[left], codes[right])
+            np.testing.assert_allclose(examples[f"{layer}/{dim}/binary/similarity"], expected, atol=1e-5)
+    assert not np.allclose(head.codes(1, vectors[1], 16).bits, head.codes(2, vectors[1], 16).bits)  # distinct
 
 
 # ---- pca -------------------------------------------------------------------------------------------------------------

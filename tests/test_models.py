@@ -125,6 +125,19 @@ def test_entry_loading_path_on_a_local_folder_laid_out_like_it(name, registered,
     assert checkpoint.targets == tuple(SubModel(*cell) for cell in entry.cells())
 
 
+def test_an_entrys_extra_step_applies_to_every_layer(registered):
+    """nomic's layer norm before slicing, at a middle layer: layer 1 of the 3-block layout equals the oracle's
+    SentenceTransformer cut to 1 block (its head still applies), then the layer norm, as the model card does."""
+    entry, folder = registered("nomic-embed-text-v1.5")
+    assert entry.extra == ("layer_norm",)
+    ours = Encoder.load(entry.name, device="cpu", trust_remote_code=True).encode(TEXTS, 512, role="query")
+    cut = SentenceTransformer(folder, device="cpu", trust_remote_code=True, config_kwargs={"num_hidden_layers": 1})
+    theirs = torch.tensor(cut.encode(TEXTS, prompt=entry.role_prompts()["query"]))
+    np.testing.assert_allclose(ours[0], torch.nn.functional.layer_norm(theirs, (theirs.shape[1],)).numpy(),
+                               atol=1e-5)
+    assert len(ours) == 3 and not np.allclose(ours[0], theirs.numpy(), atol=1e-2)  # the step is not a no-op here
+
+
 def test_an_entry_whose_model_serves_another_pooling_fails_loudly(registered):
     registered("Starbucks_STS", pooling="cls")  # the folder serves mean
     with pytest.raises(BenchError, match="registry entry 'Starbucks_STS' says cls pooling but .* serves mean"):

@@ -1,5 +1,6 @@
 """mteb tasks over the whole grid (bench/tasks/mteb.py), on the local task classes of examples/mteb_local_tasks.py:
-pair classification, classification and clustering, three types this suite has no family of its own for.
+pair classification, classification and clustering, three types this suite has no family of its own for; and a
+pair classification task of two subsets (made here), scored as the mean over its subsets.
 
 Oracle: `mteb.evaluate` itself, with models that are not ours: sentence-transformers' all-MiniLM-L6-v2 for the
 full-size cell, and for a truncated cell a truly truncated SentenceTransformer (first 3 blocks, truncate_dim=96)
@@ -351,3 +352,61 @@ def test_smoke_run_with_an_mteb_task_and_its_report(tmp_path, data_dir, capsys):
     assert "TwitterParaphrasePairsLocal" in table and "no bootstrap intervals" in table and "mteb 2." in table
     assert "STS-B" in (out / "tables" / slug / "paper_fp32.md").read_text()
     assert "TwitterParaphrasePairsLocal" in (out / "index.html").read_text()
+
+
+# ---- a task with several subsets (languages, domains): the mean over subsets, as mteb's TaskResult.get_score ----
+
+def two_subset_pairs():
+    """TwitterParaphrasePairs as a task of two subsets, "first" and "second": the first and the next 50 paraphrase
+    and 50 other pairs of the same file. Made here, not in the examples file: the README lists that file's tasks."""
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.pair_classification import AbsTaskPairClassification
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    from bench.data import resolve_data_dir
+
+    class TwoSubsetPairs(AbsTaskPairClassification):
+        metadata = TaskMetadata(
+            name="TwoSubsetPairsLocal", description="Twitter URL Corpus train pairs in two subsets",
+            dataset={"path": "local/twitter_url_corpus", "revision": "local-slice-1"}, type="PairClassification",
+            category="t2t", modalities=["text"], eval_splits=["test"],
+            eval_langs={"first": ["eng-Latn"], "second": ["eng-Latn"]}, main_score="max_ap")
+
+        def load_data(self, **kwargs) -> None:
+            import gzip
+
+            with gzip.open(resolve_data_dir() / "twitter_url_corpus" / "pairs.tsv.gz", "rt", encoding="utf-8") as fh:
+                rows = [line.split("\t") for line in fh.read().splitlines()[1:] if line]
+            by_label = {label: [r for r in rows if r[2] == label] for label in "10"}
+            self.dataset = {}
+            for subset, part in (("first", slice(0, 50)), ("second", slice(50, 100))):
+                pairs = by_label["1"][part] + by_label["0"][part]
+                self.dataset[subset] = DatasetDict({"test": Dataset.from_dict({
+                    "sentence1": [p[0] for p in pairs], "sentence2": [p[1] for p in pairs],
+                    "labels": [int(p[2]) for p in pairs]})})
+            self.data_loaded = True
+
+    return TwoSubsetPairs()
+
+
+def test_a_task_with_several_subsets_scores_the_mean_over_them(minilm, tmp_path):
+    """(6, 384) against mteb.evaluate(SentenceTransformer(all-MiniLM-L6-v2)) on the same two-subset task: the main
+    score equals mteb's TaskResult.get_score() (its mean over subsets), every other number the mean of mteb's
+    per-subset numbers; n_examples counts both subsets. Catches one subset scored, or subsets pooled."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    task = MtebTask("mteb:TwoSubsetPairs", two_subset_pairs(), None)
+    spec = EvalSpec(precisions=("fp32",))
+    rows, _ = evaluate_grid(minilm, Checkpoint("minilm", "minilm", targets=(FULL,), only_targets=True), task,
+                            task.load(None, spec), spec, cache_dir=tmp_path)
+    ours = {r["metric"]: r["score"] for r in rows if r.get("dim") == FULL.dim and r["metric"] != "relative_encode_cost"}
+    result = mteb.evaluate(SentenceTransformer(resolve_backbone("minilm"), device="cpu"), [two_subset_pairs()],
+                           cache=None, show_progress_bar=False).task_results[0]
+    per_subset = {s["hf_subset"]: s for s in result.scores["test"]}
+    assert set(per_subset) == {"first", "second"}
+    assert abs(per_subset["first"]["max_ap"] - per_subset["second"]["max_ap"]) > 1e-3  # the mean is not either one
+    assert ours["max_ap"] == pytest.approx(result.get_score(), abs=TOLERANCE)
+    for metric in ("cosine_ap", "cosine_f1", "dot_accuracy", "max_f1"):
+        assert ours[metric] == pytest.approx(np.mean([s[metric] for s in per_subset.values()]), abs=TOLERANCE)
+    assert {r["n_examples"] for r in rows if r["metric"] == "max_ap"} == {200}

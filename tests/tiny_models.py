@@ -54,6 +54,19 @@ def tiny_decoder(kind: str = "qwen3", layers: int = 3, seed: int = 0) -> torch.n
     return model_class(config_class(**common, **extra)).eval()
 
 
+def tiny_modernbert(layers: int = 3, seed: int = 0) -> torch.nn.Module:
+    """A random ModernBERT (a pre-LN encoder: its last block's output goes through `final_norm`), with MiniLM's
+    tokenizer's special token ids."""
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(seed)
+    tok = tokenizer()
+    return ModernBertModel(ModernBertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=128,
+        global_attn_every_n_layers=2, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
+        cls_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, sep_token_id=tok.sep_token_id)).eval()
+
+
 def st_folder(folder: Path, hf_dir: str, pooling: str = "mean", include_prompt: bool = True, head=(),
               prompts: dict | None = None, default_prompt_name: str | None = None, max_seq_length: int = 64,
               seed: int = 1) -> str:

@@ -14,7 +14,7 @@ from bench.data import malformed, refetch_hint, require, split_tsv_line, text_li
 class RetrievalSet:
     corpus_ids: list[str]
     corpus_texts: list[str]  # title and text joined with a space, as BEIR/MTEB do
-    query_ids: list[str]  # only the queries that have judgements in the split
+    query_ids: list[str]  # the queries judged in the split (also those judged only non-relevant)
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]  # query id -> {doc id: relevance}
 
@@ -62,9 +62,9 @@ def load_beir(data_dir: Path, name: str, split: str = "test", max_queries: int |
     folder = Path(data_dir) / name
     qrels_path, queries_path = folder / "qrels" / f"{split}.tsv", folder / "queries.jsonl"
     qrels = load_qrels(require(qrels_path, name))
-    qrels = {q: docs for q, docs in qrels.items() if any(r > 0 for r in docs.values())}
-    if not qrels:
-        raise BenchError(f"data file {qrels_path} holds no judged query (relevance > 0); "
+    # every judged query is scored, also one judged only non-relevant (it scores 0), as BEIR and mteb do
+    if not any(r > 0 for docs in qrels.values() for r in docs.values()):
+        raise BenchError(f"data file {qrels_path} holds no relevant judgement (relevance > 0); "
                          f"{refetch_hint(qrels_path)}")
     queries = {str(q["_id"]): q.get("text") or "" for q in _read_jsonl(require(queries_path, name))}
     query_ids = [q for q in queries if q in qrels][:max_queries]

@@ -13,6 +13,9 @@ Every precision is searched the way it would be served, always with float32 quer
   inner product of the codes' reconstructions, cosine when `normalize`), which is run here as an exact float
   inner-product search over the reconstructions: the same ranking as a bitwise SDC kernel, but not its speed, so
   such cells get no `search_ms_per_query` row; their `index_bytes` is the binary index of the codes.
+Metrics follow trec_eval (what pytrec_eval, BEIR and mteb compute): a grade <= 0 is non-relevant (no gain, no
+loss), every judged query counts (one judged only non-relevant scores 0), and a task with `ignore_identical_ids`
+drops each query's own document (the same id) from its ranking before the cutoffs, as mteb does for that dataset.
 Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
 Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory; binary+rescore reads its
 rescoring vectors per query from storage and they are not counted) and `search_ms_per_query` (median of REPEATS
@@ -47,8 +50,9 @@ HNSW_EF_SEARCH = 128
 
 
 def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    """trec_eval's ndcg_cut: gain = relevance, discount log2(rank + 1), ideal from all judged documents."""
-    dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    """trec_eval's ndcg_cut: gain = relevance, discount log2(rank + 1), ideal from all judged documents; a grade
+    <= 0 gains nothing (trec_eval, so pytrec_eval and mteb, counts negative grades as non-relevant, not as a loss)."""
+    dcg = sum(max(relevant.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
     ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
     idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
@@ -211,6 +215,12 @@ def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int =
     return ids, 1000 * float(np.median(seconds)) / len(queries)
 
 
+def ranked_ids(corpus_ids: list[str], positions: np.ndarray, drop: str | None = None) -> list[str]:
+    """The first TOP_K document ids of a ranking (corpus positions, -1 padded), without the document `drop`: the
+    query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
+    return [d for d in (corpus_ids[i] for i in positions if i >= 0) if d != drop][:TOP_K]
+
+
 @dataclass(frozen=True)
 class RetrievalTask:
     meta: TaskMeta
@@ -246,8 +256,10 @@ class RetrievalTask:
         corpus_codes = head_codes(arrays["corpus"], layer, dim) if precision.startswith("binary") else None
         codes = None if corpus_codes is None else (corpus_codes, head_codes(arrays["queries"], layer, dim))
         searcher = make_searcher(corpus, calibration, precision, spec, codes)
-        ids, ms_per_query = timed_search(searcher, queries, TOP_K, REPEATS if searcher.timed else 1)
-        rankings = [[data.corpus_ids[i] for i in row if i >= 0] for row in ids]
+        drop_self = self.meta.ignore_identical_ids  # one more searched, so TOP_K remain after the query's own
+        ids, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self, REPEATS if searcher.timed else 1)
+        rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
+                    for row, query in zip(ids, data.query_ids)]
         per_query = per_query_metrics(rankings, aux["qrels"])
         cost = {"index_bytes": searcher.index_bytes()}
         if searcher.timed:

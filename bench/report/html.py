@@ -79,14 +79,15 @@ def js_fixed(x: float, digits: int) -> str:
 def page_number(x, places: int, shown=None) -> float | None:
     """x rounded to `places` decimals for the page's data (NaN: null), with more decimals only where those would
     change what the page prints: `shown(value, fixed)` is how the page prints the number, and the page's
-    JavaScript (js_fixed) must print from the stored value what Python printed from the full one."""
+    JavaScript (js_fixed) must print from the stored value what Python printed from the full one. An exact half
+    that Python rounds to even, toward zero, is stored one ulp nearer zero (JavaScript rounds halves away)."""
     if x is None or math.isnan(x):
         return None
-    for more in range(places, 18):
-        value = round(float(x), more)
-        if shown is None or shown(value, js_fixed) == shown(float(x), _python_fixed):
+    x = float(x)
+    for value in [*(round(x, more) for more in range(places, 18)), math.nextafter(x, 0.0)]:
+        if shown is None or shown(value, js_fixed) == shown(x, _python_fixed):
             return value
-    return float(x)
+    return x
 
 
 def _python_fixed(x: float, digits: int) -> str:

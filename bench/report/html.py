@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Callable
 
 import jinja2
 import pandas as pd
@@ -38,6 +39,8 @@ FIXED_COLUMNS = [("backbone", "backbone"), ("method", "method"), ("layer", "laye
                  ("precision", "precision"), ("bytes", "bytes"), ("cost", "rel. cost"), ("target", "target")]
 FAMILY_NAMES = {"sts": "STS", "retrieval": "Retrieval"}
 TEXT_COLUMNS = ["reference", "test", "seed_test", "reason"]  # the cells' strings beside their task
+Fixed = Callable[[float, int], str]  # prints a number with so many decimals (Python's way, or js_fixed)
+Shown = Callable[[float, Fixed], str]  # how a view prints a number, given the `Fixed` of its language
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def js_fixed(x: float, digits: int) -> str:
     return ("-" if x < 0 else "") + text
 
 
-def page_number(x, places: int, shown=None) -> float | None:
+def page_number(x: float | None, places: int, shown: Shown | None = None) -> float | None:
     """x rounded to `places` decimals for the page's data (NaN: null), with more decimals only where those would
     change what the page prints: `shown(value, fixed)` is how the page prints the number, and the page's
     JavaScript (js_fixed) must print from the stored value what Python printed from the full one. An exact half
@@ -94,7 +97,7 @@ def _python_fixed(x: float, digits: int) -> str:
     return f"{x:.{digits}f}"
 
 
-def _decimals(digits: int):
+def _decimals(digits: int) -> Shown:
     """How a number shown with `digits` decimals is printed."""
     return lambda value, fixed: fixed(value, digits)
 

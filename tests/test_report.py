@@ -17,6 +17,7 @@ import scipy.stats as sps
 from bench import BenchError, stats
 from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.report import build_report, interactive, plots, tables
+from bench.report.cell_details import interval_text, p_text
 from bench.results import load_results, make_row, run_fields, write_run
 from bench.spec import Budget, RunSpec
 
@@ -305,8 +306,9 @@ def test_report_writes_tables_figures_and_html(report_files):
     png = report_files["figures/minilm/heatmap_stsb_fp32.png"]
     assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png
     assert report_files["plotly.min.js"] == interactive.PLOTLY_JS.read_bytes()  # the page's figures, offline
-    page = report_files["index.html"].decode()
-    assert "95% CI [" in page and "p=" in page and "ms per 1k texts" in page  # statistics and timings reached it
+    cells = leaderboard_cells(report_files["index.html"].decode())
+    for field in ("ci_low", "p_value", "q_value", "encode_ms"):  # statistics and timings reached the page
+        assert any(c[field] is not None for c in cells), field
 
 
 def test_report_is_byte_identical_across_processes_and_never_imports_torch(report_results_dir, report_files,
@@ -377,40 +379,53 @@ def test_table_marks_are_benjamini_hochberg_over_the_tables_own_tests(fdr_report
     assert _marked_cells(markdown) == {("starbucks", 1, 16, "scifact")}  # uncorrected, (2, 64) would be marked too
     assert q[("starbucks", (2, 64))] > 0.05 > raw.loc[("starbucks", 2, 64), "p_value"]
     assert tables.md_escape("Benjamini-Hochberg q < 0.05 over the 6 tests of this table") in markdown
-    rows = {(r["method"], r["layer"], r["dim"]): r["cells"][0]
-            for r in _leaderboard_rows((out / "index.html").read_text())}
+    cells = {(c["method"], c["layer"], c["dim"]): c for c in leaderboard_cells((out / "index.html").read_text())}
     for (method, size), expected in q.items():
-        cell = rows[(method, *size)]
-        assert cell["q_value"] == pytest.approx(expected, abs=1e-6)
-        assert cell["detail"].endswith("*") == (expected < 0.05)
-    assert rows[("starbucks", 2, 64)]["detail"].endswith("p=0.026 q=0.079")
-    off_table = rows[("mrl", 1, 64)]
-    assert off_table["q_value"] == pytest.approx(off_table["p_value"]) and off_table["detail"].endswith("*")
-    assert "(Benjamini-Hochberg over the 1 tests of its family)" in off_table["title"]
+        cell = cells[(method, *size)]
+        assert cell["q_value"] == pytest.approx(expected, abs=1e-6) and cell["significant"] == (expected < 0.05)
+    assert p_text(_as_cell(cells[("starbucks", 2, 64)])) == "p=0.026 q=0.079"  # what the page's cell says below it
+    off_table = cells[("mrl", 1, 64)]
+    assert off_table["q_value"] == pytest.approx(off_table["p_value"]) and off_table["significant"]
+    assert off_table["n_tests"] == 1
 
 
-def _leaderboard_rows(page: str) -> list[dict]:
-    """The page's rows, as its script reads them."""
+def leaderboard_cells(page: str) -> list[dict]:
+    """The page's cells as its script decodes them (bench.report.html.page_data): each a task's numbers and
+    strings with its leaderboard row's fields (method, layer, dim, bytes, ...)."""
     import re
 
-    found = re.search(r'<script type="application/json" id="rows-data">(.*?)</script>', page, re.S)
-    return json.loads(found.group(1))
+    data = json.loads(re.search(r'<script type="application/json" id="page-data">(.*?)</script>', page, re.S)[1])
+
+    def decode(table: dict) -> list[dict]:
+        return [{c: data["values"][c][v] if c in data["values"] and v is not None else v
+                 for c, v in zip(table["columns"], values)} for values in table["rows"]]
+    rows = decode(data["rows"])
+    return [{**rows[cell["row"]], **cell} for cell in decode(data["cells"])]
+
+
+def _as_cell(cell: dict):
+    """A decoded page cell as cell_details' formatters read a details row (NaN where the page has null)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{k: np.nan if v is None else v for k, v in cell.items()},
+                           bytes_per_vector=cell["bytes"], rel_cost=cell["cost"], is_target=cell["target"])
 
 
 def test_cells_with_two_seeds_show_the_seed_aware_interval(report_results_dir, report_files):
     raw = stats.cell_statistics(report_results_dir).set_index(["method", "task", "layer", "dim", "precision"])
     assert (raw["seed_test"] == stats.TWO_LEVEL).any()  # full has 2 seeds: its marks come from the seed-aware test
-    rows = {(r["method"], r["layer"], r["dim"], r["precision"]): r
-            for r in _leaderboard_rows(report_files["index.html"].decode())}
+    cells = {(c["method"], c["task"], c["layer"], c["dim"], c["precision"]): c
+             for c in leaderboard_cells(report_files["index.html"].decode())}
     two = raw.loc[("full", "stsb", 2, 64, "fp32")]  # 2 seeds
     one = raw.loc[("separate", "stsb", 2, 64, "fp32")]  # 1 seed
-    full, separate = rows[("full", 2, 64, "fp32")]["cells"][0], rows[("separate", 2, 64, "fp32")]["cells"][0]
-    assert full["detail"].startswith(f"[{two.seed_ci_low:.1f}, {two.seed_ci_high:.1f}]")
+    full, separate = cells[("full", "stsb", 2, 64, "fp32")], cells[("separate", "stsb", 2, 64, "fp32")]
     assert (full["seed_ci_low"], full["ci_low"]) == (pytest.approx(two.seed_ci_low, abs=1e-3),
                                                      pytest.approx(two.ci_low, abs=1e-3))
-    assert "(bootstrap over seeds, then examples; 2 seeds)" in full["title"]
-    assert "(bootstrap over examples, seeds fixed)" in full["title"] and stats.TWO_LEVEL in full["title"]
-    assert separate["detail"].startswith(f"[{one.ci_low:.1f}, {one.ci_high:.1f}]") and separate["seed_ci_low"] is None
+    assert full["n"] == 2 and full["seed_test"] == stats.TWO_LEVEL  # the page words it (tests/test_browser.py)
+    # the interval under the score: the two-level one where there are seeds, else the one over examples
+    assert interval_text(_as_cell(full), 1) == f"[{two.seed_ci_low:.1f}, {two.seed_ci_high:.1f}]"
+    assert interval_text(_as_cell(separate), 1) == f"[{one.ci_low:.1f}, {one.ci_high:.1f}]"
+    assert separate["seed_ci_low"] is None
 
 
 def test_the_caption_says_why_a_table_has_no_marks(tmp_path):

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 
 from bench import stats
-from bench.report import build_report, interactive, tables
-from bench.report.cell_details import ALPHA, cell_details
+import numpy as np
+
+from bench.report import _statistics, build_report, interactive, tables
+from bench.report.cell_details import ALPHA, cell_details, p_shown
+from bench.report.html import js_fixed, page_number
 from bench.results import load_results
 
-from test_report import encode_ms, write_method, write_separate  # synthetic-results writers (tmp dirs only)
+from test_report import encode_ms, leaderboard_cells, write_method, write_separate  # synthetic results (tmp dirs)
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'  # a method name from results
 TASKS = ("stsb", "sickr", "scifact")
@@ -37,10 +40,18 @@ def page(results, tmp_path_factory) -> Path:
     return out / "index.html"
 
 
-def _data(page: Path, block: str):
-    """A JSON data block of the page, as the page's script reads it."""
-    found = re.search(rf'<script type="application/json" id="{block}">(.*?)</script>', page.read_text(), re.S)
+def _data(page: Path) -> dict:
+    """The page's data block, as its script reads it."""
+    found = re.search(r'<script type="application/json" id="page-data">(.*?)</script>', page.read_text(), re.S)
     return json.loads(found.group(1))
+
+
+def _details(results_dir: Path, statistics: bool = False):
+    """What build_report passes the page (with the report's statistics where asked)."""
+    frame = load_results(results_dir)
+    cells = tables.cell_stats(frame)
+    sig = _statistics(results_dir, {b: tables.target_sizes(part) for b, part in tables.by_backbone(cells)})
+    return cell_details(cells, sig if statistics else None, frame)
 
 
 def test_page_works_offline_and_escapes_names_from_results(page):
@@ -55,76 +66,110 @@ def test_page_works_offline_and_escapes_names_from_results(page):
     assert images and all((page.parent / src).is_file() for src in images)  # the static PNGs, by relative path
 
 
-def test_a_column_per_task_with_its_metric_then_family_averages(page):
-    columns = {c["key"]: c for c in _data(page, "columns-data")}
+def test_the_data_holds_every_cell_once_with_the_decimals_the_page_prints(results, page):
+    """Every cell of cell_details is one row of the page's cell table, its numbers within half a unit of the
+    decimals they are stored with and printing as Python prints them, its strings coded once."""
+    details = _details(results, statistics=True)
+    cells = {(c["method"], c["task"], c["layer"], c["dim"], c["precision"]): c for c in leaderboard_cells(
+        page.read_text())}
+    assert len(cells) == len(details) == len(_data(page)["cells"]["rows"])
+    for d in details.itertuples(index=False):
+        cell = cells[(d.method, d.task, d.layer, d.dim, d.precision)]
+        digits = tables.score_digits(details, d.task)
+        for field in ("mean", "std", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high"):
+            expected = getattr(d, field)
+            assert (cell[field] is None) == np.isnan(expected), field
+            if cell[field] is not None:
+                assert abs(cell[field] - expected) <= 0.5 * 10 ** -(digits + 2) + 1e-12, field
+                assert js_fixed(cell[field], digits) == f"{expected:.{digits}f}", field
+        for field in ("p_value", "seed_p_value", "q_value"):
+            if cell[field] is not None:
+                assert p_shown(cell[field], js_fixed) == p_shown(getattr(d, field)), field
+        assert (cell["n"], cell["n_tests"], bool(cell["significant"])) == (d.n, d.n_tests, d.significant)
+        assert (cell["reference"] or "", cell["test"] or "", cell["reason"] or "") == (d.reference, d.test, d.reason)
+        assert (cell["bytes"], cell["target"]) == (d.bytes_per_vector, d.is_target)
+    data = _data(page)  # shared strings: once each in `values`, the tables hold only their indexes and numbers
+    assert all(len(set(values)) == len(values) for values in data["values"].values())
+    assert not [v for table in ("rows", "cells") for row in data[table]["rows"] for v in row if isinstance(v, str)]
+
+
+@pytest.mark.parametrize(("x", "places", "digits", "stored"), [
+    (41.80234, 3, 1, 41.802),  # the usual case: the CSV export's decimals
+    (41.84996, 3, 1, 41.84996),  # 41.850 would print 41.9 in the page where Python prints 41.8
+    (0.125, 4, 2, 0.12499999999999999),  # an exact half: Python rounds it to even (0.12), JavaScript away (0.13)
+    (0.375, 4, 2, 0.375),  # an exact half that both round up
+    (-0.00004, 3, 1, -4e-05),  # -0.0 would print 0.0 in the page, -0.0 in Python
+])
+def test_page_numbers_print_in_the_page_as_python_prints_them(x, places, digits, stored):
+    assert page_number(x, places, lambda value, fixed: fixed(value, digits)) == stored
+    assert page_number(0.0009996, 6, p_shown) == 0.0009996  # 0.001 would print "=0.001", not "<0.001"
+
+
+def test_a_column_per_task_with_its_metric_then_family_averages(results, page):
+    columns = {c["key"]: c for c in _data(page)["columns"]}
     assert list(columns) == ["task:stsb", "task:sickr", "task:scifact", "family:sts"]  # one retrieval task: no avg
-    assert [columns[k]["metric"] for k in ("task:stsb", "task:scifact")] == ["Spearman x100", "nDCG@10"]
+    assert [columns[k]["metric"] for k in ("task:stsb", "task:sickr", "task:scifact")] == [
+        "Spearman x100", "Spearman x100", "nDCG@10"]
     assert columns["family:sts"]["tasks"] == ["stsb", "sickr"]
-    row = next(r for r in _data(page, "rows-data") if (r["method"], r["layer"], r["dim"]) == ("full", 2, 64))
-    stsb, sickr, _, average = row["cells"]
-    assert average["mean"] == pytest.approx((stsb["mean"] + sickr["mean"]) / 2, abs=1e-3)
-    assert (row["bytes"], row["cost"], row["target"]) == (256, pytest.approx(2 / 3, abs=1e-4), True)
+    cells = {c["task"]: c for c in leaderboard_cells(page.read_text())
+             if (c["method"], c["layer"], c["dim"], c["precision"]) == ("full", 2, 64, "fp32")}
+    details = _details(results).set_index(["method", "layer", "dim", "precision", "task"])
+    raw = [details.loc[("full", 2, 64, "fp32", t), "mean"] for t in ("stsb", "sickr")]
+    assert cells["stsb"]["family:sts"] == pytest.approx(sum(raw) / 2, abs=5e-4)  # of the full means, not rounded
+    assert (cells["stsb"]["bytes"], cells["stsb"]["cost"], cells["stsb"]["target"]) == (
+        256, pytest.approx(2 / 3, abs=1e-4), 1)
 
 
 def test_cells_show_the_interval_and_p_value_bench_stats_computes(results, page):
     """The page's numbers are cell_statistics' own, on the per-example files (not recomputed, not invented)."""
     table = stats.cell_statistics(results, alpha=ALPHA).set_index(["method", "task", "layer", "dim", "precision"])
-    rows = {(r["method"], r["layer"], r["dim"]): r for r in _data(page, "rows-data")}
+    cells = {(c["method"], c["task"], c["layer"], c["dim"], c["precision"]): c
+             for c in leaderboard_cells(page.read_text())}
     tested = 0
-    for (method, task, layer, dim, _), expected in table.iterrows():
-        cell = rows[(method, layer, dim)]["cells"][TASKS.index(task)]
+    for key, expected in table.iterrows():
+        cell = cells[key]
         assert (cell["ci_low"], cell["ci_high"]) == (pytest.approx(expected.ci_low, abs=1e-3),
                                                      pytest.approx(expected.ci_high, abs=1e-3))
         if expected.test:
             tested += 1
             assert cell["p_value"] == pytest.approx(expected.p_value, abs=1e-6)
-            assert f"vs {expected.reference} ({expected.test})" in cell["title"]
+            assert (cell["reference"], cell["test"]) == (expected.reference, expected.test)
         else:
-            assert cell["p_value"] is None and "p=" not in cell["detail"] and "p<" not in cell["detail"]
+            assert cell["p_value"] is None and cell["q_value"] is None
     assert tested == 2 * len(TASKS) * 3  # full and the hostile method, against separate at its 3 targets
     assert "p: two-sided paired test against separate on the same examples" in page.read_text()
 
 
 def test_measured_encode_time_is_shown_and_becomes_a_pareto_axis(page):
-    rows = _data(page, "rows-data")
-    full = next(r for r in rows if (r["method"], r["layer"], r["dim"]) == ("full", 3, 8))
-    assert full["cells"][0]["encode_ms"] == encode_ms(3)
-    assert "ms per 1k texts (measured, layers 1-3)" in full["cells"][0]["title"]
-    hostile = next(r for r in rows if r["method"] == HOSTILE)
-    assert hostile["cells"][0]["encode_ms"] is None  # that run measured nothing
-    pareto = _data(page, "figures-data")["pareto"]["minilm"]["stsb"]
-    titles = [pareto["layout"][axis]["title"]["text"] for axis in ("xaxis", "xaxis2", "xaxis3")]
+    cells = leaderboard_cells(page.read_text())
+    full = next(c for c in cells if (c["method"], c["task"], c["layer"], c["dim"]) == ("full", "stsb", 3, 8))
+    assert full["encode_ms"] == encode_ms(3)
+    hostile = next(c for c in cells if c["method"] == HOSTILE)
+    assert hostile["encode_ms"] is None  # that run measured nothing
+    figures = _data(page)["figures"]
+    pareto = figures["pareto"]["minilm"]["stsb"]
+    assert pareto["costs"] == ["bytes", "cost", "encode_ms"]  # the page's fields on the x axes
+    layout = figures["layouts"][pareto["layout"]]
+    titles = [layout[axis]["title"]["text"] for axis in ("xaxis", "xaxis2", "xaxis3")]
     assert titles == [label for _, label in interactive.COST_AXES]
 
 
 def test_without_measured_times_the_pareto_plot_has_bytes_and_relative_cost_only(tmp_path):
     write_method(tmp_path, "full", tasks=("stsb",), precisions=("fp32",))
-    details = interactive.figures(_details(tmp_path))
-    layout = details["pareto"]["minilm"]["stsb"]["layout"]
+    figures = interactive.figures(_details(tmp_path))
+    pareto = figures["pareto"]["minilm"]["stsb"]
+    layout = figures["layouts"][pareto["layout"]]
+    assert pareto["costs"] == ["bytes", "cost"]
     assert "xaxis3" not in layout and layout["xaxis2"]["title"]["text"].startswith("relative encode cost")
 
 
-def _details(results_dir: Path):
-    """What build_report passes the page, without statistics (these results have no per-example files)."""
-    frame = load_results(results_dir)
-    return cell_details(tables.cell_stats(frame), None, frame)
-
-
-def test_heatmap_hover_names_score_interval_bytes_and_cost(page):
-    heatmap = _data(page, "figures-data")["heatmap"]["minilm"]["stsb"]["fp32"]
-    full = heatmap["data"][0]  # methods in the tables' order: full first
-    hover = full["text"][full["y"].index("2")][full["x"].index("64")]
-    for part in ("full: layer 2, dim 64, fp32", "STS-B ", "95% CI [", "256 bytes per vector",
-                 "relative encode cost 0.667", f"{encode_ms(2):.1f} ms per 1k texts", "target cell"):
-        assert part in hover
-    titles = [a["text"] for a in heatmap["layout"]["annotations"]]
-    assert html.escape(HOSTILE, quote=False) in titles  # plotly reads tags in text: the name is escaped for it
-    assert {s["line"]["color"] for s in heatmap["layout"]["shapes"]} == {"red"}  # targets marked
-
-
-def test_pareto_traces_say_which_precision_choice_shows_them(tmp_path):
-    write_method(tmp_path, "full", tasks=("stsb",), precisions=("fp32", "int8"))
-    pareto = interactive.figures(_details(tmp_path))["pareto"]["minilm"]["stsb"]
-    metas = [json.dumps(t["meta"], sort_keys=True) for t in pareto["data"] if t["xaxis"] == "x"]
-    assert metas == ['{"precision": "fp32"}', '{"precision": "int8"}', '{"frontier": "all"}',
-                     '{"frontier": "fp32"}', '{"frontier": "int8"}']
+def test_heatmap_layout_has_a_panel_per_method_titled_safely_and_layouts_are_sent_once(page):
+    figures = _data(page)["figures"]
+    heatmap = figures["layouts"][figures["heatmap"]["minilm"]["stsb"]["fp32"]]
+    titles = [a["text"] for a in heatmap["annotations"]]
+    assert titles == ["full", "separate", html.escape(HOSTILE, quote=False)]  # plotly reads tags: escaped for it
+    assert heatmap["coloraxis"]["colorbar"]["title"]["text"] == "Spearman x100"
+    shown = [json.dumps(layout, sort_keys=True) for layout in figures["layouts"]]
+    n_figures = sum(len(by_task) for by_task in figures["heatmap"]["minilm"].values()) + len(
+        figures["pareto"]["minilm"])
+    assert len(set(shown)) == len(shown) < n_figures  # figures share the layouts they have in common

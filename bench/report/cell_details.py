@@ -2,8 +2,8 @@
 bench.stats.cell_statistics, with the q-values of the report's families: the same marks as the tables), the
 measured encode time of its layer, and the display strings built from them.
 
-One place formats these strings (the leaderboard's cells and the figures' hovers both use it), so the page
-and its figures never disagree about a number.
+The display strings below are the reference for the leaderboard page: its JavaScript (templates/leaderboard.js)
+builds the same strings in the browser from the page's data, and tests/test_browser.py holds it to these.
 """
 
 from __future__ import annotations
@@ -90,8 +90,14 @@ def interval_text(cell, digits: int) -> str:
     return "" if _missing(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _p(value: float) -> str:
-    return "<0.001" if value < 0.001 else f"={value:.3f}"
+def _fixed(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def p_shown(value: float, fixed=_fixed) -> str:
+    """A p- or q-value as the views print it; `fixed` prints a number with so many decimals (the page's JavaScript
+    has its own: bench.report.html.js_fixed)."""
+    return "<0.001" if value < 0.001 else f"={fixed(value, 3)}"
 
 
 def marking_p_value(cell) -> float:
@@ -103,7 +109,7 @@ def p_text(cell) -> str:
     """The marking test's p-value and its q-value, starred where q < ALPHA (as the tables mark it)."""
     if _missing(cell.q_value):
         return ""
-    return f"p{_p(marking_p_value(cell))} q{_p(cell.q_value)}" + ("*" if cell.significant else "")
+    return f"p{p_shown(marking_p_value(cell))} q{p_shown(cell.q_value)}" + ("*" if cell.significant else "")
 
 
 def detail_lines(cell, digits: int) -> list[str]:
@@ -116,11 +122,11 @@ def detail_lines(cell, digits: int) -> list[str]:
         lines.append(f"{CI_LABEL} [{cell.ci_low:.{digits}f}, {cell.ci_high:.{digits}f}] (bootstrap over examples"
                      + (", seeds fixed)" if cell.n > 1 else ")"))
     if not _missing(cell.seed_p_value):
-        lines.append(f"p{_p(cell.seed_p_value)} vs {cell.reference} ({cell.seed_test})")
+        lines.append(f"p{p_shown(cell.seed_p_value)} vs {cell.reference} ({cell.seed_test})")
     if not _missing(cell.p_value):
-        lines.append(f"p{_p(cell.p_value)} vs {cell.reference} ({cell.test})")
+        lines.append(f"p{p_shown(cell.p_value)} vs {cell.reference} ({cell.test})")
     if not _missing(cell.q_value):
-        lines.append(f"q{_p(cell.q_value)} ({BH} over the {int(cell.n_tests)} tests of its family)"
+        lines.append(f"q{p_shown(cell.q_value)} ({BH} over the {int(cell.n_tests)} tests of its family)"
                      + (f": differs at FDR {ALPHA:g}" if cell.significant else ""))
     elif cell.reason:
         lines.append(f"no test: {cell.reason}")

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import Callable
 
 import jinja2
 import pandas as pd
 
 from bench import stats
 from bench.report import interactive
-from bench.report.cell_details import ALPHA, CI_LABEL, detail_lines, heading_lines, interval_text, p_text, score_text
+from bench.report.cell_details import ALPHA, CI_LABEL, p_shown
 from bench.report.tables import (
     METRIC_NAMES,
     STS_AVG,
@@ -36,6 +38,9 @@ ROW_KEY = ["backbone", "method", "layer", "dim", "precision"]  # one leaderboard
 FIXED_COLUMNS = [("backbone", "backbone"), ("method", "method"), ("layer", "layer"), ("dim", "dim"),
                  ("precision", "precision"), ("bytes", "bytes"), ("cost", "rel. cost"), ("target", "target")]
 FAMILY_NAMES = {"sts": "STS", "retrieval": "Retrieval"}
+TEXT_COLUMNS = ["reference", "test", "seed_test", "reason"]  # the cells' strings beside their task
+Fixed = Callable[[float, int], str]  # prints a number with so many decimals (Python's way, or js_fixed)
+Shown = Callable[[float, Fixed], str]  # how a view prints a number, given the `Fixed` of its language
 
 
 @dataclass(frozen=True)
@@ -67,53 +72,101 @@ def _metric_name(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric)
 
 
-def leaderboard_rows(details: pd.DataFrame, columns: list[ScoreColumn]) -> list[dict]:
-    """One JSON-ready row per (backbone, method, layer, dim, precision) with a cell per score column (null where
-    that task was not evaluated). Numbers for sorting and CSV, display strings made here (one formatter for the
-    page and its figures); NaN becomes null."""
-    digits = {t: score_digits(details, t) for t in details["task"].unique()}
-    rows = []
+def js_fixed(x: float, digits: int) -> str:
+    """What the page's JavaScript prints for `x.toFixed(digits)`: the exact binary value rounded half away from
+    zero (Python's format rounds exact halves to even), and -0 printed as 0."""
+    text = str(Decimal(abs(x)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+    return ("-" if x < 0 else "") + text
+
+
+def page_number(x: float | None, places: int, shown: Shown | None = None) -> float | None:
+    """x rounded to `places` decimals for the page's data (NaN: null), with more decimals only where those would
+    change what the page prints: `shown(value, fixed)` is how the page prints the number, and the page's
+    JavaScript (js_fixed) must print from the stored value what Python printed from the full one. An exact half
+    that Python rounds to even, toward zero, is stored one ulp nearer zero (JavaScript rounds halves away)."""
+    if x is None or math.isnan(x):
+        return None
+    x = float(x)
+    for value in [*(round(x, more) for more in range(places, 18)), math.nextafter(x, 0.0)]:
+        if shown is None or shown(value, js_fixed) == shown(x, _python_fixed):
+            return value
+    return x
+
+
+def _python_fixed(x: float, digits: int) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _decimals(digits: int) -> Shown:
+    """How a number shown with `digits` decimals is printed."""
+    return lambda value, fixed: fixed(value, digits)
+
+
+def _coded(values: list) -> dict:
+    return {v: i for i, v in enumerate(values)}
+
+
+def page_data(details: pd.DataFrame, columns: list[ScoreColumn]) -> dict:
+    """Everything the page's script shows, once: a table of leaderboard rows (backbone, method, layer, dim,
+    precision, bytes, cost, target, then the family averages) and a table of cells (a row's score on one task,
+    its intervals and tests), each as columns + rows of plain values. Strings are indexes into `values` (one list
+    per column, in the report's order: methods as the tables order them), numbers carry the decimals the page
+    shows (scores: the task's digits + 2, as the CSV export gives them). The page builds every display string,
+    hover text and figure trace from these (templates/leaderboard.js; the reference strings: cell_details)."""
+    digits = {t: score_digits(details, t) for t in task_order(details)}
+    values = {"backbone": sorted(set(details["backbone"])), "method": method_order(details["method"]),
+              "precision": precision_order(details), "task": task_order(details),
+              **{c: sorted(set(details[c]) - {""}) for c in TEXT_COLUMNS}}
+    codes = {column: _coded(v) for column, v in values.items()}
+    rows, cells = _row_table(details, columns, digits, codes), _cell_table(details, digits, codes)
+    return {"values": values, "rows": rows, "cells": cells,
+            "tasks": {t: {"name": task_name(t, details), "digits": d} for t, d in digits.items()},
+            "columns": [asdict(c) for c in columns],
+            "labels": {"ci": CI_LABEL, "bh": stats.BH, "alpha": f"{ALPHA:g}"}}
+
+
+def _row_table(details: pd.DataFrame, columns: list[ScoreColumn], digits: dict, codes: dict) -> dict:
+    families = [c for c in columns if len(c.tasks) > 1]
+    out = []
     for key, group in details[details["task"] != STS_AVG].groupby(ROW_KEY, sort=False):  # keeps cell_stats order
         backbone, method, layer, dim, precision = key
-        by_task = {c.task: c for c in group.itertuples(index=False)}
         first = group.iloc[0]  # bytes and relative cost belong to the cell, whatever the task
-        rows.append({"backbone": backbone, "method": method, "layer": int(layer), "dim": int(dim),
-                     "precision": precision, "bytes": int(first["bytes_per_vector"]),
-                     "cost": round(float(first["rel_cost"]), 4), "target": bool(group["is_target"].any()),
-                     "cells": [_cell(by_task, c, digits[c.tasks[0]]) for c in columns]})
-    return rows
+        means = dict(zip(group["task"], group["mean"]))
+        out.append([codes["backbone"][backbone], codes["method"][method], int(layer), int(dim),
+                    codes["precision"][precision], int(first["bytes_per_vector"]),
+                    page_number(first["rel_cost"], 4, _decimals(3)), int(group["is_target"].any()),
+                    *[_family_mean(means, c, digits[c.tasks[0]]) for c in families]])
+    return {"columns": ["backbone", "method", "layer", "dim", "precision", "bytes", "cost", "target",
+                        *[c.key for c in families]], "rows": out}
 
 
-def _cell(by_task: dict, column: ScoreColumn, digits: int) -> dict | None:
-    if len(column.tasks) > 1:
-        return _family_cell(by_task, column, digits)
-    cell = by_task.get(column.tasks[0])
-    return None if cell is None else _task_cell(cell, digits)
-
-
-def _number(x, digits: int) -> float | None:
-    return None if x is None or math.isnan(x) else round(float(x), digits)
-
-
-def _task_cell(cell, digits: int) -> dict:
-    return {"mean": _number(cell.mean, digits + 2), "std": _number(cell.std, digits + 2), "seeds": int(cell.n),
-            "ci_low": _number(cell.ci_low, digits + 2), "ci_high": _number(cell.ci_high, digits + 2),
-            "seed_ci_low": _number(cell.seed_ci_low, digits + 2),
-            "seed_ci_high": _number(cell.seed_ci_high, digits + 2),
-            "p_value": _number(cell.p_value, 6), "seed_p_value": _number(cell.seed_p_value, 6),
-            "q_value": _number(cell.q_value, 6), "encode_ms": _number(cell.encode_ms, 3),
-            "text": score_text(cell, digits),
-            "detail": " ".join(filter(None, [interval_text(cell, digits), p_text(cell)])),
-            "title": "\n".join(heading_lines(cell, digits) + detail_lines(cell, digits))}
-
-
-def _family_cell(by_task: dict, column: ScoreColumn, digits: int) -> dict | None:
+def _family_mean(means: dict, column: ScoreColumn, digits: int) -> float | None:
     """The mean over the family's tasks, only where the row has every one of them."""
-    if not all(t in by_task for t in column.tasks):
+    if not all(t in means for t in column.tasks):
         return None
-    mean = sum(by_task[t].mean for t in column.tasks) / len(column.tasks)
-    return {"mean": _number(mean, digits + 2), "text": f"{mean:.{digits}f}", "detail": "",
-            "title": f"{column.name}: {column.metric}"}
+    return _score(sum(means[t] for t in column.tasks) / len(column.tasks), digits)
+
+
+def _score(x, digits: int) -> float | None:
+    """A score (or its interval's end) as the CSV export gives it: 2 decimals more than the page prints."""
+    return page_number(x, digits + 2, _decimals(digits))
+
+
+def _cell_table(details: pd.DataFrame, digits: dict, codes: dict) -> dict:
+    row_of = {key: i for i, key in enumerate(
+        details[details["task"] != STS_AVG].drop_duplicates(ROW_KEY)[ROW_KEY].itertuples(index=False, name=None))}
+    out = []
+    for c in details.itertuples(index=False):
+        scores = [_score(x, digits[c.task]) for x in (c.mean, c.std, c.ci_low, c.ci_high, c.seed_ci_low,
+                                                        c.seed_ci_high)]
+        out.append([row_of[(c.backbone, c.method, c.layer, c.dim, c.precision)], codes["task"][c.task], int(c.n),
+                    *scores, *[page_number(x, 6, p_shown) for x in (c.p_value, c.seed_p_value, c.q_value)],
+                    int(c.n_tests), int(c.significant),
+                    *[codes[col][getattr(c, col)] if getattr(c, col) else None for col in TEXT_COLUMNS],
+                    page_number(c.encode_ms, 3, _decimals(1))])
+    return {"columns": ["row", "task", "n", "mean", "std", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high",
+                        "p_value", "seed_p_value", "q_value", "n_tests", "significant", *TEXT_COLUMNS, "encode_ms"],
+            "rows": out}
 
 
 def significance_notes(details: pd.DataFrame) -> list[tuple[str, str]]:
@@ -154,12 +207,15 @@ def render_leaderboard(details: pd.DataFrame, provenance: dict[str, list[str]], 
     env.globals["zip"] = zip
     columns = score_columns(details)
     interactive_figures = interactive.figures(details)
+    # compact JSON: the page's data is most of its bytes
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
     return env.get_template("leaderboard.html.j2").render(
-        fixed_columns=FIXED_COLUMNS, score_columns=columns, rows=leaderboard_rows(details, columns),
-        column_data=[asdict(c) for c in columns], provenance=provenance, tables=tables, ci_label=CI_LABEL,
+        fixed_columns=FIXED_COLUMNS, score_columns=columns, has_rows=not details.empty,
+        data={**page_data(details, columns), "figures": interactive_figures}, provenance=provenance,
+        tables=tables, ci_label=CI_LABEL,
         notes=significance_notes(details), ranges=ranges(details), methods=method_order(details["method"]),
         backbones=sorted(set(details["backbone"])), precisions=precision_order(details),
         tasks=[(t, task_name(t, details)) for t in task_order(details)], plotly_js=interactive.PLOTLY_JS.name,
-        has_figures=bool(interactive_figures["heatmap"]), interactive_figures=interactive_figures,
+        has_figures=bool(interactive_figures["heatmap"]),
         plotly_template=interactive.template_json(), figure_panels=figure_panels(precision_order(details)),
         figures=figures)

@@ -229,7 +229,7 @@ def _print_plan(specs: list, args) -> int:
     table = run_states(specs, args.results_dir)
     print(format_states(table))
     todo = table[table["state"] != "finished"]
-    print(f"dry run: {len(todo)} run(s) in {todo['job'].nunique()} job(s) to run with --launcher {args.launcher}; "
+    print(f"dry run: {len(todo)} run(s) in {todo['group'].nunique()} job(s) to run with --launcher {args.launcher}; "
           "nothing was run")
     return 0
 

@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,8 @@ from pathlib import Path
 import submitit
 
 from bench import BenchError, runstate
-from bench.runner import run_all
+from bench.results import run_path
+from bench.runner import run_all, run_code
 from bench.spec import RunSpec
 from methods import RunContext
 
@@ -165,6 +167,7 @@ def submit_array(jobs: list[GroupJob], executor: submitit.Executor) -> list[Outc
     with executor.batch():
         submitted = [executor.submit(job) for job in jobs]
     for job, sub in zip(jobs, submitted):
+        record_submission(job, sub, "slurm")
         log.info("submitted job %s: %s", sub.job_id, describe_group(job.specs))
     return [Outcome(job.specs, sub.job_id, str(sub.paths.stderr), written=[]) for job, sub in zip(jobs, submitted)]
 
@@ -181,6 +184,7 @@ def run_local(jobs: list[GroupJob], executor: submitit.LocalExecutor, resources:
                 if resources.gpus:
                     executor.update_parameters(visible_gpus=tuple(gpus))
                 sub = executor.submit(job)
+                record_submission(job, sub, "local")
                 log.info("started job %s: %s", sub.job_id, describe_group(job.specs))
                 running.append((job, sub, gpus))
             time.sleep(POLL_SECONDS)
@@ -194,6 +198,31 @@ def run_local(jobs: list[GroupJob], executor: submitit.LocalExecutor, resources:
             sub.cancel()
         raise
     return outcomes
+
+
+def record_submission(job: GroupJob, sub: submitit.Job, launcher: str) -> None:
+    """Note each run's job (Slurm's id, e.g. 3_0, or the local process's) for `bench status`."""
+    for spec in job.specs:
+        stem = run_path(job.ctx.results_dir, spec, run_code(spec)).stem
+        runstate.record_submission(job.ctx.results_dir, stem, launcher, sub.job_id, str(sub.paths.stderr))
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """Slurm's state of each job it still lists (PENDING, RUNNING, COMPLETED, CANCELLED, FAILED, TIMEOUT, ...), by
+    job id (array elements as 3_0). From squeue, by hand: submitit asks sacct, which needs Slurm's accounting
+    database (slurmdbd) that small clusters often lack; squeue lists a finished job for MinJobAge (5 minutes by
+    default) after it ends. Jobs it no longer lists, or no Slurm here, are left out."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    # -r: one line per array element; -t all: finished jobs too. Unknown ids are skipped (all unknown: exit 1).
+    try:
+        proc = subprocess.run(["squeue", "-r", "-h", "-t", "all", "-o", "%i|%T", "-j", ",".join(sorted(set(job_ids)))],
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:  # a controller that does not answer: nothing known
+        return {}
+    if proc.returncode != 0:
+        return {}
+    return dict(line.split("|", 1) for line in proc.stdout.splitlines() if "|" in line)
 
 
 def _gpu_count(resources: Resources) -> int:
@@ -217,9 +246,6 @@ def _outcome(job: GroupJob, sub) -> Outcome:
 
 
 def _job_error(job: GroupJob, exc: Exception) -> str:
-    from bench.results import run_path
-    from bench.runner import run_code
-
     for spec in job.specs:
         record = runstate.read(job.ctx.results_dir, run_path(job.ctx.results_dir, spec, run_code(spec)).stem)
         if record is not None and runstate.describe(record)[0] == "failed":

@@ -8,6 +8,10 @@ never decide what is finished. The folder is hidden and holds no CSV: loading re
 A run whose process was killed (SIGKILL, out of memory, a node lost) cannot write "failed"; its sidecar still says
 "running". On the same host, `describe` notices that the process is gone and reports it failed, with the last line
 of its job's log when it ran in a job.
+
+`<results>/.bench/jobs/<result file stem>.json` records the job a launcher last submitted the run in (its id, as
+the launcher names it: Slurm's `3_0` for array job 3's element 0, and its log). It outlives the run, so `bench
+status` can name the job of a finished run too, and of a run whose job is still waiting in Slurm's queue.
 """
 
 from __future__ import annotations
@@ -33,20 +37,41 @@ def sidecar_path(results_dir: Path, stem: str) -> Path:
     return Path(results_dir) / STATE_DIR / "runs" / f"{stem}.json"
 
 
+def submission_path(results_dir: Path, stem: str) -> Path:
+    return Path(results_dir) / STATE_DIR / "jobs" / f"{stem}.json"
+
+
 def lock_path(results_dir: Path, stem: str) -> Path:
     """The file lock that one process holds while it produces the result file `stem`."""
     return Path(results_dir) / STATE_DIR / "locks" / f"{stem}.lock"
 
 
 def read(results_dir: Path, stem: str) -> dict | None:
+    return _read(sidecar_path(results_dir, stem))
+
+
+def read_submission(results_dir: Path, stem: str) -> dict | None:
+    """The job a launcher last submitted the run in: launcher, job_id, log, submitted_utc (None if never)."""
+    return _read(submission_path(results_dir, stem))
+
+
+def record_submission(results_dir: Path, stem: str, launcher: str, job_id: str, log: str) -> None:
+    _write_file(submission_path(results_dir, stem),
+                {"launcher": launcher, "job_id": job_id, "log": log, "submitted_utc": _now()})
+
+
+def _read(path: Path) -> dict | None:
     try:
-        return json.loads(sidecar_path(results_dir, stem).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):  # none, or half-written by a process killed mid-write: nothing known
         return None
 
 
 def _write(results_dir: Path, stem: str, record: dict) -> None:
-    path = sidecar_path(results_dir, stem)
+    _write_file(sidecar_path(results_dir, stem), record)
+
+
+def _write_file(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(record, sort_keys=True))

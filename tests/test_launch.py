@@ -245,6 +245,9 @@ FAKE_SBATCH = """#!/bin/sh
 cp "$1" "{copy}"
 echo "Submitted batch job 4242"
 """
+FAKE_SQUEUE = """#!/bin/sh
+printf '4242_0|PENDING\\n4242_1|COMPLETED\\n'
+"""
 
 
 def test_slurm_submits_one_job_array_with_the_requested_resources_and_its_jobs_run(data_dir, tmp_path, monkeypatch,
@@ -252,12 +255,14 @@ def test_slurm_submits_one_job_array_with_the_requested_resources_and_its_jobs_r
     """A fake sbatch (and srun) on PATH: `bench run --launcher slurm` writes one sbatch array of the two groups with
     the partition, GPUs (one task per GPU), time, memory and array parallelism asked for, and returns. Then array
     element 1 is run as Slurm would run it (submitit's entry point with Slurm's variables): it writes its run into
-    the shared results folder, and `bench status` shows that one finished and the other missing."""
+    the shared results folder, and `bench status` shows that one finished and the other missing, each under its
+    Slurm job id with the state a (fake) squeue gives."""
     bin_dir, script = tmp_path / "bin", tmp_path / "sbatch-script.sh"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(copy=script))
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    for tool in ("sbatch", "srun"):
+    (bin_dir / "squeue").write_text(FAKE_SQUEUE)
+    for tool in ("sbatch", "srun", "squeue"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     results, cache = tmp_path / "results", tmp_path / "cache"
@@ -279,8 +284,11 @@ def test_slurm_submits_one_job_array_with_the_requested_resources_and_its_jobs_r
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name.split("__")[0] for p in results.glob("*.csv.gz")] == ["mrl"]
     assert main(["status", *selection, "--results-dir", str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "2 run(s) in 2 job(s): 1 finished, 0 running, 0 failed, 1 missing" in out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["job", "state", "slurm"]
+    jobs = [line.split()[:3] + line.split()[4:5] for line in out[1:3]]  # job, state, slurm, method
+    assert jobs == [["4242_0", "missing", "PENDING", "full"], ["4242_1", "finished", "COMPLETED", "mrl"]]
+    assert out[-1] == "2 run(s) in 2 job(s): 1 finished, 0 running, 0 failed, 1 missing"
 
 
 def test_slurm_without_slurm_is_one_line(data_dir, tmp_path, monkeypatch, capsys):

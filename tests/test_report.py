@@ -392,8 +392,8 @@ def test_table_marks_are_benjamini_hochberg_over_the_tables_own_tests(fdr_report
 def test_the_reference_backbone_gets_no_marks_and_no_bold_best(tmp_path):
     """The CI reference of `bench reproduce` (and any smoke run) on the seeded random BERT is no quality comparison:
     beside the same runs on a real backbone, whose table marks and bolds them, its table has neither, its caption
-    says why, and the statistics every view draws its marks from (tables, leaderboard cells, hovers, notes) hold no
-    test of it."""
+    says why, and the statistics every view draws its marks from (tables, leaderboard cells, hovers, notes) hold its
+    intervals but no test of it."""
     from bench.report import _statistics
     from bench.suites import smoke
 
@@ -411,7 +411,11 @@ def test_the_reference_backbone_gets_no_marks_and_no_bold_best(tmp_path):
     assert "best per size in bold" in real and "best per size in bold" not in tiny
     assert tables.md_escape(tables.REFERENCE_NOTE) in tiny and "differs from" not in tiny
     sizes = {b: [(1, 16)] for b in ("minilm", smoke().backbone)}
-    assert set(_statistics(results, sizes)["backbone"]) == {"minilm"}
+    sig = _statistics(results, sizes).set_index(["backbone", "method"])
+    assert sig.loc[("minilm", "starbucks"), "significant"] and sig.loc[("minilm", "starbucks"), "test"] != ""
+    tiny_sig = sig.loc[smoke().backbone]
+    assert tiny_sig["q_value"].isna().all() and not tiny_sig["significant"].any() and (tiny_sig["test"] == "").all()
+    assert tiny_sig["ci_low"].notna().all()  # intervals stay
 
 
 def _leaderboard_rows(page: str) -> list[dict]:

@@ -75,14 +75,14 @@ def test_the_readme_makes_claims():
 def test_every_claim_is_a_tested_cell_of_a_committed_table(claim):
     reference, cells = read_table(claim["precision"])
     assert claim["reference"] == reference, f"the table tests against {reference}, not {claim['reference']}"
-    key = lambda method: (claim["size"], method, claim["column"])  # noqa: E731
-    ref_value, _ = cells[key(reference)]
-    printed = [cells[key(m)][0] for m in claim["methods"]]
+    at = {method: cells[(claim["size"], method, claim["column"])] for method in [*claim["methods"], reference]}
+    ref_value, _ = at[reference]
+    printed = [at[m][0] for m in claim["methods"]]
     assert claim["quoted"] in ([], printed, printed + [ref_value]), (
         f"the README quotes {claim['quoted']} before {claim['text']!r}; the table prints {printed} against "
         f"{reference} {ref_value}")
     for method in claim["methods"]:
-        value, starred = cells[key(method)]
+        value, starred = at[method]
         if claim["op"] == "=":
             assert not starred, f"{method} {value} is marked: it differs from {reference}"
         else:

@@ -338,9 +338,9 @@ def _marked_cells(markdown: str) -> set[tuple[str, int, int, str]]:
     return marked
 
 
-def write_queries(results_dir: Path, method: str, cells: dict, targets=TARGETS) -> None:
+def write_queries(results_dir: Path, method: str, cells: dict, targets=TARGETS, backbone: str = "minilm") -> None:
     """One SciFact run with the given per-query nDCG@10 of each (layer, dim) cell (fp32), its score their mean."""
-    spec = RunSpec(method=method, task="scifact", train_data="nli", budget=Budget(steps=100))
+    spec = RunSpec(method=method, task="scifact", train_data="nli", budget=Budget(steps=100), backbone=backbone)
     shared = run_fields(spec, "test", TASK_META["scifact"])
     rows = [make_row(shared, metric="ndcg@10", score=float(np.mean(v.astype(np.float32))), layer=layer, dim=dim,
                      bytes_per_vector=4 * dim, is_target=(layer, dim) in targets) for (layer, dim), v in cells.items()]
@@ -387,6 +387,35 @@ def test_table_marks_are_benjamini_hochberg_over_the_tables_own_tests(fdr_report
     off_table = cells[("mrl", 1, 64)]
     assert off_table["q_value"] == pytest.approx(off_table["p_value"]) and off_table["significant"]
     assert off_table["n_tests"] == 1
+
+
+def test_the_reference_backbone_gets_no_marks_and_no_bold_best(tmp_path):
+    """The CI reference of `bench reproduce` (and any smoke run) on the seeded random BERT is no quality comparison:
+    beside the same runs on a real backbone, whose table marks and bolds them, its table has neither, its caption
+    says why, and the statistics every view draws its marks from (tables, leaderboard cells, hovers, notes) hold its
+    intervals but no test of it."""
+    from bench.report import _statistics
+    from bench.suites import smoke
+
+    assert smoke().backbone in tables.REFERENCE_BACKBONES  # the reference's backbone (bench.reproduce)
+    base = np.random.default_rng(1).uniform(0, 0.6, 40)
+    results, out = tmp_path / "results", tmp_path / "report"
+    for backbone in ("minilm", smoke().backbone):
+        write_queries(results, "full", {(1, 16): base}, backbone=backbone)
+        write_queries(results, "starbucks", {(1, 16): base + 0.3}, backbone=backbone)
+    build_report(results, out)
+    real, tiny = ((out / "tables" / b / "paper_fp32.md").read_text() for b in ("minilm", smoke().backbone))
+    rows = {name: text.split("\n\n", 1)[1] for name, text in (("real", real), ("tiny", tiny))}  # below the caption
+    assert _marked_cells(real) == {("starbucks", 1, 16, "scifact")} and "**" in rows["real"]
+    assert _marked_cells(tiny) == set() and "**" not in rows["tiny"]
+    assert "best per size in bold" in real and "best per size in bold" not in tiny
+    assert tables.md_escape(tables.REFERENCE_NOTE) in tiny and "differs from" not in tiny
+    sizes = {b: [(1, 16)] for b in ("minilm", smoke().backbone)}
+    sig = _statistics(results, sizes).set_index(["backbone", "method"])
+    assert sig.loc[("minilm", "starbucks"), "significant"] and sig.loc[("minilm", "starbucks"), "test"] != ""
+    tiny_sig = sig.loc[smoke().backbone]
+    assert tiny_sig["q_value"].isna().all() and not tiny_sig["significant"].any() and (tiny_sig["test"] == "").all()
+    assert tiny_sig["ci_low"].notna().all()  # intervals stay
 
 
 def leaderboard_cells(page: str) -> list[dict]:

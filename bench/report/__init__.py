@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench import stats
@@ -37,7 +38,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
         provenance = tables.provenance(frame[frame["backbone"] == backbone])
-        part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])
+        part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])  # no tests on a reference backbone
+        quality = backbone not in tables.REFERENCE_BACKBONES
         for name, family, group in tables.table_groups(part):  # the paper table, then one per mteb task type
             native = family is None
             scores = tables.NATIVE_SCORES if native else tables.mteb_scores(tables.family_records(frame, family))
@@ -46,8 +48,9 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
                 # mteb tables: no per-example values, so no marks; their caption (mteb_scores) says why
                 note = stats.significance_note(table_sig, alpha=ALPHA) if native else ""
                 marks = stats.significance_marks(table_sig, precision) if native else None
-                caption = f"{tables.caption(provenance, precision, scores)} {note}".strip()
-                table = tables.paper_table(group, precision, caption=caption, annotations=marks)
+                caption = tables.caption(provenance, precision, scores, bold_best=quality)
+                caption = f"{caption} {note if quality else tables.REFERENCE_NOTE}".strip()
+                table = tables.paper_table(group, precision, caption=caption, annotations=marks, bold_best=quality)
                 stem = out_dir / "tables" / slug / f"{plots.slugify(name)}_{plots.slugify(precision)}"
                 written += [_write(stem.with_suffix(".md"), tables.to_markdown(table).encode()),
                             _write(stem.with_suffix(".tex"), tables.to_latex(table).encode())]
@@ -70,8 +73,14 @@ def _statistics(results_dir: Path, sizes: dict[str, list[tuple[int, int]]]) -> p
     """Every cell's intervals and paired tests against the reference method (cells without one say why in
     `reason`), with Benjamini-Hochberg q-values over the report's families: per backbone and precision, the cells
     of its paper table (the table's sizes) form one family, the rest of the grid another, so each mark is
-    corrected over exactly the tests its table shows and each cell has one q-value in every view."""
+    corrected over exactly the tests its table shows and each cell has one q-value in every view.
+    A reference backbone (tables.REFERENCE_BACKBONES) keeps its intervals but loses its tests: it is no quality
+    comparison, so no view marks it."""
     sig = stats.cell_statistics(results_dir, alpha=ALPHA)
+    reference = sig["backbone"].isin(tables.REFERENCE_BACKBONES)
+    sig.loc[reference, ["p_value", "seed_p_value"]] = np.nan
+    sig.loc[reference, ["test", "seed_test"]] = ""
+    sig.loc[reference, "reason"] = "a reproducibility reference, not a quality comparison"
     in_table = [(int(layer), int(dim)) in set(sizes.get(backbone, ()))
                 for backbone, layer, dim in zip(sig["backbone"], sig["layer"], sig["dim"])]
     family = (sig["backbone"] + " " + sig["precision"] + pd.Series(in_table, index=sig.index, dtype=object).map(

@@ -34,6 +34,12 @@ CELL_COLUMNS = CELL_KEY + ["family", "display", "metric", "mean", "std", "n", "i
 QUALITY_COLUMNS = ["backbone", "method", "seed", "layer", "dim", "precision", "task", "family", "display", "metric",
                    "score", "is_target", "bytes_per_vector", "rel_cost"]
 Annotations = Mapping[tuple[str, int, int, str], str]  # (method, layer, dim, task) -> suffix, e.g. "*"
+# Backbones whose runs check that the pipeline runs and reproduces, not which method is better: the smoke suite's
+# seeded random BERT (the CI reference of `bench reproduce`, trained 16 steps at an lr chosen to separate methods,
+# and every smoke run). Their tables get no significance marks and no "best" in bold (bench.report.build_report).
+REFERENCE_BACKBONES = ("tiny-random-bert",)
+REFERENCE_NOTE = ("A reproducibility reference on a seeded random model (steps and lr chosen to separate methods), "
+                  "not a quality comparison: no significance marks, no best in bold.")
 
 
 def quality_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -195,11 +201,12 @@ def mteb_scores(records: list[TaskMeta]) -> str:
             + (f"; no intervals or significance marks: {reasons}" if reasons else ""))
 
 
-def caption(prov: dict[str, list[str]], precision: str, scores: str = NATIVE_SCORES) -> str:
+def caption(prov: dict[str, list[str]], precision: str, scores: str = NATIVE_SCORES, bold_best: bool = True) -> str:
     budgets = prov["budget"]
     budget = ("none (untrained runs only)" if not budgets else budgets[0] if len(budgets) == 1
               else "NOT THE SAME for every run: " + "; ".join(budgets))  # a comparison must share one budget
-    return (f"Main score per target size (layer, dim) at {precision} precision: {scores}; best per size in bold; "
+    return (f"Main score per target size (layer, dim) at {precision} precision: {scores}; "
+            f"{'best per size in bold; ' if bold_best else ''}"
             f"mean ± std over seeds where a cell has several (seeds {', '.join(prov['seeds']) or '-'}). "
             f"Backbone: {', '.join(prov['backbone']) or '-'}. Training data: {', '.join(prov['train_data']) or '-'}. "
             f"Budget: {budget}. Code: {', '.join(prov['git_sha']) or '-'}.")
@@ -238,11 +245,11 @@ def target_sizes(cells: pd.DataFrame) -> list[tuple[int, int]]:
 
 
 def paper_table(cells: pd.DataFrame, precision: str, caption: str = "",
-                annotations: Annotations | None = None) -> Table:
+                annotations: Annotations | None = None, bold_best: bool = True) -> Table:
     """Rows: each target size x method; columns: STS tasks, their average, retrieval tasks.
 
     `annotations` maps (method, layer, dim, task) to a suffix (a significance mark, say) appended to the cell;
-    the STS average column has task `STS_AVG`.
+    the STS average column has task `STS_AVG`. `bold_best`: bold each size's best score per column.
     """
     one_backbone(cells)
     annotations = annotations or {}
@@ -264,7 +271,7 @@ def paper_table(cells: pd.DataFrame, precision: str, caption: str = "",
                 cell = at_size.loc[(method, task)]
                 suffix = annotations.get((method, size[0], size[1], task), "")
                 texts.append(_format_score(cell["mean"], cell["std"], digits[task]) + suffix)
-                bold.append(bool(round(cell["mean"], 8) >= best[task]))
+                bold.append(bold_best and bool(round(cell["mean"], 8) >= best[task]))
             rows.append(TableRow(size, method, tuple(texts), tuple(bold)))
     return Table(precision, tuple(task_name(t, cells) for t in tasks), tuple(rows), caption)
 

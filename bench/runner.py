@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import BenchError, runstate
-from bench.backbone import Encoder, backbone_shape, pick_device, resolve_eval
+from bench.backbone import Encoder, backbone_shape, check_dtype_supported, pick_device, resolve_eval
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
@@ -57,7 +57,7 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                         specs.append(RunSpec(method=method, task=task, backbone=backbone, params=params,
                                              train_data=suite.train_data if trains else "none",
                                              budget=suite.budget if trains else Budget(steps=0), seed=seed,
-                                             eval=evaluation))
+                                             eval=evaluation, dtype=suite.dtype))
                 if trains and specs:  # a bad training config fails now, not after hours of other runs
                     _check_config(method, specs[-1], trust_remote_code)
     return specs
@@ -103,6 +103,7 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
 
 def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     t0 = time.perf_counter()
+    check_dtype_supported(spec.dtype, pick_device(process_device(ctx.device, world()[1])))
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)
     ensure_data(spec.task, ctx.data_dir)  # missing files: fetched when the hub answers, else one error line
@@ -116,7 +117,7 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     for ck in checkpoints:
         encoder = Encoder.load(ck.model, spec.eval.pooling, process_device(ctx.device, size),
                                trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
-                               head_layers=spec.eval.head_layers)
+                               head_layers=spec.eval.head_layers, dtype=spec.dtype)
         cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
                                            backbone_layers=full_depth, world=(rank, size))
         if rank != 0:

@@ -41,6 +41,7 @@ from bench.spec import ROLES, EvalSpec, check_dtype, check_pooling, default_dims
 
 DEFAULT_BACKBONE = "minilm"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
+CPUINFO = Path("/proc/cpuinfo")
 FINAL_NORM_NAMES = ("final_layer_norm", "ln_f", "norm")
 
 
@@ -173,7 +174,7 @@ def cpu_has_native_bf16() -> bool:
     except Exception:  # noqa: BLE001 - a private API that changed its behaviour: read the flags instead
         pass
     try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
+        flags = set(CPUINFO.read_text().split())
     except OSError:
         return False
     return bool(flags & set(BF16_CPU_FLAGS))
@@ -186,7 +187,8 @@ def check_dtype_supported(dtype: str, device: torch.device) -> None:
     if dtype == "fp32":
         return
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise BenchError(f"dtype bf16: {torch.cuda.get_device_name(device)} does not support bf16; use --dtype fp32")
+        raise BenchError("dtype bf16: this GPU does not support bf16 (torch.cuda.is_bf16_supported() is False); "
+                         "use --dtype fp32")
     if device.type == "cpu" and not cpu_has_native_bf16():
         raise BenchError(f"dtype bf16: this CPU has no native bf16 (looked for CPU flags {' or '.join(BF16_CPU_FLAGS)}"
                          "); use --dtype fp32")

@@ -4,7 +4,7 @@
 The pre-training is a cached stage: cache/checkpoints/smae-<hash>/, the hash over its own spec (backbone, targets,
 masking rates, MAE on/off, corpus, its budget, seed), so fine-tunings that differ only in their own settings
 (training data, budget, KL) reuse it, and a rerun does not pre-train again. It goes through the one training loop
-(bench/train.py): same devices, bf16 autocast, DDP, checkpoints and exact resume. The fine-tuning starts from, and
+(bench/train.py): same devices, the run's dtype, DDP, checkpoints and exact resume. The fine-tuning starts from, and
 is keyed by, the pre-trained encoder's folder, which carries that hash (so a moved cache retrains the fine-tuning,
 not the pre-training).
 

@@ -150,24 +150,25 @@ def sts_drift(backbone: str, data_dir: Path, max_pairs: int | None, device: torc
         keys = [k for k in scores["fp32"] if k[2] == precision]
         change = np.array([abs(scores["bf16"][k] - scores["fp32"][k]) for k in keys])
         worst = keys[int(change.argmax())]
-        print(f"  {precision:15s} max {100 * change.max():.3f} at ({worst[0]}, {worst[1]}), mean "
-              f"{100 * change.mean():.3f}")
+        print(f"  {precision:15s} max {change.max():.3f} at ({worst[0]}, {worst[1]}), mean {change.mean():.3f}")
     every = [abs(scores["bf16"][k] - scores["fp32"][k]) for k in scores["fp32"]]
-    print(f"  largest over the whole grid: {100 * max(every):.3f}")
+    print(f"  largest over the whole grid: {max(every):.3f}")
 
 
 # ---- --suite default ---------------------------------------------------------------------------------------------
 
 def diagonal_scores(results_dir: Path) -> pd.DataFrame:
-    """Main-metric rows (x100) of the paper table's diagonal at fp32, per method, task, layer, dim and seed."""
+    """Main-metric rows (x100, as stored) of each backbone's paper-table diagonal at fp32, per seed."""
     from bench.report import tables
     from bench.results import load_results
 
     frame = load_results(results_dir)
-    q, diagonal = tables.quality_rows(frame), tables.target_sizes(tables.cell_stats(frame))
-    on = np.array([(int(l), int(d)) in diagonal for l, d in zip(q["layer"], q["dim"])], dtype=bool)
-    q = q[on & (q["precision"] == "fp32").to_numpy()]
-    return q.assign(score=100 * q["score"])[["method", "task", "layer", "dim", "seed", "score"]]
+    q, parts = tables.quality_rows(frame), []
+    for backbone, cells in tables.by_backbone(tables.cell_stats(frame)):
+        sizes = tables.target_sizes(cells)
+        part = q[(q["backbone"] == backbone) & (q["precision"] == "fp32")]
+        parts.append(part[[(int(l), int(d)) in sizes for l, d in zip(part["layer"], part["dim"])]])
+    return pd.concat(parts)[["backbone", "method", "task", "layer", "dim", "seed", "score"]]
 
 
 def paper_marks(results_dir: Path) -> set[tuple]:
@@ -189,17 +190,17 @@ def paper_marks(results_dir: Path) -> set[tuple]:
 
 
 def compare_suite(bf16_dir: Path, fp32_dir: Path) -> None:
-    key = ["method", "task", "layer", "dim"]
+    key = ["backbone", "method", "task", "layer", "dim"]
     fp32, bf16 = diagonal_scores(fp32_dir), diagonal_scores(bf16_dir)
     spread = fp32.groupby(key)["score"].agg(lambda s: s.max() - s.min() if len(s) > 1 else np.nan)
     both = bf16.groupby(key)["score"].mean().rename("bf16").to_frame().join(
         fp32.groupby(key)["score"].mean().rename("fp32"), how="inner").join(spread.rename("seeds"))
     print(f"diagonal cells, fp32 precision, main metric x100: {bf16_dir} (bf16) - {fp32_dir} (fp32)")
-    print(f"  {'method':20s} {'task':8s} {'cell':9s} {'bf16-fp32':>9s}  seed-to-seed")
-    for (method, task, layer, dim), row in both.iterrows():
+    print(f"  {'backbone':16s} {'method':20s} {'task':8s} {'cell':9s} {'bf16-fp32':>9s}  seed-to-seed")
+    for (backbone, method, task, layer, dim), row in both.iterrows():
         seeds = "none (1 seed)" if np.isnan(row["seeds"]) else f"{row['seeds']:.3f}"
-        print(f"  {method:20s} {task:8s} ({layer},{dim}){'':<{7 - len(f'{layer},{dim}')}} "
-              f"{row['bf16'] - row['fp32']:+9.3f}  {seeds}")
+        print(f"  {backbone:16s} {method:20s} {task:8s} {f'({layer},{dim})':9s} {row['bf16'] - row['fp32']:+9.3f}  "
+              f"{seeds}")
     diff = (both["bf16"] - both["fp32"]).abs()
     print(f"  largest |bf16 - fp32|: {diff.max():.3f} over {len(both)} cells")
     before, after = paper_marks(fp32_dir), paper_marks(bf16_dir)

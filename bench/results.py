@@ -79,7 +79,8 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
         "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
         "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True, default=str),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
-        "device": device, "dtype": spec.dtype, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device, "dtype": spec.dtype,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,
     }
 

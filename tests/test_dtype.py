@@ -22,6 +22,7 @@ import bench.backbone as backbone
 import bench.evaluate as evaluate
 from bench import BenchError
 from bench.backbone import Encoder, autocast, check_dtype_supported
+from bench.catalog import main_rows, method_labels
 from bench.cli import main
 from bench.evaluate import texts_key
 from bench.results import COLUMNS, load_results, read_run_file
@@ -126,6 +127,9 @@ def test_a_bf16_run_is_recorded_keyed_apart_and_close_to_fp32(data_dir, tmp_path
     assert gap.notna().all() and (gap.groupby(level="method").max() > 0).all()  # both encoded in bf16
     for precision, tolerance in BF16_TOLERANCE.items():
         assert gap.xs(precision, level="precision").max() < tolerance, precision
+    # in one results folder, reports tell them apart (never averaged as if seeds); fp32 alone keeps its plain label
+    assert len(set(method_labels(main_rows(pd.concat([fp32, bf16]))))) == 4
+    assert set(method_labels(main_rows(fp32))) == {"pretrained", "full"}
 
 
 @pytest.mark.skipif(not backbone.cpu_has_native_bf16(), reason="this CPU has no native bf16 (CPU flags avx512_bf16 "

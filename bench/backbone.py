@@ -37,9 +37,11 @@ from transformers import AutoModel, AutoTokenizer
 
 from bench import BenchError
 from bench.models import PublicModel, public_model
-from bench.spec import ROLES, EvalSpec, check_pooling, default_dims
+from bench.spec import ROLES, EvalSpec, check_dtype, check_pooling, default_dims
 
 DEFAULT_BACKBONE = "minilm"
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
+CPUINFO = Path("/proc/cpuinfo")
 
 
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
@@ -161,10 +163,44 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA where supported; plain fp32 on CPU (bit-reproducible)."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX); elsewhere torch emulates them,
+    slower than fp32. torch's own checks are private names: used where they exist, else /proc/cpuinfo's flags."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        if any(callable(check) for check in checks):
+            return any(check() for check in checks if callable(check))
+    except Exception:  # noqa: BLE001 - a private API that changed its behaviour: read the flags instead
+        pass
+    try:
+        flags = set(CPUINFO.read_text().split())
+    except OSError:
+        return False
+    return bool(flags & set(BF16_CPU_FLAGS))
+
+
+def check_dtype_supported(dtype: str, device: torch.device) -> None:
+    """One line for a dtype this device does not compute natively (bf16 on a CPU without AVX512-BF16 or AMX would
+    be emulated, slower than fp32; on a GPU without bf16 it fails)."""
+    check_dtype(dtype)
+    if dtype == "fp32":
+        return
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BenchError("dtype bf16: this GPU does not support bf16 (torch.cuda.is_bf16_supported() is False); "
+                         "use --dtype fp32")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        raise BenchError(f"dtype bf16: this CPU has no native bf16 (looked for CPU flags {' or '.join(BF16_CPU_FLAGS)}"
+                         "); use --dtype fp32")
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"dtype bf16 runs on cpu or cuda, not {device.type}; use --dtype fp32")
+
+
+def autocast(device: torch.device, dtype: str = "fp32"):
+    """The compute dtype of a forward pass: bf16 autocast for "bf16" (matmuls in bf16 from float32 master weights;
+    norms and softmax stay float32, as autocast's op lists say), nothing for "fp32", on CPU and CUDA alike."""
+    check_dtype(dtype)
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -278,7 +314,8 @@ def pooled_all_layers(model, batch: dict, pooling: str, norm: torch.nn.Module | 
     states = list(out.hidden_states[1:])
     if norm is not None:
         states[:-1] = [norm(s) for s in states[:-1]]  # the last one already went through it
-    return torch.stack([pool(s, batch["attention_mask"], pooling) for s in states])
+    # pooling in float32 whatever the compute dtype (.float() is the tensor itself in float32)
+    return torch.stack([pool(s.float(), batch["attention_mask"], pooling) for s in states])
 
 
 # ---- how a model is served: read from its files, without loading weights ----
@@ -403,15 +440,17 @@ class Encoder:
     max_seq_length: int | None = None
     append_eos: bool = False
     revision: str | None = None
+    dtype: str = "fp32"  # the transformer's compute dtype (bench.spec.DTYPES); pooling and head stay float32
 
     @classmethod
     def load(cls, name: str, pooling: str = "auto", device: str | None = None, num_layers: int | None = None,
              trust_remote_code: bool = False, prompts: dict | tuple | None = None,
-             head_layers: str = "every") -> "Encoder":
+             head_layers: str = "every", dtype: str = "fp32") -> "Encoder":
         """`name` as it is served (see the module docstring). `pooling`: "auto" (the model's own) or a mode that
         overrides it; `prompts`: role -> text overrides of the model's (None: its own); `num_layers` keeps only
-        the first blocks (a truly truncated model)."""
+        the first blocks (a truly truncated model); `dtype`: the forward pass's compute dtype."""
         check_pooling(pooling)
+        check_dtype(dtype)
         model_info = served(name, trust_remote_code)
         texts = role_prompts(model_info, dict(prompts or ()))
         dev = pick_device(device)
@@ -421,6 +460,7 @@ class Encoder:
             encoder = cls._load_plain(name, "mean" if pooling == "auto" else pooling, dev, num_layers,
                                       trust_remote_code)
         encoder.prompts, encoder.head_layers, encoder.revision = texts, head_layers, backbone_revision(name)
+        encoder.dtype = dtype
         encoder.extra = model_info.entry.extra if model_info.entry else ()
         encoder._check_head_width()
         return encoder
@@ -499,8 +539,9 @@ class Encoder:
         """Everything besides the weights and texts that moves this encoder's vectors of `role`: for cache keys."""
         include_prompt = getattr(self.pooler, "include_prompt", True)
         head = ",".join(type(m).__name__ for m in self.head)
-        return json.dumps([self.pooling, include_prompt, self.prompt_for(role), head, self.head_layers, self.extra,
-                           self.max_seq_length, self.append_eos, self.revision])
+        tag = [self.pooling, include_prompt, self.prompt_for(role), head, self.head_layers, self.extra,
+               self.max_seq_length, self.append_eos, self.revision]
+        return json.dumps(tag if self.dtype == "fp32" else [*tag, self.dtype])  # fp32: every earlier cache key
 
     def _tokenize(self, texts: list[str], prompt: str, max_length: int) -> dict:
         if self.st is not None:  # the model's own preprocessing: prompt, prompt_length, truncation, padding side
@@ -515,13 +556,16 @@ class Encoder:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 
     def _hidden_states(self, features: dict) -> list[torch.Tensor]:
-        """Token embeddings of layers 1..L from one forward pass, the final norm on every layer."""
-        if self.st is not None:
-            out = self.st[0](dict(features))
-            states = list(out["all_layer_embeddings"][1:-1]) + [out["token_embeddings"]]
-        else:
-            inputs = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
-            states = list(self.model(**inputs, output_hidden_states=True).hidden_states[1:])
+        """Token embeddings of layers 1..L from one forward pass in the encoder's dtype, the final norm on every
+        layer, in float32 (what pooling and the head read)."""
+        with autocast(self.device, self.dtype):
+            if self.st is not None:
+                out = self.st[0](dict(features))
+                states = list(out["all_layer_embeddings"][1:-1]) + [out["token_embeddings"]]
+            else:
+                inputs = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+                states = list(self.model(**inputs, output_hidden_states=True).hidden_states[1:])
+        states = [s.float() for s in states]  # the tensor itself when it is float32 already
         norm = final_norm(self.model)
         if norm is not None:
             states[:-1] = [norm(s) for s in states[:-1]]  # the last one already went through it
@@ -565,7 +609,7 @@ class Encoder:
         prompt, max_length = self.prompt_for(role), min(max_length, self.max_seq_length or max_length)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: memory peaks early
         clock = LayerClock(self.model, self.device)
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode():  # the forward pass's dtype is set in _hidden_states: pooling stays float32
             for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False,
                               disable=os.environ.get("BENCH_QUIET") == "1"):
                 clock.start_batch()

@@ -141,7 +141,9 @@ def method_labels(q: pd.DataFrame) -> pd.Series:
     `separate` has a different config per checkpoint but each owns different cells, so it stays one method;
     two hyperparameter (or evaluation) settings of `mrl` would otherwise be averaged as if they were seeds.
     """
-    config = (q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"]).map(
+    # a bf16 run is a config of its own; fp32 adds nothing, so the labels of before stay as they were
+    dtype = q["dtype"].where(q["dtype"] != "fp32", "") if "dtype" in q else ""
+    config = (q["train_data"] + "|" + q["budget"] + "|" + q["params"] + "|" + q["eval"] + dtype).map(
         lambda s: stable_hash(s)[:6])
     cell = ["backbone", "method", "seed", "layer", "dim", "precision", "task"]
     per_cell = q.assign(config=config).groupby(cell)["config"]

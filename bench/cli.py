@@ -136,6 +136,8 @@ def _selection(p: argparse.ArgumentParser) -> None:
                    help="allow models that run code from their own repository (off by default)")
     p.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
     p.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
+    p.add_argument("--dtype", help="fp32 or bf16: compute dtype of training and encoding, on CPU and CUDA (default: "
+                                   "the suite's, fp32 but for paper-sts; in the run key and the dtype column)")
     p.add_argument("--steps", type=int, help="fine-tuning steps of every trained method (default: the suite's "
                    "budget; recorded with the results); starbucks' SMAE pre-training keeps its own pretrain_steps "
                    "(a method parameter of the suite, recorded in params): --steps does not scale it")
@@ -175,7 +177,8 @@ def _specs(args) -> list:
     suite = with_overrides(get_suite(args.suite), tasks=_names(args.tasks), seeds=_ints(args.seeds),
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
                            dims=_ints(args.dims), train_data=args.train_data, steps=args.steps, pooling=args.pooling,
-                           prompts=_prompts(args.prompts), head_layers=args.head_layers, store_dtype=args.store_dtype)
+                           prompts=_prompts(args.prompts), head_layers=args.head_layers, store_dtype=args.store_dtype,
+                           dtype=args.dtype)
     methods = args.methods or suite.methods
     return make_specs(suite, methods, parse_sets(args.sets, METHODS.expand(methods)),
                       trust_remote_code=args.trust_remote_code)
@@ -193,6 +196,11 @@ def cmd_run(args) -> int:
     specs = _specs(args)
     if args.dry_run:
         return _print_plan(specs, args)
+    if args.launcher != "slurm":  # runs on this machine: a dtype it cannot compute fails before any work
+        from bench.backbone import check_dtype_supported, pick_device
+
+        for dtype in sorted({spec.dtype for spec in specs}):
+            check_dtype_supported(dtype, pick_device(args.device))
     ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
                      trust_remote_code=args.trust_remote_code)
     if args.launcher == "in-process":

@@ -15,9 +15,9 @@ than one tolerance for every pair), and a change inside one objective that no sp
 term x3, 2dmse's layer weights x1.2) must show as DRIFT of that method (a test does exactly that).
 
 The tolerances are for CPU runs (the reference is made on CPU, and `bench reproduce` runs on CPU unless told
-otherwise). On GPU they do not apply: evaluation and training run under bf16 autocast there, whose rounding
-(~4e-3 relative) is thousands of times the float32 noise the tolerances were set from; not measured here (no GPU
-on this machine). Compare GPU runs with a reference written on the same kind of GPU.
+otherwise), in fp32. On GPU they were not measured (no GPU on this machine); a `--dtype bf16` run is another
+run_id, so it is never compared with the fp32 reference (its rounding, ~4e-3 relative, is thousands of times the
+float32 noise the tolerances were set from). Compare GPU runs with a reference written on the same kind of GPU.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ STS has no search, so binary+rescore gives no STS rows.
 Provenance columns: `code` is the fingerprint of the source that produced the run (bench/fingerprint.py), `git_sha`
 and `git_dirty` the checkout it ran from, `task_meta` the task's catalog record as JSON (its family and main
 metric: how reports judge the task), `head` the post-pool head a checkpoint applied ("" for none), `device` the
-device that evaluated (timings depend on it).
+device that evaluated (timings depend on it), `dtype` the compute dtype of training and encoding (fp32 or bf16).
+Files from before the dtype column read as fp32: what CPU runs used then (CUDA runs then used bf16 autocast).
 
 A results folder may hold one spec (run_id) under several code fingerprints: a rerun after a code change writes a
 new file and never touches the old one. Loading keeps, per run_id, the newest code's rows (by created_utc) and
@@ -54,9 +55,11 @@ SCHEMA_VERSION = 2
 COLUMNS = [
     "run_id", "method", "params_hash", "params", "backbone", "train_data", "budget", "seed",
     "layer", "dim", "is_target", "precision", "bytes_per_vector", "task", "split", "metric", "score",
-    "n_examples", "step", "eval", "head", "task_meta", "code", "git_sha", "git_dirty", "device", "created_utc",
-    "schema_version",
+    "n_examples", "step", "eval", "head", "task_meta", "code", "git_sha", "git_dirty", "device", "dtype",
+    "created_utc", "schema_version",
 ]
+# Columns added after results were committed, and the value older files mean: filled in when they are read.
+LATER_COLUMNS = {"dtype": "fp32"}
 INT_COLUMNS = ["seed", "layer", "dim", "bytes_per_vector", "n_examples", "step", "schema_version"]
 BOOL_COLUMNS = ["is_target", "git_dirty"]
 ROW_KEY = ["run_id", "layer", "dim", "precision", "split", "metric", "step"]
@@ -76,7 +79,8 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
         "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
         "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True, default=str),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
-        "device": device, "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device, "dtype": spec.dtype,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -137,6 +141,9 @@ def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], exa
 
 
 def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    for col, value in LATER_COLUMNS.items():
+        if col not in frame.columns:
+            frame[col] = value
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise BenchError(f"{source}: not a results file (missing columns {', '.join(missing)}); "

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import BenchError, phases, runstate
-from bench.backbone import Encoder, backbone_shape, pick_device, resolve_eval
+from bench.backbone import Encoder, backbone_shape, check_dtype_supported, pick_device, resolve_eval
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
@@ -57,7 +57,7 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                         specs.append(RunSpec(method=method, task=task, backbone=backbone, params=params,
                                              train_data=suite.train_data if trains else "none",
                                              budget=suite.budget if trains else Budget(steps=0), seed=seed,
-                                             eval=evaluation))
+                                             eval=evaluation, dtype=suite.dtype))
                 if trains and specs:  # a bad training config fails now, not after hours of other runs
                     _check_config(method, specs[-1], trust_remote_code)
     return specs
@@ -103,6 +103,7 @@ def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:
 
 def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     t0, loaded = time.perf_counter(), phases.totals().get("load", 0.0)
+    check_dtype_supported(spec.dtype, pick_device(process_device(ctx.device, world()[1])))
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)
     with phases.phase("load"):
@@ -149,11 +150,11 @@ _previous_encoders: dict[tuple, Encoder] = {}
 
 
 def _encoders_of(checkpoints: list, spec: RunSpec, ctx: RunContext, device: str | None) -> list[Encoder]:
-    keys = [(ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts, spec.eval.head_layers)
-            for ck in checkpoints]
+    keys = [(ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts, spec.eval.head_layers,
+             spec.dtype) for ck in checkpoints]
     with phases.phase("load"):
         encoders = [_previous_encoders.get(key) or Encoder.load(key[0], key[1], device, trust_remote_code=key[3],
-                                                                prompts=key[4], head_layers=key[5])
+                                                                prompts=key[4], head_layers=key[5], dtype=key[6])
                     for key in keys]
     _previous_encoders.clear()
     _previous_encoders.update(zip(keys, encoders))

@@ -18,6 +18,14 @@ INT8_CALIBRATIONS = ("corpus", "queries")
 RESCORE_DOCS = ("int8", "fp32")
 SEARCH_INDEXES = ("flat", "hnsw")
 STORE_DTYPES = ("float32", "float16")
+# The compute dtype of training and encoding (matmuls under autocast; pooling, normalisation, quantization and
+# scoring stay float32). fp32 is the default so reference numbers do not depend on the machine.
+DTYPES = ("fp32", "bf16")
+
+
+def check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise BenchError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)} (e.g. --dtype bf16)")
 
 
 def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
@@ -168,11 +176,18 @@ class RunSpec:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     eval: EvalSpec = field(default_factory=EvalSpec)
+    dtype: str = "fp32"  # compute dtype of training and encoding alike (DTYPES)
+
+    def __post_init__(self):
+        check_dtype(self.dtype)
 
     def model_fields(self) -> dict:
-        """What determines the checkpoint (not the task nor how it is scored)."""
-        return {"method": self.method, "backbone": self.backbone, "params": dict(self.params),
-                "train_data": self.train_data, "budget": budget_identity(self.budget), "seed": self.seed}
+        """What determines the checkpoint (not the task nor how it is scored). The dtype moves both the weights
+        and the encodings; added after results were committed, it joins only when it is not fp32 (as
+        LATER_EVAL_FIELDS), so every earlier run_id and checkpoint key stays valid."""
+        fields = {"method": self.method, "backbone": self.backbone, "params": dict(self.params),
+                  "train_data": self.train_data, "budget": budget_identity(self.budget), "seed": self.seed}
+        return fields if self.dtype == "fp32" else {**fields, "dtype": self.dtype}
 
     @property
     def model_key(self) -> str:

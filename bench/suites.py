@@ -25,6 +25,7 @@ class Suite:
     train_data: str = "snli"
     seeds: tuple[int, ...] = (0,)
     method_params: dict = field(default_factory=dict)  # {method: {hyperparameter: value}} over its defaults
+    dtype: str = "fp32"  # compute dtype of training and encoding (bench.spec.DTYPES)
 
 
 # The smoke suite's SMAE. At the paper's lr (1e-4) its 8 steps of 8 sentences never left chance: every MLM and MAE
@@ -100,14 +101,14 @@ def paper_sts() -> Suite:
     """The Starbucks paper's STS setting, for GPU users with the hub: bert-base-uncased, one epoch of AllNLI
     triplets (557,850 / 128 = 4,358 steps) with MultipleNegativesRankingLoss, batch 128, the sentence-transformers
     trainer defaults the paper's scripts kept (lr 5e-5, linear decay, warmup 0.1, no weight decay, clipping at 1,
-    seed 42, activation checkpointing; bf16 here where the paper used fp16), evaluated on the STS tasks at the
+    seed 42, activation checkpointing; bf16 autocast here where the paper used fp16), evaluated on the STS tasks at the
     paper's dims."""
     return Suite("paper-sts", "bert-base-uncased, AllNLI (hub), the Starbucks paper's STS hyperparameters, GPU",
                  backbone="bert-base-uncased", tasks=STS_TASKS, train_data="all-nli", seeds=(42,),
                  eval=EvalSpec(dims=(32, 64, 128, 256, 512, 768)),
                  budget=Budget(steps=4358, batch_size=128, lr=5e-5, warmup_ratio=0.1, weight_decay=0.0,
                                max_seq_len=512, checkpoint_every=500, grad_checkpointing=True),
-                 method_params={"starbucks": PAPER_SMAE})
+                 method_params={"starbucks": PAPER_SMAE}, dtype="bf16")
 
 
 # The paper's SMAE (ielab/Starbucks smae/pretrain_smae.sh): whole-word masking 0.2 (encoder) / 0.4 (decoder), lr 1e-4,

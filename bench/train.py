@@ -3,9 +3,10 @@
 `train()` is generic: it takes a model, a list of examples, a `collate` (examples -> batch) and an `objective`
 (model, batch, generator -> scalar loss), and runs them under a `Budget`: AdamW (no decay on biases and norms, as
 the HF trainer; or plain SGD, `budget.optimizer`, for tests of gradient scale), warmup + linear/cosine decay from
-transformers, gradient clipping, gradient accumulation, optional activation checkpointing, bf16 autocast on CUDA,
-fp32 on CPU. The data order is a seeded permutation per epoch and
-optimizer step `s` always reads the same examples, so a resumed run sees exactly what an uninterrupted one sees.
+transformers, gradient clipping, gradient accumulation, optional activation checkpointing, and the run's compute
+dtype (fp32, or bf16 autocast over float32 master weights, on CPU and CUDA alike). The data order is a seeded
+permutation per epoch and optimizer step `s` always reads the same examples, so a resumed run sees exactly what an
+uninterrupted one sees.
 
 Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
 scheduler and RNG states) is written atomically; a rerun resumes from the newest intact one. The finished model goes
@@ -335,10 +336,11 @@ def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
 @timed("train")
 def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callable[[list], dict],
           objective: Objective, budget: Budget, seed: int, out_dir: Path, device: str | None = None,
-          desc: str = "train") -> TrainResult:
-    """Train `model` for budget.steps optimizer steps, resuming from the newest checkpoint in out_dir; returns the
-    finished model folder. A finished out_dir is returned as it is, also when another process finished it while
-    this one waited for its claim (looked at only under the claim, so all ranks of a DDP job decide alike)."""
+          desc: str = "train", dtype: str = "fp32") -> TrainResult:
+    """Train `model` for budget.steps optimizer steps, resuming from the newest checkpoint in out_dir, forward
+    passes in `dtype` (bench.spec.DTYPES); returns the finished model folder. A finished out_dir is returned as it
+    is, also when another process finished it while this one waited for its claim (looked at only under the claim,
+    so all ranks of a DDP job decide alike)."""
     out_dir = Path(out_dir)
     with claim(out_dir / LOCK_FILE):
         if is_trained(out_dir):
@@ -346,7 +348,7 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
         check_trainable(budget, len(examples), world()[1])
         _Preemption.training = True
         try:
-            _loop(model, tokenizer, examples, collate, objective, budget, seed, out_dir, device, desc)
+            _loop(model, tokenizer, examples, collate, objective, budget, seed, out_dir, device, desc, dtype)
         finally:
             _Preemption.training = False
     if _Preemption.pending is not None:  # warned during the last step: the final model is written, requeue now
@@ -354,7 +356,8 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
     return read_result(out_dir)
 
 
-def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: int, out_dir: Path, device, desc):
+def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: int, out_dir: Path, device, desc,
+          dtype: str):
     rank, size = world()
     dev = pick_device(device)
     if size > 1 and dev.type == "cuda":
@@ -379,7 +382,7 @@ def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: 
                disable=os.environ.get("BENCH_QUIET") == "1" or rank != 0)
     for step in range(start, budget.steps):
         loss, grad_norm = _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget,
-                                    generator, dev)
+                                    generator, dev, dtype)
         lr = scheduler.get_last_lr()[0]  # what optimizer.step() applies now (both parameter groups share it)
         optimizer.step()
         scheduler.step()
@@ -407,7 +410,7 @@ def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: 
 
 
 def _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator,
-              dev) -> tuple[float, float]:
+              dev, dtype) -> tuple[float, float]:
     """Forward and backward of every micro-batch of one optimizer step, then clipping; returns the step's loss (this
     process's share) and the gradient norm before clipping."""
     total = 0.0
@@ -416,7 +419,7 @@ def _one_step(wrapped, model, examples, collate, objective, order, step, rank, s
         last = micro == budget.grad_accum - 1
         sync = wrapped.no_sync() if size > 1 and not last else contextlib.nullcontext()
         with sync:
-            with autocast(dev):
+            with autocast(dev, dtype):
                 loss = objective(wrapped, batch, generator) / budget.grad_accum
             if not torch.isfinite(loss):
                 raise BenchError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "

@@ -4,10 +4,11 @@
     python benchmarks/gpu_check.py --device cpu --texts 256 --train-steps 3 --json-out cpu.json   # CPU figures
 
 The Python part of benchmarks/gpu_check.sh; it runs on CPU too (tests run it there with tiny sizes).
-- encode: `Encoder.encode` (every layer, bf16 autocast on CUDA, fp32 on CPU) of --texts STS-B train sentences at
-  --seq-len tokens, --batch-size per batch, after one warm-up batch; tokens/s counts real (non-padding) tokens.
+- encode: `Encoder.encode` (every layer, in --dtype: bf16 autocast on CUDA and fp32 on CPU by default) of --texts
+  STS-B train sentences at --seq-len tokens, --batch-size per batch, after one warm-up batch; tokens/s counts real
+  (non-padding) tokens.
 - train step: forward + backward + clipping + AdamW of the `starbucks-srl` objective (every target from one forward
-  pass per column, KL to the full model) on --train-batch SNLI triplets at 64 tokens, bf16 autocast on CUDA, as
+  pass per column, KL to the full model) on --train-batch SNLI triplets at 64 tokens, in --dtype, as
   bench/train.py runs it; the median of --train-steps steps after 2 warm-up steps.
 - MFU (model FLOPs utilization) = model FLOP/s / the device's peak. Model FLOPs: 2 x N x tokens for inference and
   6 x N x tokens for training (forward 2N, backward 4N per token), N = the parameters outside the embedding tables
@@ -84,7 +85,7 @@ def measure_encode(encoder: Encoder, texts: list[str], seq_len: int, batch_size:
 
 
 def measure_train(backbone: str, data_dir: Path, device: torch.device, batch: int, steps: int,
-                  peak: float | None) -> dict:
+                  peak: float | None, dtype: str = "fp32") -> dict:
     model, tokenizer = load_model(backbone)
     model.to(device).train()
     num_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
@@ -100,7 +101,7 @@ def measure_train(backbone: str, data_dir: Path, device: torch.device, batch: in
         data = to_device(collate(examples), device)
         synchronize(device)
         t0 = time.perf_counter()
-        with autocast(device):
+        with autocast(device, dtype):
             loss = objective(model, data, generator)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="encode batch (default 256)")
     parser.add_argument("--train-batch", type=int, default=128, help="triplets per training step (default 128)")
     parser.add_argument("--train-steps", type=int, default=20, help="timed training steps (default 20)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"),
+                        help="compute dtype (default: bf16 on CUDA, the peaks' dtype; fp32 on CPU)")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for a GPU not in the table")
     parser.add_argument("--cpu-figures", type=Path, help="JSON of an earlier `--device cpu --json-out` run")
     parser.add_argument("--json-out", type=Path, help="write this run's figures here")
@@ -170,26 +173,27 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.results_dir:
         summarize_results(folder)
     device = pick_device(args.device)
+    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = args.peak_tflops or (peak_tflops(name) if device.type == "cuda" else None)
-    print(f"device: {device.type} ({name}), torch {torch.__version__}, "
+    print(f"device: {device.type} ({name}), torch {torch.__version__}, dtype {dtype}, "
           f"peak {'unknown (no MFU)' if peak is None else f'{peak:g} TFLOP/s dense bf16'}")
     data_dir = resolve_data_dir(args.data_dir)
     train_pairs = load_stsb(data_dir, "train")
     sentences = list(dict.fromkeys(train_pairs.sentences1 + train_pairs.sentences2))
     texts = (sentences * (args.texts // len(sentences) + 1))[:args.texts]
-    encoder = Encoder.load(args.backbone, device=str(device))
+    encoder = Encoder.load(args.backbone, device=str(device), dtype=dtype)
     print(f"model FLOPs: inference 2 x N x tokens, training 6 x N x tokens; N = {matmul_params(encoder.model):,} "
           f"parameters of {args.backbone} outside the embeddings and pooler; real tokens only")
     encode = measure_encode(encoder, texts, args.seq_len, args.batch_size, peak)
     print(f"encode: {encode['texts']} texts, {encode['tokens']:,} tokens in {encode['seconds']:.2f} s: "
           f"{encode['encode tokens/s']:,.0f} tokens/s, MFU {format_figure('MFU', encode['encode MFU'])}")
     del encoder
-    train = measure_train(args.backbone, data_dir, device, args.train_batch, args.train_steps, peak)
+    train = measure_train(args.backbone, data_dir, device, args.train_batch, args.train_steps, peak, dtype)
     print(f"train step (starbucks-srl, {train['batch']} triplets, median of {train['steps']}): "
           f"{train['train step ms']:.1f} ms, {train['step tokens']:,.0f} tokens, {train['train tokens/s']:,.0f} "
           f"tokens/s, MFU {format_figure('MFU', train['train MFU'])}")
-    here = {"device": device.type, "device_name": name, "backbone": args.backbone, **encode, **train}
+    here = {"device": device.type, "device_name": name, "backbone": args.backbone, "dtype": dtype, **encode, **train}
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(here, indent=1))
     cpu = json.loads(args.cpu_figures.read_text()) if args.cpu_figures is not None else None

@@ -18,7 +18,7 @@
 # `python benchmarks/gpu_check.py --device cpu --texts 512 --train-batch 16 --train-steps 3 --json-out cpu.json`;
 # without it this script measures the local CPU with that same short run.
 #
-# Steps: 1. install; 2. the smoke suite on CUDA (every method, tiny random BERT; bf16 autocast, as every CUDA run);
+# Steps: 1. install; 2. the smoke suite on CUDA (every method, tiny random BERT; --dtype bf16: bf16 autocast);
 # 3. a default-suite slice: pretrained and starbucks-srl on STS-B, MiniLM, 20 training steps; 4. the figures of
 # benchmarks/gpu_check.py: encode throughput (tokens/s), training step time, model FLOPs utilization (its docstring
 # states the FLOP formulas and the peaks). Everything lands in gpu-check/ (results, cache, gpu_check.log).
@@ -49,7 +49,7 @@ print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_dev
 echo "   install took ${SECONDS}s"
 
 export HF_HUB_OFFLINE=1 BENCH_QUIET=1 BENCH_DATA_DIR="$DATA_DIR" BENCH_CACHE_DIR="$OUT/cache"
-RUN=(.venv-gpu/bin/bench run --device cuda --data-dir "$DATA_DIR" --cache-dir "$OUT/cache")
+RUN=(.venv-gpu/bin/bench run --device cuda --dtype bf16 --data-dir "$DATA_DIR" --cache-dir "$OUT/cache")
 
 echo "== 2. smoke suite on CUDA"
 start=$SECONDS

@@ -120,7 +120,8 @@ def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> np.ndarray:
 
     texts = fit_texts(load_training_set(ctx.data_dir, spec.train_data).texts, limit)
     encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
-                           prompts=spec.eval.prompts, head_layers=spec.eval.head_layers)  # as evaluation serves it
+                           prompts=spec.eval.prompts, head_layers=spec.eval.head_layers,
+                           dtype=spec.dtype)  # as evaluation serves it
     vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}", texts, spec.budget.max_seq_len,
                                FIT_ENCODE_BATCH, Path(ctx.cache_dir) / "encodings")
     return vectors

@@ -100,4 +100,4 @@ def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> 
     examples = list(zip(data.texts, labels))
     desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")
     return train(model, tokenizer, examples, TextCollate(tokenizer, spec.budget.max_seq_len), job.objective,
-                 spec.budget, spec.seed, folder, ctx.device, desc)
+                 spec.budget, spec.seed, folder, ctx.device, desc, spec.dtype)

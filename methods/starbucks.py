@@ -4,7 +4,7 @@
 The pre-training is a cached stage: cache/checkpoints/smae-<hash>/, the hash over its own spec (backbone, targets,
 masking rates, MAE on/off, corpus, its budget, seed), so fine-tunings that differ only in their own settings
 (training data, budget, KL) reuse it, and a rerun does not pre-train again. It goes through the one training loop
-(bench/train.py): same devices, bf16 autocast, DDP, checkpoints and exact resume. The fine-tuning starts from, and
+(bench/train.py): same devices, the run's dtype, DDP, checkpoints and exact resume. The fine-tuning starts from, and
 is keyed by, the pre-trained encoder's folder, which carries that hash (so a moved cache retrains the fine-tuning,
 not the pre-training).
 
@@ -117,7 +117,8 @@ def pretrain_spec(spec: RunSpec, params: Starbucks.Params, targets: tuple[SubMod
         budget.pop(no_effect)
     return {"stage": "smae", "backbone": spec.backbone, "targets": [[t.layer, t.dim] for t in targets],
             "mlm_rate": params.mlm_rate, "mae_rate": params.mae_rate, "mae": params.mae, "corpus": params.corpus,
-            "budget": budget, "seed": spec.seed, "code": method_code(Starbucks, trains=True)}
+            "budget": budget, "seed": spec.seed, "code": method_code(Starbucks, trains=True),
+            **({} if spec.dtype == "fp32" else {"dtype": spec.dtype})}  # fp32: the folders of before the field
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _train_smae(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, target
     model = SMAETrainee(encoder, head, tokenizer, targets, params.mae)
     objective = smae_objective(targets, params, tokenizer.mask_token_id, len(tokenizer), spec.seed)
     train(model, tokenizer, texts, partial(tokenize, tokenizer, max_length=budget.max_seq_len), objective, budget,
-          spec.seed, out_dir, ctx.device, desc=f"pretrain {spec.method} (SMAE)")
+          spec.seed, out_dir, ctx.device, desc=f"pretrain {spec.method} (SMAE)", dtype=spec.dtype)
 
 
 def smae_objective(targets: tuple[SubModel, ...], params: Starbucks.Params, mask_token_id: int, vocab_size: int,

@@ -279,7 +279,7 @@ def card_markdown(doc: dict, cells: pd.DataFrame) -> str:
              "layers 1 to `layer`).", "",
              "| Task | Metric | Full score | Within 1% | Within 5% |", "|---|---|---:|---|---|"]
     for t in doc["tasks"]:
-        lines.append(f"| {t['display']} | {METRIC_NAMES.get(t['metric'], t['metric'])} | {t['full_score']:.3f} | "
+        lines.append(f"| {t['display']} | {METRIC_NAMES.get(t['metric'], t['metric'])} | {_full_text(t)} | "
                      f"{_cell_name(t['smallest_within']['1%'])} | {_cell_name(t['smallest_within']['5%'])} |")
     lines += ["", "## Cells the model was trained for", "",
               (f"(layer, dim): {targets}." if targets else "No cell is marked as a training target (`is_target`) in "
@@ -299,10 +299,15 @@ def card_markdown(doc: dict, cells: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _full_text(task: dict) -> str:
+    """The full cell's score; results without it (an int8-only run) have no retention to show."""
+    return "no full fp32 cell" if task["full_score"] is None else f"{task['full_score']:.3f}"
+
+
 def _task_table(t: dict, cells: pd.DataFrame) -> list[str]:
     """layer x dim rows, one column per precision: retention [interval]."""
     precisions = tables.precision_order(cells)
-    lines = [f"### {t['display']} ({METRIC_NAMES.get(t['metric'], t['metric'])}, full {t['full_score']:.3f})", "",
+    lines = [f"### {t['display']} ({METRIC_NAMES.get(t['metric'], t['metric'])}, full {_full_text(t)})", "",
              "| Layer | Dim | Encode ms / 1k texts | " + " | ".join(precisions) + " |",
              "|---:|---:|---:|" + "---:|" * len(precisions)]
     for (layer, dim), group in cells.groupby(["layer", "dim"], sort=True):
@@ -329,7 +334,12 @@ def _task_table(t: dict, cells: pd.DataFrame) -> list[str]:
 @plots.styled
 def retention_figure(cells: pd.DataFrame, title: str) -> bytes:
     """Retention against bytes per vector, one panel per task: colour = layer, marker = precision, bars = the
-    interval where there is one; lines at 99% and 95%."""
+    interval where there is one; lines at 99% and 95%. Tasks without a full fp32 cell have no retention to draw."""
+    cells = cells[cells["retention"].notna()]
+    if cells.empty:
+        fig = Figure(figsize=(4, 1), layout="constrained")
+        fig.text(0.5, 0.5, f"{title}: no full fp32 cell, so no retention to draw", ha="center", va="center")
+        return plots.png_bytes(fig)
     tasks = list(dict.fromkeys(cells["task"]))
     fig = Figure(figsize=(3.2 * len(tasks) + 0.8, 3.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(tasks), sharey=True))

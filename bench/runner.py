@@ -166,9 +166,12 @@ def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:
     if not specs:
         raise BenchError("nothing to run: no methods x tasks x seeds")
     written = []
-    for i, spec in enumerate(specs, 1):
-        log.info("[%d/%d] %s on %s (run %s)", i, len(specs), spec.method, spec.task, spec.run_id)
-        path = run_spec(spec, ctx)
-        if path is not None:
-            written.append(path)
+    try:
+        for i, spec in enumerate(specs, 1):
+            log.info("[%d/%d] %s on %s (run %s)", i, len(specs), spec.method, spec.task, spec.run_id)
+            path = run_spec(spec, ctx)
+            if path is not None:
+                written.append(path)
+    finally:
+        _previous_encoders.clear()  # kept between the runs of one call, never from one call to the next
     return written

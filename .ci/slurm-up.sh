@@ -30,7 +30,7 @@ fi
 
 # slurm.conf: this host as controller and only node, with the CPUs and memory slurmd itself detects.
 host="$(hostname -s)"
-node="$(slurmd -C | head -n 1)"  # NodeName=<host> CPUs=.. Boards=.. SocketsPerBoard=.. ... RealMemory=..
+node="$(slurmd -C | sed -n 1p)"  # NodeName=<host> CPUs=.. Boards=.. SocketsPerBoard=.. ... RealMemory=..
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 conf="$(mktemp)"
 cat >"$conf" <<EOF
@@ -77,7 +77,10 @@ running() {  # a daemon whose pid file names a live process of that name
 if running slurmctld; then
     [ "$changed" = 0 ] || scontrol reconfigure
 else
-    /usr/sbin/slurmctld
+    # -c: start with no saved jobs. A controller started here again (a later CI run on the same machine) would
+    # otherwise reload the jobs of a killed session and requeue them, taking the cores the tests' jobs need.
+    rm -rf /var/spool/slurmd/*
+    /usr/sbin/slurmctld -c
 fi
 running slurmd || /usr/sbin/slurmd
 

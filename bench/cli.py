@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
     _selection(run)
     _dirs(run, default=USER_RESULTS)
-    run.add_argument("--compare-with", default=str(COMMITTED_RESULTS),
+    run.add_argument("--compare-with",
                      help="a results folder to compare this run's cells with at the end, run by run (same run_id), "
                           "within `bench reproduce`'s tolerances; none: no comparison (default: results/, the "
-                          "committed results)")
+                          "committed results, where it exists)")
     run.add_argument("--report", type=Path, metavar="DIR",
                      help="at the end, build the report of --results-dir into DIR (as `bench report` would)")
     run.add_argument("--cache-dir", type=Path, help="encodings and checkpoints (default: $BENCH_CACHE_DIR or ./cache)")
@@ -186,6 +186,11 @@ def _specs(args) -> list:
 
 def cmd_run(args) -> int:
     from bench import phases
+
+    phases.reset()  # one profile per command, also when a process runs several (tests do)
+    if args.compare_with not in (None, "none") and not Path(args.compare_with).is_dir():
+        raise BenchError(f"--compare-with {args.compare_with}: no such results folder; pass an existing folder or "
+                         "none")
     from bench.backbone import cache_root
     from bench.data import resolve_data_dir
     from bench.runner import run_all
@@ -221,7 +226,7 @@ def _compare_and_report(specs: list, args) -> None:
     """The end of a run: how its cells compare with the committed results, and its report if asked for."""
     from bench.reproduce import compare_with_committed, format_comparison
 
-    committed = Path(args.compare_with)
+    committed = Path(args.compare_with or COMMITTED_RESULTS)
     if args.compare_with != "none" and committed.is_dir() and committed.resolve() != args.results_dir.resolve():
         print(format_comparison(compare_with_committed(args.results_dir, committed, specs), committed, specs))
     if args.report is not None:

@@ -110,7 +110,11 @@ def _plain(meta: ModelMeta) -> ModelMeta:
 
 def task_result(task_name: str, rows: pd.DataFrame) -> TaskResult:
     """One cell's rows of one task -> mteb's TaskResult (scores mean over seeds; split as scored)."""
-    task = mteb.get_task(task_name)
+    try:
+        task = mteb.get_task(task_name)
+    except Exception as exc:  # mteb raises KeyError or ValueError, with a long suggestion list
+        raise BenchError(f"mteb does not know task {task_name!r} (a task class of your own is not registered with "
+                         "mteb); export results without it") from exc
     scores: dict[str, dict[str, float]] = {}
     for (split, metric), part in rows.groupby(["split", "metric"], sort=True):
         value = float(part["score"].mean())

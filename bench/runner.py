@@ -106,6 +106,7 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     check_dtype_supported(spec.dtype, pick_device(process_device(ctx.device, world()[1])))
     method = METHODS.get(spec.method)()
     task = TASKS.get(spec.task)
+    _forget_other_models(spec)
     with phases.phase("load"):
         ensure_data(spec.task, ctx.data_dir)  # missing files: fetched when the hub answers, else one error line
         data = task.load(ctx.data_dir, spec.eval)  # fail on missing data before any training
@@ -116,8 +117,8 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
         checkpoints = method.checkpoints(spec, ctx)
     rank, size = world()  # under torchrun every process trains and encodes its shard; rank 0 scores and writes
     full_depth = backbone_shape(spec.backbone, ctx.trust_remote_code)[0]  # a `separate` checkpoint holds fewer blocks
-    encoders = _encoders_of(checkpoints, spec, ctx, process_device(ctx.device, size))
-    for ck, encoder in zip(checkpoints, encoders):
+    for ck in checkpoints:
+        encoder = _encoder_for(ck, spec, ctx, process_device(ctx.device, size))
         cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
                                            backbone_layers=full_depth, world=(rank, size))
         if rank != 0:
@@ -143,22 +144,27 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
         return write_run(ctx.results_dir, spec, code, rows, examples)
 
 
-# The encoders of the previous run, kept for the next: a method's runs on its tasks follow each other and serve
-# the same checkpoints, so each model is loaded once per process, not once per task. Only one run's encoders are
-# kept (a `separate` run has six), so memory stays that of one run.
+# Encoders kept from one run to the next: a method's runs on its tasks follow each other and serve the same
+# checkpoints, so each model is loaded once per process, not once per task. Keys start with the spec's model_key;
+# a run of another model drops them before it trains or loads anything (`_forget_other_models`), so at most one
+# model's encoders are held (a `separate` run's six truncated models) and none sits in memory while another trains.
 _previous_encoders: dict[tuple, Encoder] = {}
 
 
-def _encoders_of(checkpoints: list, spec: RunSpec, ctx: RunContext, device: str | None) -> list[Encoder]:
-    keys = [(ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts, spec.eval.head_layers,
-             spec.dtype) for ck in checkpoints]
-    with phases.phase("load"):
-        encoders = [_previous_encoders.get(key) or Encoder.load(key[0], key[1], device, trust_remote_code=key[3],
-                                                                prompts=key[4], head_layers=key[5], dtype=key[6])
-                    for key in keys]
-    _previous_encoders.clear()
-    _previous_encoders.update(zip(keys, encoders))
-    return encoders
+def _forget_other_models(spec: RunSpec) -> None:
+    for key in [k for k in _previous_encoders if k[0] != spec.model_key]:
+        del _previous_encoders[key]
+
+
+def _encoder_for(ck, spec: RunSpec, ctx: RunContext, device: str | None) -> Encoder:
+    key = (spec.model_key, ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts,
+           spec.eval.head_layers, spec.dtype)
+    if key not in _previous_encoders:
+        with phases.phase("load"):
+            _previous_encoders[key] = Encoder.load(ck.model, spec.eval.pooling, device,
+                                                   trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
+                                                   head_layers=spec.eval.head_layers, dtype=spec.dtype)
+    return _previous_encoders[key]
 
 
 def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:

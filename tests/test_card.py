@@ -87,6 +87,26 @@ def test_smallest_within_takes_fewest_bytes_then_fewest_layers():
     assert card.smallest_within(cells, 1.01) is None
 
 
+def test_a_cell_whose_bytes_leave_out_what_it_reads_is_never_picked():
+    """binary+rescore's row counts the bits only, not the int8 documents its rescoring reads: no pick, no manifest."""
+    cells = _frame([("t", "sts", 2, 64, "fp32", 256, 1.0), ("t", "sts", 2, 64, "binary+rescore", 8, 0.999),
+                    ("t", "sts", 2, 64, "int8", 64, 0.995)])
+    assert card.smallest_within(cells, 0.99)["precision"] == "int8"
+    assert {c["precision"] for c in card.family_keeps(cells, 0.99)["cells"]} == {"fp32", "int8"}
+
+
+def test_the_report_picks_the_published_model_also_when_two_of_its_configs_share_a_folder(tmp_path):
+    """Two configs of `pretrained` in one folder are labelled pretrained@<hash> by the tables; the report's card
+    takes one of them instead of failing on the plain name (`bench run --dtype bf16` beside an fp32 run)."""
+    for alpha in (1, 2):
+        write_method(tmp_path, "pretrained", tasks=("stsb",), precisions=("fp32",), params={"alpha": alpha})
+    from bench.report import build_report
+
+    assert card.default_method(card._loaded(tmp_path), "minilm").startswith("pretrained@")
+    build_report(tmp_path, tmp_path / "out")
+    assert "(pretrained@" in (tmp_path / "out" / "cards" / "minilm.md").read_text()
+
+
 def test_a_family_keeps_a_cell_only_where_every_task_keeps_it():
     cells = _frame([(t, "sts", layer, dim, "fp32", 4 * dim, r) for t, layer, dim, r in [
         ("a", 2, 64, 1.0), ("b", 2, 64, 1.0), ("a", 2, 32, 0.995), ("b", 2, 32, 0.96), ("a", 1, 64, 0.999),

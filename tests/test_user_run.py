@@ -20,7 +20,14 @@ def test_runs_go_to_the_users_folder_and_reports_read_the_committed_one():
     assert parser.parse_args(["status"]).results_dir == USER_RESULTS
     assert parser.parse_args(["report"]).results_dir == COMMITTED_RESULTS == Path("results")
     assert parser.parse_args(["reproduce"]).results_dir == COMMITTED_RESULTS
-    assert parser.parse_args(["run"]).compare_with == "results"
+    assert parser.parse_args(["run"]).compare_with is None  # results/ where it exists
+
+
+def test_a_comparison_folder_that_does_not_exist_is_one_line_before_anything_runs(tmp_path, capsys):
+    assert main(["run", *SMOKE, "--results-dir", str(tmp_path / "r"), "--compare-with", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --compare-with {tmp_path / 'nope'}: no such results folder; "
+                                               "pass an existing folder or none")
+    assert not (tmp_path / "r").exists()
 
 
 def _shift_one_score(path: Path, delta: float) -> tuple[int, int, str, str]:

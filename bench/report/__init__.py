@@ -59,7 +59,7 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             path = _write(out_dir / "figures" / slug / f"{stem}.png", png)
             written.append(path)
             figures.append((backbone, title, path.relative_to(out_dir).as_posix()))
-        written += card.write_card(results_dir, backbone, out_dir / "cards", card.default_method(part, backbone),
+        written += card.write_card(results_dir, backbone, out_dir / "cards", card.default_method(frame, backbone),
                                    frame=frame)
     details = cell_details(cells, sig, frame)
     page = html.render_leaderboard(details, tables.provenance(frame), built, figures)

@@ -33,6 +33,12 @@ N_BOOT = 1000  # resamples of the retention intervals (bench.stats' default, as 
 # and its comparison into `_prefix_check`.
 NON_PREFIX_METHODS: tuple[str, ...] = ()
 NO_BASELINE = "no non-prefix baseline in these results"
+# Precisions whose bytes_per_vector does not count all a query reads: binary+rescore rescores its Hamming shortlist
+# against an int8 copy of the documents that the row's bytes leave out (issue 22). A card that picked them as "the
+# smallest cell" would promise a size no server gets, so picks and manifest leave them out; the tables show them.
+UNCOUNTED_BYTES = ("binary+rescore",)
+UNCOUNTED_NOTE = ("binary+rescore cells are shown in the tables but never picked nor listed in the manifest: their "
+                  "bytes per vector leave out the int8 document copy the rescoring reads")
 KEEPS = ("a (layer, dim, precision) cell keeps X for a family when, on every task of the family, the cell was "
          "evaluated and its retention point estimate (cell score / full fp32 cell score on the same task) is >= X; "
          "`dims`: the dims whose cell at the full layer in fp32 keeps X, `layers`: the layers whose cell at the full "
@@ -52,9 +58,12 @@ class Card:
 
 
 def default_method(frame: pd.DataFrame, backbone: str) -> str:
-    """pretrained where the backbone has it (the model as published), else the first method in display order."""
-    methods = method_order(frame.loc[frame["backbone"] == backbone, "method"])
-    return "pretrained" if "pretrained" in methods else methods[0]
+    """pretrained where the backbone has it (the model as published), else the first method in display order; as
+    the tables label methods, so two configs of one method in a folder (fp32 and bf16, say) give `pretrained@<hash>`
+    and the first of them is taken."""
+    methods = method_order(tables.quality_rows(frame[frame["backbone"] == backbone])["method"])
+    published = [m for m in methods if m.split("@")[0] == "pretrained"]
+    return (published or methods)[0]
 
 
 def write_card(results_dir: Path, backbone: str, out_dir: Path, method: str = "pretrained",
@@ -166,7 +175,7 @@ def _interval(entry, full) -> tuple[float, float, str]:
 def smallest_within(cells: pd.DataFrame, threshold: float) -> pd.Series | None:
     """The task's cheapest cell whose retention point estimate is >= threshold: fewest bytes per vector, then the
     lowest encode cost (layers run), then the measured encode time; None where no cell keeps it."""
-    keep = cells[cells["retention"] >= threshold]
+    keep = cells[(cells["retention"] >= threshold) & ~cells["precision"].isin(UNCOUNTED_BYTES)]
     if keep.empty:
         return None
     order = {p: i for i, p in enumerate(tables.precision_order(cells))}
@@ -184,6 +193,7 @@ def family_keeps(cells: pd.DataFrame, threshold: float) -> dict:
     of these cells (one family): see KEEPS."""
     full_layer, full_dim = cells.attrs["full"]
     n_tasks = cells["task"].nunique()
+    cells = cells[~cells["precision"].isin(UNCOUNTED_BYTES)]
     ok = cells.assign(ok=cells["retention"] >= threshold).groupby(["layer", "dim", "precision"])["ok"].agg(
         ["sum", "size"])
     kept = ok[(ok["sum"] == n_tasks) & (ok["size"] == n_tasks)].index
@@ -276,7 +286,7 @@ def card_markdown(doc: dict, cells: pd.DataFrame) -> str:
              f"![Retention against bytes per vector]({slug}.png)", "",
              "## Smallest cells within 1% and 5% of the full model", "",
              "Fewest bytes per vector, then fewest layers; encode time as measured in the run (per 1,000 texts, "
-             "layers 1 to `layer`).", "",
+             f"layers 1 to `layer`). {UNCOUNTED_NOTE[0].upper() + UNCOUNTED_NOTE[1:]}.", "",
              "| Task | Metric | Full score | Within 1% | Within 5% |", "|---|---|---:|---|---|"]
     for t in doc["tasks"]:
         lines.append(f"| {t['display']} | {METRIC_NAMES.get(t['metric'], t['metric'])} | {_full_text(t)} | "

@@ -70,6 +70,8 @@ MINILM_DIAGONAL = tuple(zip(range(1, 7), MINILM_DIMS))
 # an empty cache (peak RSS 2.8 GB); separate 443 s, starbucks 222 s, 2dmse 167 s, ese 162 s, full 158 s,
 # starbucks-srl 154 s, qat 145 s, mrl 144 s, bebr 120 s, matryoshka-adaptor 26 s, pca 16 s, pretrained 14 s. Training
 # is a third of a trained method's time; encoding the three tasks per checkpoint (SciFact's corpus ~60 s) the rest.
+# 2026-12-07, on a fresh clone (an Intel Xeon, 2 cores), with models loaded once per process: 27:40, of which train
+# 33%, encode 50%, score 16%, start-up, loading and writing under 1%, untimed 0.0% (the profile `bench run` prints).
 SHORT_BUDGET = Budget(steps=64, batch_size=16, lr=2e-5, warmup_ratio=0.1, max_seq_len=64, checkpoint_every=64)
 # An SMAE step of 32 sentences (64 tokens) cost 3.2 s in that run (128 s for 40), ~4.5 fine-tuning steps of 16.
 DEFAULT_SMAE = dict(pretrain_steps=20)

@@ -114,7 +114,9 @@ def test_a_job_array_writes_the_in_process_rows_and_status_shows_slurms_ids_and_
 
 
 def test_a_job_cancelled_mid_training_resumes_from_its_checkpoint_when_run_again(tmp_path, capsys):
-    """scancel at the first checkpoint (step 4; Slurm kills the job KillWait seconds later): the run is failed and
+    """scancel at the first checkpoint (step 4): the job is suspended first (`scontrol suspend`, SIGSTOP), since
+    scancel's SIGTERM is ignored by submitit's jobs and the SIGKILL comes KillWait seconds later, in which a fast
+    machine would train to the end (seen in a tox run: "training finished before scancel took effect"). The run is failed and
     its job CANCELLED in `bench status`, the model unfinished. The same command again submits a job whose training
     starts at the newest checkpoint (its log's first progress line), and writes the rows of an uninterrupted run."""
     (job,) = submitted_ids(bench_run(TRAINING, tmp_path))
@@ -124,6 +126,7 @@ def test_a_job_cancelled_mid_training_resumes_from_its_checkpoint_when_run_again
             break
         time.sleep(POLL_SECONDS / 4)
     assert checkpoints, f"job {job} ended before its first checkpoint: {slurm_states([job])}"
+    subprocess.run(["scontrol", "suspend", job], check=True)  # no step more while Slurm cancels it
     subprocess.run(["scancel", job], check=True)
     assert wait_until_ended([job]) == {job: "CANCELLED"}
     model_dir = checkpoints[0].parent

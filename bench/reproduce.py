@@ -124,10 +124,15 @@ class Tolerance:
 # weights x1.2), so an order of magnitude over the thread noise would hide all of them; 3x still clears every
 # measured float-path change. Rows that never moved (retrieval) keep the absolute floors they had: 0.05 at fp32 and,
 # quantized, 0.35 (one of SciFact's 300 queries changing rank moves a mean by up to 0.33).
+# Another CPU moves int8 rows further than threads do: the same code (this repo at 5cb7026 and after) on an Intel
+# Xeon (avx512_vnni, 2026-12-07), against the reference made on an AMD Zen 4, moved spearman int8 by up to 0.312
+# (pca at (2, 64)) and pearson int8 by 0.259, binary by 0.39, while fp32 rows moved 0.0047 (spearman) and 0.0008
+# (pearson) and retrieval rows not at all. So the int8 tolerances are MARGIN x those: spearman 1, pearson 0.8 (a
+# bucket edge crossed on float noise); fp32 and binary keep theirs.
 MARGIN = 3
 QUALITY_TOLERANCE = {
-    ("spearman", "fp32"): Tolerance(0.02), ("spearman", "int8"): Tolerance(0.3), ("spearman", "binary"): Tolerance(2),
-    ("pearson", "fp32"): Tolerance(0.008), ("pearson", "int8"): Tolerance(0.4), ("pearson", "binary"): Tolerance(2),
+    ("spearman", "fp32"): Tolerance(0.02), ("spearman", "int8"): Tolerance(1), ("spearman", "binary"): Tolerance(2),
+    ("pearson", "fp32"): Tolerance(0.008), ("pearson", "int8"): Tolerance(0.8), ("pearson", "binary"): Tolerance(2),
     **{(m, "fp32"): Tolerance(0.05) for m in ("ndcg@10", "mrr@10", "recall@100")},
 }
 UNMEASURED = Tolerance(0.35)  # a quality row of a metric or precision the probe did not see, and quantized retrieval

@@ -78,7 +78,7 @@ def reset() -> None:
 
 
 def format_profile(totals: dict[str, float], wall: float) -> str:
-    """`profile: wall 1795.2 s; train 612.0 (34.1%), ...; untimed 40.1 (2.2%)` on one line per phase."""
+    """A header with the wall time, then one line per phase and one for the untimed rest: seconds and share."""
     lines = [f"profile of this process: {wall:.1f} s wall"]
     for name in PHASES:
         seconds = totals.get(name, 0.0)

@@ -148,23 +148,23 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
 # checkpoints, so each model is loaded once per process, not once per task. Keys start with the spec's model_key;
 # a run of another model drops them before it trains or loads anything (`_forget_other_models`), so at most one
 # model's encoders are held (a `separate` run's six truncated models) and none sits in memory while another trains.
-_previous_encoders: dict[tuple, Encoder] = {}
+_kept_encoders: dict[tuple, Encoder] = {}
 
 
 def _forget_other_models(spec: RunSpec) -> None:
-    for key in [k for k in _previous_encoders if k[0] != spec.model_key]:
-        del _previous_encoders[key]
+    for key in [k for k in _kept_encoders if k[0] != spec.model_key]:
+        del _kept_encoders[key]
 
 
 def _encoder_for(ck, spec: RunSpec, ctx: RunContext, device: str | None) -> Encoder:
     key = (spec.model_key, ck.model, spec.eval.pooling, device, ctx.trust_remote_code, spec.eval.prompts,
            spec.eval.head_layers, spec.dtype)
-    if key not in _previous_encoders:
+    if key not in _kept_encoders:
         with phases.phase("load"):
-            _previous_encoders[key] = Encoder.load(ck.model, spec.eval.pooling, device,
+            _kept_encoders[key] = Encoder.load(ck.model, spec.eval.pooling, device,
                                                    trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
                                                    head_layers=spec.eval.head_layers, dtype=spec.dtype)
-    return _previous_encoders[key]
+    return _kept_encoders[key]
 
 
 def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:
@@ -179,5 +179,5 @@ def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:
             if path is not None:
                 written.append(path)
     finally:
-        _previous_encoders.clear()  # kept between the runs of one call, never from one call to the next
+        _kept_encoders.clear()  # kept between the runs of one call, never from one call to the next
     return written

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from bench import BenchError
+from bench.precisions import supported
 from bench.spec import stable_hash
 
-STS_PRECISIONS = ("fp32", "int8", "binary")  # STS has no search, so no binary+rescore
-RETRIEVAL_PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
+STS_PRECISIONS = supported("sts")  # STS has no search, so no binary+rescore
+RETRIEVAL_PRECISIONS = supported("retrieval")
 
 
 @dataclass(frozen=True)

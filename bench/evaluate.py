@@ -25,7 +25,8 @@ from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
 from bench.phases import timed
-from bench.spec import PRECISIONS, EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.precisions import KNOWN
+from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.transforms import bytes_per_vector
 
@@ -185,7 +186,8 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.width)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
-    served = getattr(head, "PRECISIONS", PRECISIONS)  # a head of binary codes has no float cells of its own
+    served = getattr(head, "PRECISIONS", KNOWN)  # a head of binary codes has no float cells of its own
+    # a task scores the precisions its family can (STS has no search: no binary+rescore); unknown names raised above
     precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
     bits_per_dim = getattr(head, "bits_per_dim", 1)
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ experiment per (layer, dim, precision) cell, plus the full cell (deepest layer, 
 plain result `<out>/results/<org>__<model>/<revision>/<Task>.json`. Each folder holds the model_meta.json mteb
 identifies it by. A cell's experiment kwargs are mteb's own settings, `embed_dim` (the dims kept) and
 `output_dtypes` (the stored format: float32, int8, binary), plus `layer` (transformer blocks run) and, for
-binary+rescore, `rescore: float`; mteb names the folder from them (ModelMeta.experiment_name).
+the binary+rescore precisions, `rescore`: what the float query rescores against (bits, int8, fp32); mteb names the folder from them (ModelMeta.experiment_name).
 
 A model is one (backbone, method) of the results: `elastic-bench/<backbone>-<method>`, its revision a hash of the
 method's configurations (params, training data, budget). Our tasks take their mteb names and their metrics mteb's
@@ -29,6 +29,7 @@ from mteb.types import OutputDType
 from bench import BenchError
 from bench.catalog import TaskMeta, method_labels
 from bench.results import load_results
+from bench.precisions import precision as precision_record
 from bench.spec import stable_hash
 
 MTEB_TASKS = {"stsb": "STSBenchmark", "sickr": "SICK-R", **{f"sts{y}": f"STS{y}" for y in range(12, 17)},
@@ -40,7 +41,9 @@ MTEB_TASKS = {"stsb": "STSBenchmark", "sickr": "SICK-R", **{f"sts{y}": f"STS{y}"
 MTEB_METRICS = {"spearman": ("cosine_spearman", "spearman"), "pearson": ("cosine_pearson", "pearson"),
                 "ndcg@10": ("ndcg_at_10",), "mrr@10": ("mrr_at_10",), "recall@100": ("recall_at_100",)}
 OUR_SCALE = 100.0  # our STS and retrieval scores are x100; mteb's are 0..1
-OUTPUT_DTYPES = {"fp32": "float32", "int8": "int8", "binary": "binary", "binary+rescore": "binary"}
+# the stored search format; a rescoring variant adds `rescore` (what it rescores against) to its experiment kwargs
+OUTPUT_DTYPES = {"fp32": "float32", "int8": "int8", "binary": "binary", "binary+rescore": "binary",
+                 "binary+rescore-int8": "binary", "binary+rescore-fp32": "binary"}
 COST_METRICS = {"relative_encode_cost", "index_bytes", "search_ms_per_query"}  # cell rows that are not scores
 
 
@@ -96,8 +99,9 @@ def cell_meta(name: str, revision: str, layer: int, dim: int, precision: str) ->
     the `precision` encode kwarg folded into output_dtypes), plus the layer."""
     dtype = OUTPUT_DTYPES[precision]
     kwargs = {"embed_dim": dim, "output_dtypes": dtype, "layer": layer}
-    if precision == "binary+rescore":
-        kwargs["rescore"] = "float"
+    rescore = precision_record(precision).rescore
+    if rescore:  # the float query rescores against: "bits" (the documents' own), "int8" or "fp32" stored copies
+        kwargs["rescore"] = rescore
     return ModelMeta.create_empty({"name": name, "revision": revision, "embed_dim": dim,
                                    "output_dtypes": [OutputDType(dtype)],
                                    "experiment_kwargs": kwargs, "framework": ["PyTorch"]})

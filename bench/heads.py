@@ -105,10 +105,10 @@ class ResidualBinaryHead:
     t: z_t = block_t(r_t) (a residual MLP), code_t = sign bits of z_t, s_t = +-1 of code_t,
     r_{t+1} = u - sum_{v <= t} w_v s_v. The d-dim cell keeps the first d bits of every level: its codes'
     reconstruction sum_t w_t s_t[:d] is the first d dims of the full one. The float vectors pass through unchanged
-    (binary+rescore rescores with them); the head serves the binary precisions only."""
+    (binary+rescore-int8/-fp32 rescore with them); the head serves the binary precisions only."""
 
     KIND = "residual-binary"
-    PRECISIONS = ("binary", "binary+rescore")
+    PRECISIONS = ("binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
     blocks: dict[int, list[dict[str, np.ndarray]]]  # layer -> one residual MLP block per level
     weights: dict[int, np.ndarray]  # layer -> (levels,) the weight of each level's +-1 vector
 

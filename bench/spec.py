@@ -7,15 +7,16 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from bench import BenchError
+from bench.precisions import KNOWN, precision
 
-PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
+# The precisions an EvalSpec evaluates by default (bench/precisions.KNOWN lists every one the harness can score)
+PRECISIONS = ("fp32", "int8", "binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
 POOLINGS = ("cls", "mean", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens")  # sentence-transformers'
 # Text roles and their prompts: `default` is what SentenceTransformer.encode(texts) prepends (STS sentences and
 # any text without a role), `query` and `document` what encode(prompt_name="query" / "document") prepends.
 ROLES = ("default", "query", "document")
 HEAD_LAYERS = ("every", "last")
 INT8_CALIBRATIONS = ("corpus", "queries")
-RESCORE_DOCS = ("int8", "fp32")
 SEARCH_INDEXES = ("flat", "hnsw")
 STORE_DTYPES = ("float32", "float16")
 # The compute dtype of training and encoding (matmuls under autocast; pooling, normalisation, quantization and
@@ -31,10 +32,7 @@ def check_dtype(dtype: str) -> None:
 def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
     """Known precisions only; binary codes pack 8 dims per byte, so with a binary precision every dim must be a
     multiple of 8."""
-    for p in precisions:
-        if p not in PRECISIONS:
-            raise BenchError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
-    binary = [p for p in precisions if p.startswith("binary")]
+    binary = [p for p in precisions if precision(p).code == "binary"]
     odd = sorted({d for d in dims if d % 8})
     if binary and odd:
         raise BenchError(f"precision {binary[0]} packs 8 dims per byte, but dims {', '.join(map(str, odd))} are not "
@@ -85,8 +83,7 @@ class EvalSpec:
     # int8 ranges come from one side and are reused for the other: retrieval "corpus" or "queries"; an STS task
     # has one pool of sentences, which is its calibration set under either value.
     int8_calibration: str = "corpus"
-    rescore_multiplier: int = 4  # binary+rescore: shortlist = k * multiplier by Hamming
-    rescore_docs: str = "int8"  # binary+rescore: float query against "int8" (dequantized) or "fp32" documents
+    rescore_multiplier: int = 4  # binary+rescore*: shortlist = multiplier x the metric's cutoff, by Hamming
     search_index: str = "flat"  # faiss: "flat" (exact) or "hnsw" (approximate, for large corpora)
     # Per-example values (for intervals and paired tests) are stored for these (layer, dim) cells only, at every
     # precision; None: every cell. Scores are unaffected. It keeps committed results small: SICK-R's 9,927 pair
@@ -105,10 +102,10 @@ class EvalSpec:
         if self.head_layers not in HEAD_LAYERS:
             raise BenchError(f"unknown head_layers {self.head_layers!r}; choose from {', '.join(HEAD_LAYERS)}")
         if not self.precisions:
-            raise BenchError(f"no precision to evaluate; pass some of {', '.join(PRECISIONS)}")
+            raise BenchError(f"no precision to evaluate; pass some of {', '.join(KNOWN)}")
         check_precision_dims(self.precisions, self.dims or ())
-        for name, allowed in (("int8_calibration", INT8_CALIBRATIONS), ("rescore_docs", RESCORE_DOCS),
-                              ("search_index", SEARCH_INDEXES), ("store_dtype", STORE_DTYPES)):
+        for name, allowed in (("int8_calibration", INT8_CALIBRATIONS), ("search_index", SEARCH_INDEXES),
+                              ("store_dtype", STORE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise BenchError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.example_cells is not None and not all(

@@ -2,7 +2,8 @@
 
 int8 and binary codes are exactly sentence-transformers' `quantize_embeddings` (precision "int8" and "ubinary";
 tests use it as the oracle). They are re-implemented here only because that module imports torch and this one
-must not.
+must not. int8 codes decode to their bucket's midpoint, as faiss' ScalarQuantizer QT_8bit decodes (a test checks
+it against faiss' sa_decode). What each precision stores and compares: bench/precisions.py.
 
 Multi-bit binary codes (`BinaryCodes`): a head may make its own codes for the binary precisions (bebr's recurrent
 residual codes, several sign-bit codes per vector); the tasks then score those instead of the sign bits of the
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench import BenchError
+from bench.precisions import precision as precision_record
 from bench.spec import check_precision_dims
 
 
@@ -28,11 +30,10 @@ def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
 
 
 def bytes_per_vector(dim: int, precision: str, bits_per_dim: int = 1) -> int:
-    """Bytes one vector takes in the search index (binary+rescore searches the binary codes); a head with
-    multi-bit codes stores `bits_per_dim` sign bits per dimension at the binary precisions."""
+    """Every byte one document takes at `precision` (bench/precisions.Precision.bytes_per_vector: the search codes
+    plus any rescoring copy); a head with multi-bit codes stores `bits_per_dim` sign bits per dimension."""
     check_precision_dims((precision,), (dim,))
-    binary = dim * bits_per_dim // 8
-    return {"fp32": 4 * dim, "int8": dim, "binary": binary, "binary+rescore": binary}[precision]
+    return precision_record(precision).bytes_per_vector(dim, bits_per_dim)
 
 
 def int8_ranges(calibration: np.ndarray) -> np.ndarray:
@@ -53,12 +54,14 @@ def quantize_int8(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
 
 
 def dequantize_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Each code back to its bucket's lower edge, in the float vectors' coordinates (what rescoring compares)."""
+    """Each code back to its bucket's midpoint, in the float vectors' coordinates: what a server storing the codes
+    compares the float query with (faiss SQ8 decodes (code + 0.5) / 255 of the range the same way). A constant
+    dimension decodes to its one value."""
     steps = (ranges[1] - ranges[0]) / 255
-    steps = np.where(steps == 0, 1, steps)
     out = codes.astype(np.float32)
+    out += 128.5
     out *= steps
-    out += ranges[0] + 128 * steps  # in place: rescoring dequantizes a whole shortlist per query block
+    out += ranges[0]  # in place: rescoring decodes a whole shortlist per query block
     return out
 
 

@@ -1,9 +1,9 @@
 """Precision as an axis: int8, binary and binary+rescore search and STS scoring, cost rows, bad input.
 
 Oracles: numpy brute force for every faiss search (Hamming and inner product, ties ranked by corpus order), and
-for binary+rescore with int8 documents end to end (Hamming shortlist, dequantized int8 codes, float rescoring);
-sentence-transformers' `quantize_embeddings` and `pairwise_cos_sim` for int8 codes and the STS int8 similarity;
-scipy's Hamming distance for the binary STS similarity.
+for binary+rescore-int8 end to end (Hamming shortlist, decoded int8 codes, float rescoring); sentence-transformers'
+`quantize_embeddings` (codes, decoded to bucket midpoints here) and `pairwise_cos_sim` for int8 search and the STS
+int8 similarity; scipy's Hamming distance for the binary STS similarity. tests/test_precisions.py: the records.
 """
 
 from __future__ import annotations
@@ -71,12 +71,18 @@ def test_float_flat_top_k_equals_numpy_brute_force_with_ties():
     np.testing.assert_array_equal(ours, brute_force(scores, 300))
 
 
-def test_int8_search_ranks_by_the_inner_product_of_sentence_transformers_codes():
+def decoded_int8(vectors: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Oracle decode: sentence-transformers' int8 codes back to each bucket's midpoint (faiss SQ8's decode)."""
+    lo, hi = calibration.min(0).astype(np.float64), calibration.max(0).astype(np.float64)
+    codes = quantize_embeddings(vectors, "int8", calibration_embeddings=calibration).astype(np.float64)
+    return lo + (codes + 128.5) * (hi - lo) / 255
+
+
+def test_int8_search_ranks_by_the_float_query_against_decoded_documents():
     corpus, queries = unit_vectors(300, 32, 4), unit_vectors(20, 32, 5)
     searcher = make_searcher(corpus, corpus, "int8", EvalSpec())
-    codes_c = quantize_embeddings(corpus, "int8", calibration_embeddings=corpus).astype(np.int64)
-    codes_q = quantize_embeddings(queries, "int8", calibration_embeddings=corpus).astype(np.int64)
-    np.testing.assert_array_equal(searcher.search(queries, 300), brute_force(codes_q @ codes_c.T, 300))
+    np.testing.assert_array_equal(searcher.search(queries, 300),
+                                  brute_force(queries @ decoded_int8(corpus, corpus).T, 300))
 
 
 def test_binary_searcher_is_hamming_over_sign_bits():
@@ -99,11 +105,11 @@ def test_rescoring_never_returns_a_document_outside_the_shortlist():
         np.testing.assert_array_equal(row[row >= 0], real[np.argsort(-(corpus[real] @ q), kind="stable")][:12])
 
 
-@pytest.mark.parametrize("docs", ["int8", "fp32"])
-def test_binary_rescore_returns_only_hamming_shortlisted_documents(docs):
+@pytest.mark.parametrize("precision", ["binary+rescore", "binary+rescore-int8", "binary+rescore-fp32"])
+def test_binary_rescore_returns_only_hamming_shortlisted_documents(precision):
     corpus, queries = unit_vectors(400, 32, 11), unit_vectors(40, 32, 12)
-    spec = EvalSpec(rescore_multiplier=3, rescore_docs=docs)
-    ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
+    spec = EvalSpec(rescore_multiplier=3)
+    ranked = make_searcher(corpus, corpus, precision, spec).search(queries, 10)
     shortlist = top_k(binary_index(binarize(corpus), "flat"), binarize(queries), 30)
     assert all(set(r) <= set(s) for r, s in zip(ranked, shortlist))
     assert ranked.shape == (40, 10)
@@ -111,23 +117,20 @@ def test_binary_rescore_returns_only_hamming_shortlisted_documents(docs):
 
 def test_rescoring_the_whole_corpus_with_fp32_documents_is_exact_float_search():
     corpus, queries = unit_vectors(120, 16, 13), unit_vectors(15, 16, 14)
-    spec = EvalSpec(rescore_multiplier=12, rescore_docs="fp32")  # shortlist 10 * 12 = the whole corpus
-    ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
+    spec = EvalSpec(rescore_multiplier=12)  # shortlist 10 * 12 = the whole corpus
+    ranked = make_searcher(corpus, corpus, "binary+rescore-fp32", spec).search(queries, 10)
     np.testing.assert_array_equal(ranked, brute_force(queries @ corpus.T, 10))
 
 
 def brute_force_binary_rescore_int8(corpus: np.ndarray, queries: np.ndarray, calibration: np.ndarray, k: int,
                                     multiplier: int) -> tuple[np.ndarray, np.ndarray]:
     """Oracle, plain numpy: the Hamming distance of the sign vectors, shortlist k * multiplier (ties in corpus
-    order); the documents' int8 codes (sentence-transformers') back to each bucket's lower edge; the shortlist
+    order); the documents' int8 codes (sentence-transformers') decoded to each bucket's midpoint; the shortlist
     ranked by the float query's inner product with those, ties in corpus order, top k. Also the distances, the
-    shortlist and its scores. (Lower edge or bucket centre ranks alike: a shift of every document by the same
-    vector adds one constant to a query's scores.)"""
+    shortlist and its scores."""
     distances = ((queries[:, None, :] > 0) != (corpus[None, :, :] > 0)).sum(-1)
     shortlist = brute_force(-distances, k * multiplier)
-    lo, hi = calibration.min(0), calibration.max(0)
-    codes = quantize_embeddings(corpus, "int8", calibration_embeddings=calibration).astype(np.float64)
-    documents = lo + (codes + 128) * (hi - lo) / 255
+    documents = decoded_int8(corpus, calibration)
     scores = np.einsum("qsd,qd->qs", documents[shortlist], queries)
     order = np.lexsort((shortlist, -scores), axis=-1)[:, :k]  # shortlist holds corpus positions: ties by position
     return np.take_along_axis(shortlist, order, axis=-1), (distances, shortlist, scores)
@@ -143,8 +146,8 @@ def test_binary_rescore_with_int8_documents_equals_numpy_brute_force(side):
     queries = unit_vectors(40, 32, 22)
     calibration = corpus if side == "corpus" else queries
     k, multiplier = 10, 4
-    spec = EvalSpec(rescore_docs="int8", rescore_multiplier=multiplier, int8_calibration=side)
-    ours = make_searcher(corpus, calibration, "binary+rescore", spec).search(queries, k)
+    spec = EvalSpec(rescore_multiplier=multiplier, int8_calibration=side)
+    ours = make_searcher(corpus, calibration, "binary+rescore-int8", spec).search(queries, k)
     expected, (distances, shortlist, scores) = brute_force_binary_rescore_int8(corpus, queries, calibration, k,
                                                                                multiplier)
     np.testing.assert_array_equal(ours, expected)
@@ -158,8 +161,10 @@ def test_binary_rescore_with_int8_documents_equals_numpy_brute_force(side):
 # --- cost ----------------------------------------------------------------------------------------------------
 
 def test_index_bytes_are_the_stored_codes_plus_a_small_header():
+    """The rescoring variants count their copy of the documents: bits + 1 or 4 bytes per dim."""
     corpus = unit_vectors(1000, 64, 15)
-    for precision, per_vector in (("fp32", 256), ("int8", 64), ("binary", 8), ("binary+rescore", 8)):
+    for precision, per_vector in (("fp32", 256), ("int8", 64), ("binary", 8), ("binary+rescore", 8),
+                                  ("binary+rescore-int8", 8 + 64), ("binary+rescore-fp32", 8 + 256)):
         size = make_searcher(corpus, corpus, precision, EvalSpec()).index_bytes()
         assert 1000 * per_vector <= size < 1000 * per_vector + 2048, precision
 
@@ -198,20 +203,19 @@ def test_int8_ranges_come_from_the_declared_calibration_side(side):
     spec = EvalSpec(int8_calibration=side, normalize=False)
     _, per_query = task.score_cell(data, arrays, aux, 1, 32, "int8", spec)
     calibration = corpus if side == "corpus" else queries
-    codes_c = quantize_embeddings(corpus, "int8", calibration_embeddings=calibration).astype(np.int64)
-    codes_q = quantize_embeddings(queries, "int8", calibration_embeddings=calibration).astype(np.int64)
-    rankings = [[data.corpus_ids[i] for i in row] for row in brute_force(codes_q @ codes_c.T, 100)]
+    scores = queries @ decoded_int8(corpus, calibration).T  # the float queries are never quantized
+    rankings = [[data.corpus_ids[i] for i in row] for row in brute_force(scores, 100)]
     for name, values in per_query_metrics(rankings, aux["qrels"]).items():
         np.testing.assert_allclose(per_query[name], values, err_msg=name)
 
 
 # --- STS -----------------------------------------------------------------------------------------------------
 
-def test_sts_int8_similarity_is_sentence_transformers_cosine_of_the_codes():
+def test_sts_int8_similarity_is_the_cosine_of_the_decoded_vectors():
     vectors = unit_vectors(80, 48, 20)
     left, right = np.arange(0, 40), np.arange(40, 80)
-    codes = quantize_embeddings(vectors, "int8", calibration_embeddings=vectors).astype(np.float32)
-    oracle = pairwise_cos_sim(codes[left], codes[right]).numpy()
+    decoded = decoded_int8(vectors, vectors).astype(np.float32)
+    oracle = pairwise_cos_sim(decoded[left], decoded[right]).numpy()
     np.testing.assert_allclose(pair_similarity(vectors, left, right, "int8"), oracle, rtol=1e-5, atol=1e-6)
 
 
@@ -244,14 +248,16 @@ def test_grid_rows_carry_precision_bytes_and_cost(tiny):
                         qrels={"q0": {"d1": 1}, "q1": {"d2": 1}, "q2": {"d5": 1}})
     rows, examples = evaluate_grid(tiny, Checkpoint("tiny", "tiny"), TASKS.get("scifact"), data, spec)
     cells = [r for r in rows if r.get("dim", -1) > 0]
-    assert {r["precision"] for r in cells} == {"fp32", "int8", "binary", "binary+rescore"}
+    per_dim = {"fp32": 4, "int8": 1, "binary": 1 / 8, "binary+rescore": 1 / 8, "binary+rescore-int8": 1 + 1 / 8,
+               "binary+rescore-fp32": 4 + 1 / 8}
+    assert {r["precision"] for r in cells} == set(per_dim)
     for r in cells:
-        assert r["bytes_per_vector"] == {"fp32": 4, "int8": 1, "binary": 1 / 8, "binary+rescore": 1 / 8}[
-            r["precision"]] * r["dim"]
+        assert r["bytes_per_vector"] == per_dim[r["precision"]] * r["dim"]
         if r["metric"] == "relative_encode_cost":
             assert r["score"] == r["layer"] / 2
     size = {(r["dim"], r["precision"]): r["score"] for r in cells if r["metric"] == "index_bytes" and r["layer"] == 2}
     assert size[64, "fp32"] > size[64, "int8"] > size[64, "binary"] == size[64, "binary+rescore"]
+    assert size[64, "binary+rescore-fp32"] > size[64, "binary+rescore-int8"] > size[64, "binary"]
     assert all(r["score"] > 0 for r in cells if r["metric"] == "search_ms_per_query")
     assert examples["2/64/binary+rescore/ndcg@10"].shape == (3,)
 
@@ -274,7 +280,6 @@ def test_sts_grid_has_no_binary_rescore_rows_and_cost_is_relative_to_the_backbon
     (dict(precisions=("fp32", "int4")), "unknown precision 'int4'; choose from fp32, int8, binary, binary"),
     (dict(precisions=()), "no precision to evaluate"),
     (dict(int8_calibration="train"), "unknown int8_calibration 'train'; choose from corpus, queries"),
-    (dict(rescore_docs="int4"), "unknown rescore_docs 'int4'; choose from int8, fp32"),
     (dict(search_index="ivf"), "unknown search_index 'ivf'; choose from flat, hnsw"),
     (dict(rescore_multiplier=0), "rescore_multiplier must be positive"),
 ])

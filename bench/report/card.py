@@ -33,12 +33,6 @@ N_BOOT = 1000  # resamples of the retention intervals (bench.stats' default, as 
 # and its comparison into `_prefix_check`.
 NON_PREFIX_METHODS: tuple[str, ...] = ()
 NO_BASELINE = "no non-prefix baseline in these results"
-# Precisions whose bytes_per_vector does not count all a query reads: binary+rescore rescores its Hamming shortlist
-# against an int8 copy of the documents that the row's bytes leave out (issue 22). A card that picked them as "the
-# smallest cell" would promise a size no server gets, so picks and manifest leave them out; the tables show them.
-UNCOUNTED_BYTES = ("binary+rescore",)
-UNCOUNTED_NOTE = ("binary+rescore cells are shown in the tables but never picked nor listed in the manifest: their "
-                  "bytes per vector leave out the int8 document copy the rescoring reads")
 KEEPS = ("a (layer, dim, precision) cell keeps X for a family when, on every task of the family, the cell was "
          "evaluated and its retention point estimate (cell score / full fp32 cell score on the same task) is >= X; "
          "`dims`: the dims whose cell at the full layer in fp32 keeps X, `layers`: the layers whose cell at the full "
@@ -175,7 +169,7 @@ def _interval(entry, full) -> tuple[float, float, str]:
 def smallest_within(cells: pd.DataFrame, threshold: float) -> pd.Series | None:
     """The task's cheapest cell whose retention point estimate is >= threshold: fewest bytes per vector, then the
     lowest encode cost (layers run), then the measured encode time; None where no cell keeps it."""
-    keep = cells[(cells["retention"] >= threshold) & ~cells["precision"].isin(UNCOUNTED_BYTES)]
+    keep = cells[cells["retention"] >= threshold]
     if keep.empty:
         return None
     order = {p: i for i, p in enumerate(tables.precision_order(cells))}
@@ -193,7 +187,6 @@ def family_keeps(cells: pd.DataFrame, threshold: float) -> dict:
     of these cells (one family): see KEEPS."""
     full_layer, full_dim = cells.attrs["full"]
     n_tasks = cells["task"].nunique()
-    cells = cells[~cells["precision"].isin(UNCOUNTED_BYTES)]
     ok = cells.assign(ok=cells["retention"] >= threshold).groupby(["layer", "dim", "precision"])["ok"].agg(
         ["sum", "size"])
     kept = ok[(ok["sum"] == n_tasks) & (ok["size"] == n_tasks)].index
@@ -286,7 +279,8 @@ def card_markdown(doc: dict, cells: pd.DataFrame) -> str:
              f"![Retention against bytes per vector]({slug}.png)", "",
              "## Smallest cells within 1% and 5% of the full model", "",
              "Fewest bytes per vector, then fewest layers; encode time as measured in the run (per 1,000 texts, "
-             f"layers 1 to `layer`). {UNCOUNTED_NOTE[0].upper() + UNCOUNTED_NOTE[1:]}.", "",
+             "layers 1 to `layer`). Bytes per vector count every byte a query reads per document (a rescoring "
+             "copy included).", "",
              "| Task | Metric | Full score | Within 1% | Within 5% |", "|---|---|---:|---|---|"]
     for t in doc["tasks"]:
         lines.append(f"| {t['display']} | {METRIC_NAMES.get(t['metric'], t['metric'])} | {_full_text(t)} | "

@@ -28,7 +28,8 @@ from bench.report.tables import METRIC_NAMES, by_backbone, method_order, precisi
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 TEMPLATE = "plotly_white"
 ALL_PRECISIONS = "all"  # the Pareto plot's choice that draws every precision at once
-SYMBOLS = {"fp32": "circle", "int8": "square", "binary": "triangle-up", "binary+rescore": "diamond"}
+SYMBOLS = {"fp32": "circle", "int8": "square", "binary": "triangle-up", "binary+rescore": "diamond",
+           "binary+rescore-int8": "diamond-wide", "binary+rescore-fp32": "pentagon"}
 COST_AXES = [("bytes_per_vector", "bytes per vector (log)"), ("rel_cost", "relative encode cost (layer / layers)"),
              ("encode_ms", "measured encode ms / 1k texts")]  # the last only where runs measured it
 HEATMAP_COLUMNS = 3

@@ -34,7 +34,8 @@ from bench.report.tables import (
 # text.parse_math off: a `$` in a method name from results must print as itself, not break mathtext.
 STYLE = {"svg.hashsalt": "elastic-bench", "text.parse_math": False, "font.family": "DejaVu Sans",
          "font.size": 8, "figure.dpi": 100, "savefig.dpi": 100}
-MARKERS = {"fp32": "o", "int8": "s", "binary": "^", "binary+rescore": "D"}
+MARKERS = {"fp32": "o", "int8": "s", "binary": "^", "binary+rescore": "D", "binary+rescore-int8": "d",
+           "binary+rescore-fp32": "p"}
 EXTRA_MARKERS = ["v", "P", "X", "*", "<", ">", "h", "p"]
 
 

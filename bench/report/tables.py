@@ -24,7 +24,7 @@ from bench.catalog import (
     method_labels,
     method_order,
 )
-from bench.spec import PRECISIONS
+from bench.precisions import KNOWN
 
 STS_AVG = "sts-avg"  # a synthetic task: the mean over the STS tasks of one checkpoint
 # Cells of different backbones are never compared: every view is drawn per backbone (see `by_backbone`).
@@ -128,8 +128,10 @@ def task_order(cells: pd.DataFrame) -> list[str]:
 
 
 def precision_order(cells: pd.DataFrame) -> list[str]:
+    """The precisions present, in bench/precisions.KNOWN order (fp32, int8, binary, the rescoring variants); names
+    it does not know (rows of older code) after them, sorted."""
     present = set(cells["precision"])
-    return [p for p in PRECISIONS if p in present] + sorted(present - set(PRECISIONS))
+    return [p for p in KNOWN if p in present] + sorted(present - set(KNOWN))
 
 
 def main_precision(cells: pd.DataFrame) -> str | None:

@@ -19,13 +19,14 @@ The vectors mteb scores are those a server holding the codes would reconstruct, 
 functions and classifiers see them:
 - fp32: the first `dim` coordinates of layer `layer`, re-normalized (EvalSpec.normalize), as every cell of ours.
 - int8: those vectors quantized with per-dimension ranges from ALL the texts the task encodes, every role together
-  (an mteb task has no single corpus side, so `int8_calibration` does not apply, as for STS), then dequantized to
-  each bucket's lower edge (bench.transforms.dequantize_int8, what our retrieval rescoring compares).
+  (an mteb task has no single corpus side, so `int8_calibration` does not apply, as for STS), then decoded to
+  each bucket's midpoint (bench.transforms.dequantize_int8, as faiss SQ8 and our retrieval and STS decode): 1 byte
+  per dim stored, and every score mteb computes is between decoded vectors.
 - binary: the sign bits as +-1, so that cosine = 1 - 2 hamming / dim, dot product = dim - 2 hamming and squared
   euclidean distance = 4 hamming: every score mteb computes is a function of the Hamming distance. A head that
   makes its own codes (bebr) serves their reconstruction sum_u w_u s_u instead, whose inner products are its
   symmetric distance (SDC), as our STS and retrieval score it.
-- binary+rescore is a search strategy of our retrieval: no rows.
+- the binary+rescore precisions are search strategies of our retrieval: no rows.
 
 Rows: every top-level number mteb reports, named and scaled as mteb reports it (0..1, not x100; bench report then
 prints 3 decimals), the main score under its own name (TaskMeta.main_metric = mteb's main_score). With several
@@ -57,11 +58,12 @@ from mteb.types import PromptType
 
 from bench import BenchError
 from bench.catalog import TaskMeta
+from bench.precisions import supported
 from bench.spec import EvalSpec, stable_hash
 from bench.tasks import MTEB_PREFIX as PREFIX
 from bench.transforms import BinaryCodes, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
 
-PRECISIONS = ("fp32", "int8", "binary")
+PRECISIONS = supported("mteb")  # fp32, int8, binary (bench/precisions.py)
 # mteb task types whose evaluation needs nothing but one dense vector per text (over text-only data).
 SLICEABLE_TYPES = ("BitextMining", "Classification", "Clustering", "InstructionReranking", "InstructionRetrieval",
                    "MultilabelClassification", "PairClassification", "Regression", "Reranking", "Retrieval", "STS",

@@ -1,24 +1,30 @@
 """Retrieval family (BEIR format): nDCG@10, MRR@10, Recall@100, searched through faiss at each precision.
 
-Every precision is searched the way it would be served, always with float32 query vectors in:
-- fp32: inner product of the (normalized) vectors, IndexFlatIP.
-- int8: corpus and queries quantized with the same per-dimension ranges (calibrated on `int8_calibration`), scored
-  by the inner product of the codes, as int8 vector stores do; the index holds the codes, one byte per dim
-  (IndexScalarQuantizer QT_8bit_direct_signed, which stores int8 values as they are).
-- binary: sign bits of corpus and queries, Hamming distance, IndexBinaryFlat.
-- binary+rescore: Hamming top k * rescore_multiplier, then that shortlist re-ranked by the float query's inner
-  product with the documents' int8 (dequantized) or fp32 vectors (`rescore_docs`), top k kept.
-- A head with multi-bit codes (bebr, bench/transforms.BinaryCodes) replaces the sign bits at both binary
-  precisions: one level is searched by Hamming as above; several levels by their symmetric distance (SDC, the
-  inner product of the codes' reconstructions, cosine when `normalize`), which is run here as an exact float
-  inner-product search over the reconstructions: the same ranking as a bitwise SDC kernel, but not its speed, so
-  such cells get no `search_ms_per_query` row; their `index_bytes` is the binary index of the codes.
+Every precision is searched the way a server stores and computes it, always with float32 query vectors in
+(bench/precisions.py holds one record per precision; "bytes" is every byte a query reads per document):
+- fp32: stores the float vectors (4 bytes per dim); float query . document, IndexFlatIP.
+- int8: stores each document as int8 codes (1 byte per dim; per-dimension ranges calibrated on `int8_calibration`);
+  the float query . each decoded document (bucket midpoints), faiss IndexScalarQuantizer QT_8bit: asymmetric, as
+  faiss SQ8 and most vector stores serve int8.
+- binary: stores the sign bits (dim / 8 bytes); Hamming distance of the query's and document's bits,
+  IndexBinaryFlat.
+- binary+rescore: stores the bits only (dim / 8 bytes); a Hamming shortlist of rescore_multiplier x the metric's
+  cutoff (40 for @10, 400 for @100, each cutoff its own search), re-ranked by the float query . the document's own
+  bits as +-1 (sentence-transformers' semantic_search_faiss rescores 0/1 bits: the same ranking).
+- binary+rescore-int8 / binary+rescore-fp32: the same shortlist, re-ranked against a stored copy of the documents
+  (decoded int8 / float32): bytes dim / 8 + dim / + 4 dim, and `index_bytes` counts the copy.
+- A head with multi-bit codes (bebr, bench/transforms.BinaryCodes) replaces the sign bits at the binary
+  precisions (dim x bits_per_dim / 8 bytes): one level is searched by Hamming as above; several levels by their
+  symmetric distance (SDC, the inner product of the codes' reconstructions, cosine when `normalize`), which is run
+  here as an exact float inner-product search over the reconstructions: the same ranking as a bitwise SDC kernel,
+  but not its speed, so such cells get no `search_ms_per_query` row; their `index_bytes` is the binary index of the
+  codes. binary+rescore rescores against the codes' reconstruction.
 Metrics follow trec_eval (what pytrec_eval, BEIR and mteb compute): a grade <= 0 is non-relevant (no gain, no
 loss), every judged query counts (one judged only non-relevant scores 0), and a task with `ignore_identical_ids`
 drops each query's own document (the same id) from its ranking before the cutoffs, as mteb does for that dataset.
 Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
-Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory; binary+rescore reads its
-rescoring vectors per query from storage and they are not counted) and `search_ms_per_query` (median of REPEATS
+Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory, plus the rescoring copy of
+binary+rescore-int8/-fp32) and `search_ms_per_query` (median of REPEATS
 runs over all queries at once, faiss-cpu with one thread on the evaluating machine's CPU, query quantization and
 rescoring included).
 """
@@ -36,9 +42,11 @@ import numpy as np
 
 from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
+from bench.precisions import precision as precision_record
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
-from bench.transforms import BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
+from bench.transforms import (BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges,
+                              quantize_int8, sign_codes, truncate)
 
 TOP_K = 100
 REPEATS = 3  # timed searches per cell; the median is kept
@@ -77,6 +85,9 @@ def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]]) ->
             "recall@100": 100 * np.array([recall_at_k(r, q) for r, q in zip(rankings, qrels)])}
 
 
+METRICS = ("ndcg@10", "mrr@10", "recall@100")  # what per_query_metrics computes, each named by its cutoff
+
+
 def retrieval_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
     """Pure: the mean over queries."""
     return {m: float(np.mean(v)) for m, v in per_query.items()}
@@ -93,14 +104,22 @@ def float_index(vectors: np.ndarray, search_index: str) -> faiss.Index:
     return index
 
 
-def int8_index(codes: np.ndarray, search_index: str) -> faiss.Index:
-    """Inner product of int8 codes; the index stores each code in one byte, exactly."""
-    dim, kind = codes.shape[1], faiss.ScalarQuantizer.QT_8bit_direct_signed
+def int8_index(corpus: np.ndarray, ranges: np.ndarray, search_index: str) -> faiss.Index:
+    """The corpus as int8 codes (faiss ScalarQuantizer QT_8bit, one byte per dim, our per-dimension ranges), searched
+    by the float query's inner product with each decoded document: faiss decodes a code to its bucket's midpoint, as
+    bench.transforms.dequantize_int8 does. The index is given the decoded midpoints, not the vectors: faiss' own
+    encoding rounds (v - min) * 255 / range, which at a bucket edge can land one code off ours; a midpoint lies half
+    a step inside its bucket, so it encodes to exactly our code."""
+    dim, kind = corpus.shape[1], faiss.ScalarQuantizer.QT_8bit
     if search_index == "hnsw":
         index = faiss.IndexHNSWSQ(dim, kind, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        quantizer = index.storage
     else:
-        index = faiss.IndexScalarQuantizer(dim, kind, faiss.METRIC_INNER_PRODUCT)
-    index.add(codes.astype(np.float32))
+        index = quantizer = faiss.IndexScalarQuantizer(dim, kind, faiss.METRIC_INNER_PRODUCT)
+    faiss.copy_array_to_vector(np.concatenate([ranges[0], ranges[1] - ranges[0]]).astype(np.float32),
+                               faiss.downcast_index(quantizer).sq.trained)  # QT_8bit's layout: mins, then ranges
+    quantizer.is_trained = index.is_trained = True
+    index.add(dequantize_int8(quantize_int8(corpus, ranges), ranges))
     return index
 
 
@@ -136,52 +155,64 @@ def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.
     return np.concatenate(out)
 
 
-def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The document vectors rescoring reads, by corpus position: fp32 as they are, or int8 codes dequantized."""
+def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes,
+                      kind: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The document vectors rescoring reads, by corpus position: "bits" the documents' own codes as +-1 (their
+    reconstruction where a head makes several levels; sentence-transformers' semantic_search_faiss rescores with
+    0/1 bits, which rank the same), "int8" the stored codes decoded, "fp32" the vectors as they are."""
+    if kind == "bits":
+        return lambda ids: BinaryCodes(codes.bits[ids.ravel()], codes.dim, codes.weights).reconstruction(
+            normalize=False).reshape(*ids.shape, codes.dim)
     if kind == "fp32":
         return lambda ids: corpus[ids]
     ranges = int8_ranges(calibration)
-    codes = quantize_int8(corpus, ranges)
-    return lambda ids: dequantize_int8(codes[ids], ranges)
+    stored = quantize_int8(corpus, ranges)
+    return lambda ids: dequantize_int8(stored[ids], ranges)
 
 
 @dataclass(frozen=True)
 class Searcher:
     """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded.
-    `timed`: False where the search emulates a kernel it is not (multi-bit SDC as float search)."""
+    `timed`: False where the search emulates a kernel it is not (multi-bit SDC as float search). `copy_bytes`: the
+    rescoring copy of the documents a binary+rescore-int8/-fp32 search reads besides its index."""
 
     index: object  # faiss.Index or faiss.IndexBinary: what the search holds in memory
     search: Callable[[np.ndarray, int], np.ndarray]
     timed: bool = True
+    copy_bytes: int = 0
 
     def index_bytes(self) -> int:
         binary = isinstance(self.index, faiss.IndexBinary)
-        return int((faiss.serialize_index_binary if binary else faiss.serialize_index)(self.index).nbytes)
+        return int((faiss.serialize_index_binary if binary else faiss.serialize_index)(self.index).nbytes) + \
+            self.copy_bytes
 
 
 def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, spec: EvalSpec,
                   codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
-    """Index the corpus at `precision`; int8 ranges come from `calibration` (the same for corpus and queries).
-    `codes`: a head's (corpus, queries) codes of this cell for the binary precisions; the search is then run
-    with exactly those queries (the float queries passed to it are only rescored)."""
+    """Index the corpus at `precision` (bench/precisions.py says what each stores and compares); int8 ranges come
+    from `calibration` (the same for corpus and queries). `codes`: a head's (corpus, queries) codes of this cell for
+    the binary precisions; the search is then run with exactly those queries (the float queries passed to it are
+    only rescored). A rescoring search's shortlist is `rescore_multiplier` x the k it is asked for."""
     check_precision_dims((precision,), (corpus.shape[1],))
-    if precision == "fp32":
+    record = precision_record(precision)
+    if record.code == "fp32":
         index = float_index(corpus, spec.search_index)
         return Searcher(index, lambda q, k: top_k(index, q, k))
-    if precision == "int8":
-        ranges = int8_ranges(calibration)
-        index = int8_index(quantize_int8(corpus, ranges), spec.search_index)
-        return Searcher(index, lambda q, k: top_k(index, quantize_int8(q, ranges).astype(np.float32), k))
+    if record.code == "int8":
+        index = int8_index(corpus, int8_ranges(calibration), spec.search_index)
+        return Searcher(index, lambda q, k: top_k(index, q, k))
     if codes is None:
-        index = binary_index(binarize(corpus), spec.search_index)
+        codes = (sign_codes(corpus), None)
+        index = binary_index(codes[0].bits, spec.search_index)
         shortlist, timed = (lambda q, k: top_k(index, binarize(q), k)), True
     else:
         index, shortlist, timed = code_search(*codes, spec)
-    if precision == "binary":
+    if record.rescore is None:
         return Searcher(index, shortlist, timed)
-    documents = rescore_documents(corpus, calibration, spec.rescore_docs)
+    documents = rescore_documents(corpus, calibration, codes[0], record.rescore)
+    copy_bytes = len(corpus) * record.copy_bytes(corpus.shape[1])
     multiplier = spec.rescore_multiplier
-    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier), documents, k), timed)
+    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier), documents, k), timed, copy_bytes)
 
 
 def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
@@ -219,6 +250,19 @@ def ranked_ids(corpus_ids: list[str], positions: np.ndarray, drop: str | None = 
     """The first TOP_K document ids of a ranking (corpus positions, -1 padded), without the document `drop`: the
     query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
     return [d for d in (corpus_ids[i] for i in positions if i >= 0) if d != drop][:TOP_K]
+
+
+def shortlist_metrics(searcher: Searcher, queries: np.ndarray, data: RetrievalSet, qrels: list[dict[str, int]],
+                      drop_self: bool) -> dict[str, np.ndarray]:
+    """A rescoring search's metrics at cutoffs below TOP_K, each from its own search: a metric @c ranks the
+    rescored top c of a shortlist of rescore_multiplier x c by Hamming (40 for @10), not of TOP_K's."""
+    out = {}
+    for cutoff in sorted({int(m.split("@")[1]) for m in METRICS if int(m.split("@")[1]) < TOP_K}):
+        ids = searcher.search(queries, cutoff + drop_self)
+        rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
+                    for row, query in zip(ids, data.query_ids)]
+        out.update({m: v for m, v in per_query_metrics(rankings, qrels).items() if m.endswith(f"@{cutoff}")})
+    return out
 
 
 @dataclass(frozen=True)
@@ -261,6 +305,8 @@ class RetrievalTask:
         rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
                     for row, query in zip(ids, data.query_ids)]
         per_query = per_query_metrics(rankings, aux["qrels"])
+        if precision_record(precision).rescore is not None:
+            per_query.update(shortlist_metrics(searcher, queries, data, aux["qrels"], drop_self))
         cost = {"index_bytes": searcher.index_bytes()}
         if searcher.timed:
             cost["search_ms_per_query"] = ms_per_query

@@ -1,11 +1,14 @@
 """STS family: Spearman (x100) of each pair's similarity against gold, Pearson beside it.
 
-The similarity matches the precision: fp32 cosine; int8 cosine of the codes as floats (sentence-transformers'
-EmbeddingSimilarityEvaluator does the same), ranges calibrated on the task's sentences (its one pool of texts,
-whatever `int8_calibration` says); binary 1 - hamming / dim of the sign bits, which equals (1 + cosine) / 2 of
-the +-1 sign vectors. A head with multi-bit codes (bebr) is scored at binary by the cosine of the codes'
-reconstructions: the symmetric distance of its paper, normalized (bench/transforms.BinaryCodes). binary+rescore is
-a search strategy: STS has no search, so it yields no rows.
+The similarity is what a server storing the precision computes (bench/precisions.py; STS has no search, so each
+sentence's stored form is compared with the other's):
+- fp32: the cosine of the two float vectors (4 bytes per dim each).
+- int8: each sentence stored as int8 codes (1 byte per dim; ranges calibrated on the task's sentences, its one pool
+  of texts, whatever `int8_calibration` says), the cosine of the two DECODED vectors (bucket midpoints).
+- binary: the sign bits (dim / 8 bytes), 1 - hamming / dim, which equals (1 + cosine) / 2 of the +-1 sign vectors.
+  A head with multi-bit codes (bebr) is scored by the cosine of the codes' reconstructions: the symmetric distance
+  of its paper, normalized (bench/transforms.BinaryCodes).
+The binary+rescore precisions are search strategies: STS has no search, so it skips them (TaskMeta.precisions).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from bench.catalog import TASK_META, TaskMeta
 from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
-from bench.transforms import BinaryCodes, binarize, hamming_similarity, head_codes, int8_ranges, quantize_int8, truncate
+from bench.transforms import (BinaryCodes, binarize, dequantize_int8, hamming_similarity, head_codes, int8_ranges,
+                              quantize_int8, truncate)
 
 
 def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -44,8 +48,9 @@ def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, pr
     if precision == "fp32":
         return paired_cosine(vectors[left], vectors[right])
     if precision == "int8":
-        quantized = quantize_int8(vectors, int8_ranges(vectors)).astype(np.float32)
-        return paired_cosine(quantized[left], quantized[right])
+        ranges = int8_ranges(vectors)
+        decoded = dequantize_int8(quantize_int8(vectors, ranges), ranges)
+        return paired_cosine(decoded[left], decoded[right])
     if precision == "binary" and codes is not None and codes.levels > 1:
         reconstructed = codes.reconstruction(normalize=True)
         return paired_cosine(reconstructed[left], reconstructed[right])

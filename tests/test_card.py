@@ -87,12 +87,14 @@ def test_smallest_within_takes_fewest_bytes_then_fewest_layers():
     assert card.smallest_within(cells, 1.01) is None
 
 
-def test_a_cell_whose_bytes_leave_out_what_it_reads_is_never_picked():
-    """binary+rescore's row counts the bits only, not the int8 documents its rescoring reads: no pick, no manifest."""
-    cells = _frame([("t", "sts", 2, 64, "fp32", 256, 1.0), ("t", "sts", 2, 64, "binary+rescore", 8, 0.999),
-                    ("t", "sts", 2, 64, "int8", 64, 0.995)])
+def test_rescoring_cells_are_picked_by_the_bytes_they_count():
+    """Every precision's bytes count what a query reads (binary+rescore-int8: bits + its int8 copy), so every cell
+    can be picked: the cheapest by those bytes."""
+    cells = _frame([("t", "sts", 2, 64, "fp32", 256, 1.0), ("t", "sts", 2, 64, "binary+rescore-int8", 72, 0.999),
+                    ("t", "sts", 2, 64, "int8", 64, 0.995), ("t", "sts", 2, 64, "binary+rescore", 8, 0.98)])
     assert card.smallest_within(cells, 0.99)["precision"] == "int8"
-    assert {c["precision"] for c in card.family_keeps(cells, 0.99)["cells"]} == {"fp32", "int8"}
+    assert card.smallest_within(cells, 0.95)["precision"] == "binary+rescore"
+    assert {c["precision"] for c in card.family_keeps(cells, 0.99)["cells"]} == {"fp32", "int8", "binary+rescore-int8"}
 
 
 def test_the_report_picks_the_published_model_also_when_two_of_its_configs_share_a_folder(tmp_path):

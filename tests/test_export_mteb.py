@@ -13,8 +13,9 @@ from bench.results import load_results
 from test_report import write_method  # synthetic-results writers (tmp dirs only)
 
 TASKS = {"stsb": "STSBenchmark", "sickr": "SICK-R", "scifact": "SciFact"}
-PRECISIONS = ("fp32", "int8", "binary", "binary+rescore")
-EXPERIMENT = re.compile(r"embed_dim_(\d+)__layer_(\d+)__output_dtypes_(\w+?)(__rescore_float)?$")
+PRECISIONS = ("fp32", "int8", "binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
+EXPERIMENT = re.compile(r"embed_dim_(\d+)__layer_(\d+)__output_dtypes_(\w+?)(?:__rescore_(bits|int8|fp32))?$")
+RESCORED = {"bits": "binary+rescore", "int8": "binary+rescore-int8", "fp32": "binary+rescore-fp32"}
 DTYPES = {"float32": "fp32", "int8": "int8", "binary": "binary"}
 
 
@@ -46,7 +47,7 @@ def test_mteb_loads_every_cell_as_an_experiment_with_our_main_scores(exported):
                 {task: ours[(task, 3, 128, "fp32")] for task in TASKS.values()}, abs=1e-6)
             continue
         dim, layer, dtype, rescore = EXPERIMENT.match(model.experiment_name).groups()
-        precision = "binary+rescore" if rescore else DTYPES[dtype]
+        precision = RESCORED[rescore] if rescore else DTYPES[dtype]
         for task in model.task_results:
             theirs[(task.task_name, int(layer), int(dim), precision)] = task.get_score()
     # STS has no binary+rescore: every cell of ours appears once, nothing else

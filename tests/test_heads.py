@@ -270,7 +270,7 @@ def test_bebr_with_one_bit_and_an_untrained_block_is_sign_binarization(tiny, tas
     rows, examples = grid(tiny, task, data(), str(head))
     binary = [r for r in base_rows if r["precision"].startswith("binary")]
     assert rows == binary and len(rows) > 0
-    assert {r["precision"] for r in rows} == ({"binary"} if task == "stsb" else {"binary", "binary+rescore"})
+    assert {r["precision"] for r in rows} == ({"binary"} if task == "stsb" else set(ResidualBinaryHead.PRECISIONS))
     assert all(np.array_equal(examples[k], base_examples[k]) for k in examples)
 
 
@@ -342,9 +342,10 @@ def test_bebr_rows_store_bits_per_dimension(tiny, tmp_path):
     rows, _ = evaluate_grid(tiny, Checkpoint("tiny", "tiny", head=str(head)), TASKS.get("scifact"), retrieval_slice(),
                             SPEC)
     scored = [r for r in rows if r.get("dim", -1) > 0]
-    assert {r["bytes_per_vector"] == r["dim"] * 2 // 8 for r in scored} == {True}
+    copy = {"binary": 0, "binary+rescore": 0, "binary+rescore-int8": 1, "binary+rescore-fp32": 4}  # bytes per dim
+    assert {r["bytes_per_vector"] == r["dim"] * 2 // 8 + copy[r["precision"]] * r["dim"] for r in scored} == {True}
     assert not [r for r in scored if r["metric"] == "search_ms_per_query"]  # SDC cells: no measured search time
-    assert {r["precision"] for r in scored} == {"binary", "binary+rescore"}
+    assert {r["precision"] for r in scored} == set(copy)
     assert load_head(head).bits_per_dim == 2
 
 

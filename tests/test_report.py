@@ -26,7 +26,8 @@ STS_TASKS = ("stsb", "sickr")
 LAYERS, DIMS = (1, 2, 3), (8, 16, 64, 128)  # dims sort differently as text and as numbers, on purpose
 TARGETS = ((1, 16), (2, 64), (3, 128))
 OFFSETS = {"full": 0.0, "separate": 1.0, "starbucks": 2.0}
-BYTES = {"fp32": 4.0, "int8": 1.0, "binary": 1 / 8, "binary+rescore": 1 / 8}
+BYTES = {"fp32": 4.0, "int8": 1.0, "binary": 1 / 8, "binary+rescore": 1 / 8, "binary+rescore-int8": 1 + 1 / 8,
+         "binary+rescore-fp32": 4 + 1 / 8}
 
 
 def fake_score(method: str, task: str, layer: int, dim: int, precision: str, seed: int) -> float:

@@ -5,8 +5,9 @@ Layout (mteb's ResultCache): `<out>/results/<org>__<model>/<revision>/experiment
 experiment per (layer, dim, precision) cell, plus the full cell (deepest layer, widest dim, fp32) as the model's
 plain result `<out>/results/<org>__<model>/<revision>/<Task>.json`. Each folder holds the model_meta.json mteb
 identifies it by. A cell's experiment kwargs are mteb's own settings, `embed_dim` (the dims kept) and
-`output_dtypes` (the stored format: float32, int8, binary), plus `layer` (transformer blocks run) and, for
-the binary+rescore precisions, `rescore`: what the float query rescores against (bits, int8, fp32); mteb names the folder from them (ModelMeta.experiment_name).
+`output_dtypes` (the stored format: float32, int8, binary), plus `layer` (transformer blocks run) and, for the
+binary+rescore precisions, `rescore`: what the float query rescores against (bits, int8, fp32); mteb names the
+folder from them (ModelMeta.experiment_name).
 
 A model is one (backbone, method) of the results: `elastic-bench/<backbone>-<method>`, its revision a hash of the
 method's configurations (params, training data, budget). Our tasks take their mteb names and their metrics mteb's

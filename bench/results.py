@@ -8,16 +8,16 @@ One row per (run, layer, dim, precision, task, split, metric[, step]). Cost (sec
 losses are rows too, so cost and quality share one table. Run-level rows (a wall time, a loss) carry
 layer = dim = -1; `step` is -1 except on training-curve rows. Scores are stored unrounded.
 
-Precision is a column (fp32, int8, binary, binary+rescore), never part of a metric name; `bytes_per_vector` is
-what one vector takes in the search index (4d, d, d/8, d/8). Cost rows of every (layer, dim, precision) cell:
-`relative_encode_cost` (layers run / layers of the full backbone: the share of a full forward pass), and for
-retrieval `index_bytes` (the serialized faiss index; binary+rescore's rescoring vectors are read from storage and
-not counted) and `search_ms_per_query` (median of repeated searches of all queries, faiss-cpu on one thread of
-the evaluating machine's CPU). The int8 calibration side, rescoring multiplier and documents, and search index
-are in `eval` (the whole EvalSpec as JSON: with the pooling, prompts by role and head layers the model was served
+Precision is a column (bench/precisions.py: fp32, int8, binary, binary+rescore, binary+rescore-int8/-fp32), never
+part of a metric name; `bytes_per_vector` is every byte a query reads per document (4d, d, d/8, d/8, d/8 + d,
+d/8 + 4d). Cost rows of every (layer, dim, precision) cell: `relative_encode_cost` (layers run / layers of the full
+backbone: the share of a full forward pass), and for retrieval `index_bytes` (the serialized faiss index, plus the
+rescoring copy of binary+rescore-int8/-fp32) and `search_ms_per_query` (median of repeated searches of all
+queries, faiss-cpu on one thread of the evaluating machine's CPU). The int8 calibration side, rescoring multiplier
+and search index are in `eval` (the whole EvalSpec as JSON: with the pooling, prompts by role and head layers the model was served
 with, storage and example_cells too; the run_id leaves later fields out at their "as before" value, the column
 records them all).
-STS has no search, so binary+rescore gives no STS rows.
+STS has no search, so the binary+rescore precisions give no STS rows.
 
 Provenance columns: `code` is the fingerprint of the source that produced the run (bench/fingerprint.py), `git_sha`
 and `git_dirty` the checkout it ran from, `task_meta` the task's catalog record as JSON (its family and main

@@ -93,13 +93,13 @@ class Renormalized:
 
 
 def dequantized_int8(v: np.ndarray, calibration: np.ndarray) -> np.ndarray:
-    """sentence-transformers' int8 codes of v with ranges from `calibration`, dequantized by hand to each bucket's
-    lower edge."""
+    """sentence-transformers' int8 codes of v with ranges from `calibration`, decoded by hand to each bucket's
+    midpoint (faiss SQ8's decode); a constant dimension to its one value."""
     from sentence_transformers.util.quantization import quantize_embeddings
 
     low, high = calibration.min(axis=0), calibration.max(axis=0)
-    step = np.where(high > low, (high - low) / 255, 1)
-    return low + (quantize_embeddings(v, "int8", calibration_embeddings=calibration) + 128.0) * step
+    step = (high - low) / 255
+    return low + (quantize_embeddings(v, "int8", calibration_embeddings=calibration) + 128.5) * step
 
 
 def int8_oracle(calibration_texts: list[str], layer: int, dim: int):

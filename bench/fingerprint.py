@@ -28,7 +28,8 @@ TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data
 # tokenization, the forward pass, pooling and head of every layer, the registry's prompts and extra steps, and how
 # encodings are chunked and which part is stored
 ENCODING_MODULES = ("bench.backbone", "bench.models", "bench.storage")
-SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads")  # slicing, heads, quantization
+# slicing, heads, quantization, and what each precision stores and compares
+SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads", "bench.precisions")
 PROJECT_PACKAGES = ("bench", "methods")
 
 
@@ -94,7 +95,7 @@ def task_code(task) -> str:
     for a task scored by code outside the project (mteb tasks), the `external_code` it names (mteb's version, the
     bytes of a user's task file)."""
     code = source_hash(module_closure([type(task).__module__, *SCORING_MODULES], ("bench.tasks", "bench.data",
-                                                                                 "bench.transforms", "bench.heads")))
+                                                                                 *SCORING_MODULES[1:])))
     external = getattr(task, "external_code", "")
     return hashlib.sha256(f"{code}|{external}".encode()).hexdigest()[:12] if external else code
 

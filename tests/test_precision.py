@@ -49,7 +49,7 @@ def hamming_distances(a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
 def test_faiss_hamming_top_k_equals_numpy_brute_force_with_ties():
     corpus, queries = binarize(unit_vectors(400, 16, 1)), binarize(unit_vectors(30, 16, 2))  # 17 distances: ties
     k = 25
-    ours = top_k(binary_index(corpus, "flat"), queries, k)
+    ours = top_k(binary_index(corpus, "flat"), queries, k)[1]
     distances = hamming_distances(queries, corpus)
     oracle = brute_force(-distances, k)
     ours_d, oracle_d = np.take_along_axis(distances, ours, 1), np.take_along_axis(distances, oracle, 1)
@@ -67,7 +67,7 @@ def test_float_flat_top_k_equals_numpy_brute_force_with_ties():
     corpus = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # small integers: exact scores, many ties
     queries = rng.integers(-2, 3, (20, 8)).astype(np.float32)
     scores = queries @ corpus.T
-    ours = top_k(float_index(corpus, "flat"), queries, 300)  # the whole corpus: no tie group is cut
+    ours = top_k(float_index(corpus, "flat"), queries, 300)[1]  # the whole corpus: no tie group is cut
     np.testing.assert_array_equal(ours, brute_force(scores, 300))
 
 
@@ -92,7 +92,7 @@ def test_rescoring_never_returns_a_document_outside_the_shortlist():
     corpus, queries = unit_vectors(500, 16, 9), unit_vectors(150, 16, 10)  # > one block of 64 queries
     shortlist = np.stack([rng.choice(500, 30, replace=False) for _ in queries])
     shortlist[::7, 20:] = -1  # short lists are -1 padded, as faiss pads them
-    ranked = rescore(queries, shortlist, lambda ids: corpus[ids], k=12)
+    ranked = rescore(queries, shortlist, lambda ids: corpus[ids], k=12)[1]
     for row, allowed, q in zip(ranked, shortlist, queries):
         assert set(row) <= set(allowed)
         real = allowed[allowed >= 0]
@@ -104,7 +104,7 @@ def test_binary_rescore_returns_only_hamming_shortlisted_documents(docs):
     corpus, queries = unit_vectors(400, 32, 11), unit_vectors(40, 32, 12)
     spec = EvalSpec(rescore_multiplier=3, rescore_docs=docs)
     ranked = make_searcher(corpus, corpus, "binary+rescore", spec).search(queries, 10)
-    shortlist = top_k(binary_index(binarize(corpus), "flat"), binarize(queries), 30)
+    shortlist = top_k(binary_index(binarize(corpus), "flat"), binarize(queries), 30)[1]
     assert all(set(r) <= set(s) for r, s in zip(ranked, shortlist))
     assert ranked.shape == (40, 10)
 

@@ -16,7 +16,11 @@ Every precision is searched the way it would be served, always with float32 quer
 Metrics follow trec_eval (what pytrec_eval, BEIR and mteb compute): a grade <= 0 is non-relevant (no gain, no
 loss), every judged query counts (one judged only non-relevant scores 0), and a task with `ignore_identical_ids`
 drops each query's own document (the same id) from its ranking before the cutoffs, as mteb does for that dataset.
-Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
+Ties cannot favour anyone: Hamming distances (and int8 code products) are integers, so a cutoff often falls inside
+a group of equal scores. Each metric is its expected value over every order of each tie group (McSherry & Najork
+2008, bench/tasks/ranking.py), and a query is searched further until the tie group at its last cutoff is whole;
+without ties the metrics are trec_eval's. Within a search, equal scores are in corpus order (reproducible whatever
+faiss returns first); binary+rescore's Hamming shortlist is still cut inside its last tie group by corpus order.
 Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory; binary+rescore reads its
 rescoring vectors per query from storage and they are not counted) and `search_ms_per_query` (median of REPEATS
 runs over all queries at once, faiss-cpu with one thread on the evaluating machine's CPU, query quantization and
@@ -25,7 +29,6 @@ rescoring included).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
+from bench.tasks.ranking import query_metrics
 from bench.transforms import BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
 
 TOP_K = 100
@@ -49,32 +53,14 @@ HNSW_M = 32
 HNSW_EF_SEARCH = 128
 
 
-def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    """trec_eval's ndcg_cut: gain = relevance, discount log2(rank + 1), ideal from all judged documents; a grade
-    <= 0 gains nothing (trec_eval, so pytrec_eval and mteb, counts negative grades as non-relevant, not as a loss)."""
-    dcg = sum(max(relevant.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def mrr_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    for i, d in enumerate(ranked[:k]):
-        if relevant.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> float:
-    rel = {d for d, r in relevant.items() if r > 0}
-    return len(rel.intersection(ranked[:k])) / len(rel) if rel else 0.0
-
-
-def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]]) -> dict[str, np.ndarray]:
-    """Pure: each metric per query, x100."""
-    return {"ndcg@10": 100 * np.array([ndcg_at_k(r, q) for r, q in zip(rankings, qrels)]),
-            "mrr@10": 100 * np.array([mrr_at_k(r, q) for r, q in zip(rankings, qrels)]),
-            "recall@100": 100 * np.array([recall_at_k(r, q) for r, q in zip(rankings, qrels)])}
+def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]],
+                      scores: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Pure: each metric per query, x100, tie-aware (bench/tasks/ranking.py) over each ranking's `scores` (higher
+    is better); without scores the rankings have no ties."""
+    scores = scores or [-np.arange(len(r), dtype=np.float64) for r in rankings]
+    values = np.array([query_metrics(r, s, q, (10, 10, TOP_K)) for r, s, q in zip(rankings, scores, qrels)])
+    values = values.reshape(len(rankings), 3)
+    return {"ndcg@10": 100 * values[:, 0], "mrr@10": 100 * values[:, 1], "recall@100": 100 * values[:, 2]}
 
 
 def retrieval_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
@@ -112,19 +98,20 @@ def binary_index(bits: np.ndarray, search_index: str) -> faiss.IndexBinary:
     return index
 
 
-def top_k(index, queries: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) corpus positions, best first, -1 padded; equal scores in corpus order."""
+def top_k(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) scores (higher is better) and corpus positions, best first, -1 padded; equal scores in corpus order."""
     if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
         index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
     scores, ids = index.search(queries, min(k, index.ntotal))
     if isinstance(index, faiss.IndexBinary):
         scores = -scores.astype(np.int64)  # a Hamming distance: smaller is better
-    return np.take_along_axis(ids, np.lexsort((ids, -scores), axis=-1), axis=-1)
+    order = np.lexsort((ids, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)
 
 
 def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray], k: int,
-            block: int = 64) -> np.ndarray:
-    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k. Only
+            block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k: (scores, ids). Only
     shortlisted ids can come back; -1 (no candidate) stays -1. Queries go in blocks to bound memory."""
     out = []
     for start in range(0, len(queries), block):
@@ -132,8 +119,8 @@ def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.
         scores = np.matmul(documents(np.maximum(ids, 0)), queries[start:start + block, :, None])[..., 0]
         scores[ids < 0] = -np.inf
         order = np.lexsort((ids, -scores), axis=-1)[:, :k]
-        out.append(np.take_along_axis(ids, order, axis=-1))
-    return np.concatenate(out)
+        out.append((np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)))
+    return np.concatenate([s for s, _ in out]), np.concatenate([i for _, i in out])
 
 
 def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, kind: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -147,12 +134,17 @@ def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, kind: str) ->
 
 @dataclass(frozen=True)
 class Searcher:
-    """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded.
-    `timed`: False where the search emulates a kernel it is not (multi-bit SDC as float search)."""
+    """One cell's search index, and its scored search: (float32 queries, k) -> (n, k) scores (higher is better) and
+    corpus positions, -1 padded. `timed`: False where the search emulates a kernel it is not (multi-bit SDC as
+    float search)."""
 
     index: object  # faiss.Index or faiss.IndexBinary: what the search holds in memory
-    search: Callable[[np.ndarray, int], np.ndarray]
+    scored: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     timed: bool = True
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(n, k) corpus positions only."""
+        return self.scored(queries, k)[1]
 
     def index_bytes(self) -> int:
         binary = isinstance(self.index, faiss.IndexBinary)
@@ -181,7 +173,7 @@ def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, s
         return Searcher(index, shortlist, timed)
     documents = rescore_documents(corpus, calibration, spec.rescore_docs)
     multiplier = spec.rescore_multiplier
-    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier), documents, k), timed)
+    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier)[1], documents, k), timed)
 
 
 def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
@@ -201,24 +193,49 @@ def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
     return index, sdc_search, False
 
 
-def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int = REPEATS) -> tuple[np.ndarray, float]:
-    """The ranking, and the median over `repeats` runs of the search time per query in milliseconds (one thread)."""
+def timed_search(searcher: Searcher, queries: np.ndarray, k: int,
+                 repeats: int = REPEATS) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """The ranking (scores, positions), and the median over `repeats` runs of the search time per query in milliseconds (one thread)."""
     threads, seconds = faiss.omp_get_max_threads(), []
     faiss.omp_set_num_threads(SEARCH_THREADS)
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            ids = searcher.search(queries, k)
+            ranking = searcher.scored(queries, k)
             seconds.append(time.perf_counter() - t0)
     finally:
         faiss.omp_set_num_threads(threads)
-    return ids, 1000 * float(np.median(seconds)) / len(queries)
+    return ranking, 1000 * float(np.median(seconds)) / len(queries)
 
 
-def ranked_ids(corpus_ids: list[str], positions: np.ndarray, drop: str | None = None) -> list[str]:
-    """The first TOP_K document ids of a ranking (corpus positions, -1 padded), without the document `drop`: the
-    query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
-    return [d for d in (corpus_ids[i] for i in positions if i >= 0) if d != drop][:TOP_K]
+def tie_group_open(scores: np.ndarray, positions: np.ndarray, n_docs: int) -> bool:
+    """Whether the last tie group of a searched ranking may go on past it: its last two candidates tie and the
+    corpus is not exhausted (searched one past the candidates needed, so the needed ones' group is then closed)."""
+    return 2 <= len(positions) < n_docs and positions[-1] >= 0 and scores[-1] == scores[-2]
+
+
+def complete_tie_groups(searcher: Searcher, queries: np.ndarray, ranking: tuple[np.ndarray, np.ndarray],
+                        n_docs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query (scores, positions), each query whose last tie group is open searched again with k doubled until it
+    closes (at most the corpus): tie-aware metrics need every tie group that reaches a cutoff whole. Searches all
+    queries each round (a head's code search ignores which queries it is given) and keeps the open ones' rows."""
+    rows = list(zip(*ranking))
+    k, still_open = ranking[1].shape[1], [i for i, (s, p) in enumerate(zip(*ranking)) if tie_group_open(s, p, n_docs)]
+    while still_open:
+        k = min(2 * k, n_docs)
+        scores, positions = searcher.scored(queries, k)
+        for i in still_open:
+            rows[i] = scores[i], positions[i]
+        still_open = [i for i in still_open if tie_group_open(*rows[i], n_docs)]
+    return rows
+
+
+def ranked_ids(corpus_ids: list[str], scores: np.ndarray, positions: np.ndarray,
+               drop: str | None = None) -> tuple[list[str], np.ndarray]:
+    """The document ids of a ranking (corpus positions, -1 padded) and their scores, without the document `drop`:
+    the query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
+    keep = [j for j, i in enumerate(positions) if i >= 0 and corpus_ids[i] != drop]
+    return [corpus_ids[positions[j]] for j in keep], np.asarray(scores)[keep]
 
 
 @dataclass(frozen=True)
@@ -256,11 +273,14 @@ class RetrievalTask:
         corpus_codes = head_codes(arrays["corpus"], layer, dim) if precision.startswith("binary") else None
         codes = None if corpus_codes is None else (corpus_codes, head_codes(arrays["queries"], layer, dim))
         searcher = make_searcher(corpus, calibration, precision, spec, codes)
-        drop_self = self.meta.ignore_identical_ids  # one more searched, so TOP_K remain after the query's own
-        ids, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self, REPEATS if searcher.timed else 1)
-        rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
-                    for row, query in zip(ids, data.query_ids)]
-        per_query = per_query_metrics(rankings, aux["qrels"])
+        # One more searched so TOP_K remain after the query's own document, and one more to see whether the last
+        # needed candidate's tie group goes on (then that query is searched further).
+        drop_self = self.meta.ignore_identical_ids
+        ranking, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self + 1, REPEATS if searcher.timed else 1)
+        rows = complete_tie_groups(searcher, queries, ranking, len(data.corpus_ids))
+        ranked = [ranked_ids(data.corpus_ids, s, p, query if drop_self else None)
+                  for (s, p), query in zip(rows, data.query_ids)]
+        per_query = per_query_metrics([r for r, _ in ranked], aux["qrels"], [s for _, s in ranked])
         cost = {"index_bytes": searcher.index_bytes()}
         if searcher.timed:
             cost["search_ms_per_query"] = ms_per_query

@@ -208,10 +208,10 @@ def timed_search(searcher: Searcher, queries: np.ndarray, k: int,
     return ranking, 1000 * float(np.median(seconds)) / len(queries)
 
 
-def tie_group_open(scores: np.ndarray, positions: np.ndarray, n_docs: int) -> bool:
-    """Whether the last tie group of a searched ranking may go on past it: its last two candidates tie and the
-    corpus is not exhausted (searched one past the candidates needed, so the needed ones' group is then closed)."""
-    return 2 <= len(positions) < n_docs and positions[-1] >= 0 and scores[-1] == scores[-2]
+def tie_group_open(scores: np.ndarray, positions: np.ndarray, n_docs: int, needed: int) -> bool:
+    """Whether the tie group of the `needed`-th candidate may go on past the searched ones: it reaches the last
+    candidate (searched one or more past the needed ones, so one that differs closes it) and the corpus goes on."""
+    return needed < len(positions) < n_docs and positions[-1] >= 0 and scores[-1] == scores[needed - 1]
 
 
 def complete_tie_groups(searcher: Searcher, queries: np.ndarray, ranking: tuple[np.ndarray, np.ndarray],
@@ -219,15 +219,24 @@ def complete_tie_groups(searcher: Searcher, queries: np.ndarray, ranking: tuple[
     """Per query (scores, positions), each query whose last tie group is open searched again with k doubled until it
     closes (at most the corpus): tie-aware metrics need every tie group that reaches a cutoff whole. Searches all
     queries each round (a head's code search ignores which queries it is given) and keeps the open ones' rows."""
-    rows = list(zip(*ranking))
-    k, still_open = ranking[1].shape[1], [i for i, (s, p) in enumerate(zip(*ranking)) if tie_group_open(s, p, n_docs)]
+    rows, k = list(zip(*ranking)), ranking[1].shape[1]
+    needed = k - 1  # the last candidate of the first search only shows whether the needed ones' group goes on
+    still_open = [i for i, row in enumerate(rows) if tie_group_open(*row, n_docs, needed)]
     while still_open:
         k = min(2 * k, n_docs)
         scores, positions = searcher.scored(queries, k)
         for i in still_open:
             rows[i] = scores[i], positions[i]
-        still_open = [i for i in still_open if tie_group_open(*rows[i], n_docs)]
-    return rows
+        still_open = [i for i in still_open if tie_group_open(*rows[i], n_docs, needed)]
+    return [trim(scores, positions, needed) for scores, positions in rows]
+
+
+def trim(scores: np.ndarray, positions: np.ndarray, needed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates down to the end of the `needed`-th one's tie group (the metrics need no more)."""
+    if len(scores) == 0:
+        return scores, positions
+    keep = scores >= scores[min(needed, len(scores)) - 1]
+    return scores[keep], positions[keep]
 
 
 def ranked_ids(corpus_ids: list[str], scores: np.ndarray, positions: np.ndarray,

@@ -111,8 +111,8 @@ def top_k(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray], k: int,
             block: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k: (scores, ids). Only
-    shortlisted ids can come back; -1 (no candidate) stays -1. Queries go in blocks to bound memory."""
+    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k: (scores,
+    ids). Only shortlisted ids can come back; -1 (no candidate) stays -1. Queries go in blocks to bound memory."""
     out = []
     for start in range(0, len(queries), block):
         ids = shortlist[start:start + block]
@@ -195,7 +195,8 @@ def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
 
 def timed_search(searcher: Searcher, queries: np.ndarray, k: int,
                  repeats: int = REPEATS) -> tuple[tuple[np.ndarray, np.ndarray], float]:
-    """The ranking (scores, positions), and the median over `repeats` runs of the search time per query in milliseconds (one thread)."""
+    """The ranking (scores, positions), and the median over `repeats` runs of the search time per query in
+    milliseconds (one thread)."""
     threads, seconds = faiss.omp_get_max_threads(), []
     faiss.omp_set_num_threads(SEARCH_THREADS)
     try:
@@ -216,9 +217,11 @@ def tie_group_open(scores: np.ndarray, positions: np.ndarray, n_docs: int, neede
 
 def complete_tie_groups(searcher: Searcher, queries: np.ndarray, ranking: tuple[np.ndarray, np.ndarray],
                         n_docs: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query (scores, positions), each query whose last tie group is open searched again with k doubled until it
-    closes (at most the corpus): tie-aware metrics need every tie group that reaches a cutoff whole. Searches all
-    queries each round (a head's code search ignores which queries it is given) and keeps the open ones' rows."""
+    """Per query (scores, positions) down to the end of the last needed candidate's tie group: a query whose group
+    reaches the end of its search is searched again with k doubled until it closes (at most the corpus), as
+    tie-aware metrics need every tie group that reaches a cutoff whole. Searches all queries each round (a head's
+    code search ignores which queries it is given) and keeps the open ones' rows. Exact searches grow by a suffix;
+    an approximate (hnsw) one is searched anew, with its breadth grown to k."""
     rows, k = list(zip(*ranking)), ranking[1].shape[1]
     needed = k - 1  # the last candidate of the first search only shows whether the needed ones' group goes on
     still_open = [i for i, row in enumerate(rows) if tie_group_open(*row, n_docs, needed)]
@@ -285,7 +288,8 @@ class RetrievalTask:
         # One more searched so TOP_K remain after the query's own document, and one more to see whether the last
         # needed candidate's tie group goes on (then that query is searched further).
         drop_self = self.meta.ignore_identical_ids
-        ranking, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self + 1, REPEATS if searcher.timed else 1)
+        repeats = REPEATS if searcher.timed else 1
+        ranking, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self + 1, repeats)
         rows = complete_tie_groups(searcher, queries, ranking, len(data.corpus_ids))
         ranked = [ranked_ids(data.corpus_ids, s, p, query if drop_self else None)
                   for (s, p), query in zip(rows, data.query_ids)]

@@ -24,7 +24,7 @@ from bench.data.sts import STSPairs
 from bench.evaluate import evaluate_grid
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
-from bench.tasks.retrieval import binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k
+from bench.tasks.retrieval import TIE_ORDER_SEED, binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k
 from bench.tasks.sts import pair_similarity
 from bench.transforms import binarize, truncate
 from methods import Checkpoint
@@ -49,7 +49,7 @@ def hamming_distances(a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
 def test_faiss_hamming_top_k_equals_numpy_brute_force_with_ties():
     corpus, queries = binarize(unit_vectors(400, 16, 1)), binarize(unit_vectors(30, 16, 2))  # 17 distances: ties
     k = 25
-    ours = top_k(binary_index(corpus, "flat"), queries, k)
+    ours = top_k(binary_index(corpus, "flat"), queries, k)[1]
     distances = hamming_distances(queries, corpus)
     oracle = brute_force(-distances, k)
     ours_d, oracle_d = np.take_along_axis(distances, ours, 1), np.take_along_axis(distances, oracle, 1)
@@ -67,7 +67,7 @@ def test_float_flat_top_k_equals_numpy_brute_force_with_ties():
     corpus = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # small integers: exact scores, many ties
     queries = rng.integers(-2, 3, (20, 8)).astype(np.float32)
     scores = queries @ corpus.T
-    ours = top_k(float_index(corpus, "flat"), queries, 300)  # the whole corpus: no tie group is cut
+    ours = top_k(float_index(corpus, "flat"), queries, 300)[1]  # the whole corpus: no tie group is cut
     np.testing.assert_array_equal(ours, brute_force(scores, 300))
 
 
@@ -88,7 +88,10 @@ def test_int8_search_ranks_by_the_float_query_against_decoded_documents():
 def test_binary_searcher_is_hamming_over_sign_bits():
     corpus, queries = unit_vectors(200, 24, 6), unit_vectors(10, 24, 7)
     ids = make_searcher(corpus, corpus, "binary", EvalSpec()).search(queries, 200)
-    np.testing.assert_array_equal(ids, brute_force(-hamming_distances(binarize(queries), binarize(corpus)), 200))
+    distances = hamming_distances(binarize(queries), binarize(corpus))
+    # every document once, by Hamming distance (equal distances in the seeded tie order: any order is right here)
+    assert all(sorted(row) == list(range(200)) for row in ids)
+    np.testing.assert_array_equal(np.take_along_axis(distances, ids, axis=1), np.sort(distances, axis=1))
 
 
 # --- rescoring -----------------------------------------------------------------------------------------------
@@ -98,11 +101,11 @@ def test_rescoring_never_returns_a_document_outside_the_shortlist():
     corpus, queries = unit_vectors(500, 16, 9), unit_vectors(150, 16, 10)  # > one block of 64 queries
     shortlist = np.stack([rng.choice(500, 30, replace=False) for _ in queries])
     shortlist[::7, 20:] = -1  # short lists are -1 padded, as faiss pads them
-    ranked = rescore(queries, shortlist, lambda ids: corpus[ids], k=12)
+    ranked = rescore(queries, shortlist, lambda ids: corpus[ids])[1]
     for row, allowed, q in zip(ranked, shortlist, queries):
         assert set(row) <= set(allowed)
         real = allowed[allowed >= 0]
-        np.testing.assert_array_equal(row[row >= 0], real[np.argsort(-(corpus[real] @ q), kind="stable")][:12])
+        np.testing.assert_array_equal(row[row >= 0], real[np.argsort(-(corpus[real] @ q), kind="stable")])
 
 
 @pytest.mark.parametrize("precision", ["binary+rescore", "binary+rescore-int8", "binary+rescore-fp32"])
@@ -110,29 +113,33 @@ def test_binary_rescore_returns_only_hamming_shortlisted_documents(precision):
     corpus, queries = unit_vectors(400, 32, 11), unit_vectors(40, 32, 12)
     spec = EvalSpec(rescore_multiplier=3)
     ranked = make_searcher(corpus, corpus, precision, spec).search(queries, 10)
-    shortlist = top_k(binary_index(binarize(corpus), "flat"), binarize(queries), 30)
-    assert all(set(r) <= set(s) for r, s in zip(ranked, shortlist))
-    assert ranked.shape == (40, 10)
+    distances = hamming_distances(binarize(queries), binarize(corpus))
+    # the shortlist is 30 by Hamming (its last tie group cut by a seeded order): every document returned is within
+    # the 30th smallest distance, and the whole shortlist comes back, re-ranked
+    edge = np.sort(distances, axis=1)[:, 29]
+    assert all((distances[i, r] <= edge[i]).all() for i, r in enumerate(ranked))
+    assert ranked.shape == (40, 30)
 
 
 def test_rescoring_the_whole_corpus_with_fp32_documents_is_exact_float_search():
     corpus, queries = unit_vectors(120, 16, 13), unit_vectors(15, 16, 14)
     spec = EvalSpec(rescore_multiplier=12)  # shortlist 10 * 12 = the whole corpus
     ranked = make_searcher(corpus, corpus, "binary+rescore-fp32", spec).search(queries, 10)
-    np.testing.assert_array_equal(ranked, brute_force(queries @ corpus.T, 10))
+    np.testing.assert_array_equal(ranked, brute_force(queries @ corpus.T, 120))  # the whole shortlist, ranked
 
 
 def brute_force_binary_rescore_int8(corpus: np.ndarray, queries: np.ndarray, calibration: np.ndarray, k: int,
                                     multiplier: int) -> tuple[np.ndarray, np.ndarray]:
-    """Oracle, plain numpy: the Hamming distance of the sign vectors, shortlist k * multiplier (ties in corpus
-    order); the documents' int8 codes (sentence-transformers') decoded to each bucket's midpoint; the shortlist
-    ranked by the float query's inner product with those, ties in corpus order, top k. Also the distances, the
-    shortlist and its scores."""
+    """Oracle, plain numpy: the Hamming distance of the sign vectors, shortlist k * multiplier (its last tie group
+    cut by the seeded order of TIE_ORDER_SEED); the documents' int8 codes (sentence-transformers') decoded to each
+    bucket's midpoint; the whole shortlist ranked by the float query's inner product with those, ties in corpus
+    order. Also the distances, the shortlist and its scores."""
     distances = ((queries[:, None, :] > 0) != (corpus[None, :, :] > 0)).sum(-1)
-    shortlist = brute_force(-distances, k * multiplier)
+    tie_rank = np.argsort(np.random.default_rng(TIE_ORDER_SEED).permutation(len(corpus)))
+    shortlist = np.stack([np.lexsort((tie_rank, d))[:k * multiplier] for d in distances])
     documents = decoded_int8(corpus, calibration)
     scores = np.einsum("qsd,qd->qs", documents[shortlist], queries)
-    order = np.lexsort((shortlist, -scores), axis=-1)[:, :k]  # shortlist holds corpus positions: ties by position
+    order = np.lexsort((shortlist, -scores), axis=-1)  # shortlist holds corpus positions: ties by position
     return np.take_along_axis(shortlist, order, axis=-1), (distances, shortlist, scores)
 
 
@@ -155,7 +162,7 @@ def test_binary_rescore_with_int8_documents_equals_numpy_brute_force(side):
     edge = np.take_along_axis(distances, shortlist[:, -1:], axis=1)
     assert ((distances == edge).sum(1) > (np.take_along_axis(distances, shortlist, 1) == edge).sum(1)).any()
     original = {540 + j: 9 * j for j in range(60)}  # copy position -> the document it repeats
-    assert any(original[d] in row for row in expected for d in row if d >= 540)  # both copies in some top k
+    assert any(original[d] in row[:k] for row in expected for d in row[:k] if d >= 540)  # both copies in a top k
 
 
 # --- cost ----------------------------------------------------------------------------------------------------

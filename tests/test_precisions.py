@@ -18,7 +18,7 @@ from bench.data.beir import RetrievalSet
 from bench.precisions import KNOWN, precision, supported
 from bench.spec import PRECISIONS, EvalSpec
 from bench.tasks import TASKS
-from bench.tasks.retrieval import make_searcher, per_query_metrics
+from bench.tasks.retrieval import TIE_ORDER_SEED, make_searcher, per_query_metrics
 from bench.transforms import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8, truncate
 
 
@@ -75,20 +75,23 @@ def test_int8_decodes_to_the_bucket_midpoint_as_faiss_sq8_does():
 
 # --- binary+rescore: the float query against the documents' own bits, per cutoff --------------------------------
 
-def oracle_binary_rescore(corpus: np.ndarray, queries: np.ndarray, k: int, multiplier: int) -> np.ndarray:
-    """numpy: Hamming shortlist of k * multiplier (ties in corpus order), re-ranked by query . (+-1 bits)."""
+def oracle_binary_rescore(corpus: np.ndarray, queries: np.ndarray, k: int, multiplier: int):
+    """numpy: the Hamming shortlist of k * multiplier (its last tie group cut by the seeded order of
+    TIE_ORDER_SEED), all of it re-ranked by query . (+-1 bits): (scores, ids)."""
     signs = np.where(corpus > 0, 1.0, -1.0)
     distances = ((queries[:, None, :] > 0) != (corpus[None, :, :] > 0)).sum(-1)
-    shortlist = brute_force(-distances, k * multiplier)
+    tie_rank = np.argsort(np.random.default_rng(TIE_ORDER_SEED).permutation(len(corpus)))
+    shortlist = np.stack([np.lexsort((tie_rank, d))[:k * multiplier] for d in distances])
     scores = np.einsum("qsd,qd->qs", signs[shortlist], queries)
-    return np.take_along_axis(shortlist, np.lexsort((shortlist, -scores), axis=-1)[:, :k], axis=-1)
+    order = np.lexsort((shortlist, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(shortlist, order, axis=-1)
 
 
 @pytest.mark.parametrize("k", [10, 100])
 def test_binary_rescore_is_the_float_query_against_the_documents_own_bits(k):
     corpus, queries = unit_vectors(1500, 64, 2), unit_vectors(30, 64, 3)
     ours = make_searcher(corpus, corpus, "binary+rescore", EvalSpec(rescore_multiplier=4)).search(queries, k)
-    np.testing.assert_array_equal(ours, oracle_binary_rescore(corpus, queries, k, 4))
+    np.testing.assert_array_equal(ours, oracle_binary_rescore(corpus, queries, k, 4)[1])
 
 
 def test_binary_rescore_ranks_as_sentence_transformers_semantic_search_faiss():
@@ -107,7 +110,7 @@ def test_binary_rescore_ranks_as_sentence_transformers_semantic_search_faiss():
     assert clean.sum() >= 5
     for row, query_hits, ok in zip(ours, hits, clean):
         if ok:
-            assert list(row) == [h["corpus_id"] for h in query_hits]
+            assert list(row[:k]) == [h["corpus_id"] for h in query_hits]
 
 
 def test_each_cutoff_has_its_own_shortlist():
@@ -124,10 +127,11 @@ def test_each_cutoff_has_its_own_shortlist():
     _, per_query = TASKS.get("scifact").score_cell(data, arrays, aux, 1, 32, "binary+rescore", spec)
     expected = {}
     for k in (10, 100):
-        rankings = [[f"d{i}" for i in row] for row in oracle_binary_rescore(corpus, queries, k, 4)]
-        expected.update({m: v for m, v in per_query_metrics(rankings, aux["qrels"]).items() if m.endswith(f"@{k}")})
+        scores, ids = oracle_binary_rescore(corpus, queries, k, 4)
+        metrics = per_query_metrics([[f"d{i}" for i in row] for row in ids], aux["qrels"], list(scores))
+        expected.update({m: v for m, v in metrics.items() if m.endswith(f"@{k}")})
     for name, values in expected.items():
         np.testing.assert_allclose(per_query[name], values, err_msg=name)
     # the cutoffs really disagree here: the top 10 of the 400 shortlist is another ranking
-    wide = [[f"d{i}" for i in row[:10]] for row in oracle_binary_rescore(corpus, queries, 100, 4)]
+    wide = [[f"d{i}" for i in row[:10]] for row in oracle_binary_rescore(corpus, queries, 100, 4)[1]]
     assert not np.allclose(per_query_metrics(wide, aux["qrels"])["ndcg@10"], per_query["ndcg@10"])

@@ -127,7 +127,7 @@ def test_retrieval_scores_come_from_the_prompted_vectors(bert_dir, tmp_path):
     st = SentenceTransformer(folder, device="cpu")
     corpus = truncate(st.encode(TEXTS, prompt_name="document"), 64, True)
     queries = truncate(st.encode(data.query_texts, prompt_name="query"), 64, True)
-    ranked = top_k(make_searcher(corpus, corpus, "fp32", spec).index, queries, 100)
+    ranked = top_k(make_searcher(corpus, corpus, "fp32", spec).index, queries, 100)[1]
     theirs = per_query_metrics([[ids[i] for i in row] for row in ranked], [data.qrels[q] for q in data.query_ids])
     assert ours["ndcg@10"] == pytest.approx(float(np.mean(theirs["ndcg@10"])), abs=1e-9)
 

@@ -22,7 +22,13 @@ Every precision is searched the way a server stores and computes it, always with
 Metrics follow trec_eval (what pytrec_eval, BEIR and mteb compute): a grade <= 0 is non-relevant (no gain, no
 loss), every judged query counts (one judged only non-relevant scores 0), and a task with `ignore_identical_ids`
 drops each query's own document (the same id) from its ranking before the cutoffs, as mteb does for that dataset.
-Equal scores are ranked by corpus order, so rankings (and metrics) are reproducible whatever faiss returns first.
+Ties cannot favour anyone: Hamming distances are integers, so a cutoff often falls inside a group of equal
+scores. Each metric is its expected value over every order of each tie group (McSherry & Najork 2008,
+bench/tasks/ranking.py), and a query is searched further until the tie group at its last cutoff is whole; without
+ties the metrics are trec_eval's. A rescoring search ranks its whole shortlist (the metrics see every tie group
+inside it, and nothing outside it), and its Hamming shortlist breaks ties at the shortlist's edge by one fixed
+seeded order of the corpus (TIE_ORDER_SEED), the same for every method, so no corpus order decides who is
+shortlisted and paired comparisons stay paired.
 Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory, plus the rescoring copy of
 binary+rescore-int8/-fp32) and `search_ms_per_query` (median of REPEATS
 runs over all queries at once, faiss-cpu with one thread on the evaluating machine's CPU, query quantization and
@@ -31,7 +37,6 @@ rescoring included).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +50,7 @@ from bench.data.beir import RetrievalSet, load_beir
 from bench.precisions import precision as precision_record
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
+from bench.tasks.ranking import query_metrics
 from bench.transforms import (BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges,
                               quantize_int8, sign_codes, truncate)
 
@@ -55,34 +61,17 @@ SEARCH_THREADS = 1  # timed single-threaded: a per-query CPU cost that other wor
 # graph is built in parallel, so its results can differ slightly from run to run.
 HNSW_M = 32
 HNSW_EF_SEARCH = 128
+TIE_ORDER_SEED = 0  # the one order that cuts a Hamming shortlist's last tie group (shuffled_binary_search)
 
 
-def ndcg_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    """trec_eval's ndcg_cut: gain = relevance, discount log2(rank + 1), ideal from all judged documents; a grade
-    <= 0 gains nothing (trec_eval, so pytrec_eval and mteb, counts negative grades as non-relevant, not as a loss)."""
-    dcg = sum(max(relevant.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
-    ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
-    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def mrr_at_k(ranked: list[str], relevant: dict[str, int], k: int = 10) -> float:
-    for i, d in enumerate(ranked[:k]):
-        if relevant.get(d, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-def recall_at_k(ranked: list[str], relevant: dict[str, int], k: int = 100) -> float:
-    rel = {d for d, r in relevant.items() if r > 0}
-    return len(rel.intersection(ranked[:k])) / len(rel) if rel else 0.0
-
-
-def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]]) -> dict[str, np.ndarray]:
-    """Pure: each metric per query, x100."""
-    return {"ndcg@10": 100 * np.array([ndcg_at_k(r, q) for r, q in zip(rankings, qrels)]),
-            "mrr@10": 100 * np.array([mrr_at_k(r, q) for r, q in zip(rankings, qrels)]),
-            "recall@100": 100 * np.array([recall_at_k(r, q) for r, q in zip(rankings, qrels)])}
+def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]],
+                      scores: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Pure: each metric per query, x100, tie-aware (bench/tasks/ranking.py) over each ranking's `scores` (higher
+    is better); without scores the rankings have no ties."""
+    scores = scores or [-np.arange(len(r), dtype=np.float64) for r in rankings]
+    values = np.array([query_metrics(r, s, q, (10, 10, TOP_K)) for r, s, q in zip(rankings, scores, qrels)])
+    values = values.reshape(len(rankings), 3)
+    return {"ndcg@10": 100 * values[:, 0], "mrr@10": 100 * values[:, 1], "recall@100": 100 * values[:, 2]}
 
 
 METRICS = ("ndcg@10", "mrr@10", "recall@100")  # what per_query_metrics computes, each named by its cutoff
@@ -131,28 +120,30 @@ def binary_index(bits: np.ndarray, search_index: str) -> faiss.IndexBinary:
     return index
 
 
-def top_k(index, queries: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) corpus positions, best first, -1 padded; equal scores in corpus order."""
+def top_k(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) scores (higher is better) and corpus positions, best first, -1 padded; equal scores in corpus order."""
     if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
         index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
     scores, ids = index.search(queries, min(k, index.ntotal))
     if isinstance(index, faiss.IndexBinary):
         scores = -scores.astype(np.int64)  # a Hamming distance: smaller is better
-    return np.take_along_axis(ids, np.lexsort((ids, -scores), axis=-1), axis=-1)
+    order = np.lexsort((ids, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)
 
 
-def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray], k: int,
-            block: int = 64) -> np.ndarray:
-    """Re-rank each query's shortlist by the float query's inner product with `documents(ids)`, keep k. Only
-    shortlisted ids can come back; -1 (no candidate) stays -1. Queries go in blocks to bound memory."""
+def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray],
+            block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank each query's whole shortlist by the float query's inner product with `documents(ids)`: (scores,
+    ids). Only shortlisted ids can come back; -1 (no candidate) stays -1, last. Queries go in blocks to bound
+    memory."""
     out = []
     for start in range(0, len(queries), block):
         ids = shortlist[start:start + block]
         scores = np.matmul(documents(np.maximum(ids, 0)), queries[start:start + block, :, None])[..., 0]
         scores[ids < 0] = -np.inf
-        order = np.lexsort((ids, -scores), axis=-1)[:, :k]
-        out.append(np.take_along_axis(ids, order, axis=-1))
-    return np.concatenate(out)
+        order = np.lexsort((ids, -scores), axis=-1)
+        out.append((np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)))
+    return np.concatenate([s for s, _ in out]), np.concatenate([i for _, i in out])
 
 
 def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes,
@@ -172,14 +163,21 @@ def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, codes: Binary
 
 @dataclass(frozen=True)
 class Searcher:
-    """One cell's search index, and its search: (float32 queries, k) -> (n, k) corpus positions, -1 padded.
-    `timed`: False where the search emulates a kernel it is not (multi-bit SDC as float search). `copy_bytes`: the
-    rescoring copy of the documents a binary+rescore-int8/-fp32 search reads besides its index."""
+    """One cell's search index, and its scored search: (float32 queries, k) -> (n, k) scores (higher is better) and
+    corpus positions, -1 padded. `timed`: False where the search emulates a kernel it is not (multi-bit SDC as
+    float search). `copy_bytes`: the rescoring copy of the documents a binary+rescore-int8/-fp32 search reads
+    besides its index. `whole`: a rescoring search returns its whole shortlist (rescore_multiplier x k), ranked:
+    nothing past it can be served, so tie groups are never searched further (that would grow the shortlist)."""
 
     index: object  # faiss.Index or faiss.IndexBinary: what the search holds in memory
-    search: Callable[[np.ndarray, int], np.ndarray]
+    scored: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     timed: bool = True
     copy_bytes: int = 0
+    whole: bool = False
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """(n, k) corpus positions only."""
+        return self.scored(queries, k)[1]
 
     def index_bytes(self) -> int:
         binary = isinstance(self.index, faiss.IndexBinary)
@@ -203,8 +201,8 @@ def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, s
         return Searcher(index, lambda q, k: top_k(index, q, k))
     if codes is None:
         codes = (sign_codes(corpus), None)
-        index = binary_index(codes[0].bits, spec.search_index)
-        shortlist, timed = (lambda q, k: top_k(index, binarize(q), k)), True
+        index, search_bits = shuffled_binary_search(codes[0].bits, spec)
+        shortlist, timed = (lambda q, k: search_bits(binarize(q), k)), True
     else:
         index, shortlist, timed = code_search(*codes, spec)
     if record.rescore is None:
@@ -212,18 +210,32 @@ def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, s
     documents = rescore_documents(corpus, calibration, codes[0], record.rescore)
     copy_bytes = len(corpus) * record.copy_bytes(corpus.shape[1])
     multiplier = spec.rescore_multiplier
-    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier), documents, k), timed, copy_bytes)
+    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier)[1], documents), timed, copy_bytes,
+                    whole=True)
+
+
+def shuffled_binary_search(bits: np.ndarray, spec: EvalSpec):
+    """(index, search(query bits, k) -> (scores, corpus positions)) over the documents' bits, indexed in one fixed
+    seeded order (TIE_ORDER_SEED): faiss keeps the first-indexed of equal Hamming distances at the edge of its k,
+    so a rescoring shortlist's last tie group is cut by that order, the same for every method, never by an order
+    the corpus happens to have. Tie-aware metrics do not need it for plain binary (its groups are completed)."""
+    order = np.random.default_rng(TIE_ORDER_SEED).permutation(len(bits))
+    index = binary_index(bits[order], spec.search_index)
+
+    def search(query_bits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, positions = top_k(index, query_bits, k)
+        return scores, np.where(positions >= 0, order[np.maximum(positions, 0)], -1)
+    return index, search
 
 
 def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
     """A head's codes: (index, search of the given queries' codes, timed). One level: Hamming over its bits;
     several: SDC as an exact float inner-product search over the reconstructions, the binary index of the codes
     standing for what a bitwise kernel would hold."""
-    index = binary_index(corpus.bits, spec.search_index)
     if corpus.levels == 1:
-        def search(q, k):
-            return top_k(index, queries.bits, k)
-        return index, search, True
+        index, search_bits = shuffled_binary_search(corpus.bits, spec)
+        return index, (lambda q, k: search_bits(queries.bits, k)), True
+    index = binary_index(corpus.bits, spec.search_index)
     reconstructed = float_index(corpus.reconstruction(spec.normalize), spec.search_index)
     query_vectors = queries.reconstruction(spec.normalize)
 
@@ -232,36 +244,92 @@ def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
     return index, sdc_search, False
 
 
-def timed_search(searcher: Searcher, queries: np.ndarray, k: int, repeats: int = REPEATS) -> tuple[np.ndarray, float]:
-    """The ranking, and the median over `repeats` runs of the search time per query in milliseconds (one thread)."""
+def timed_search(searcher: Searcher, queries: np.ndarray, k: int,
+                 repeats: int = REPEATS) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """The ranking (scores, positions), and the median over `repeats` runs of the search time per query in
+    milliseconds (one thread)."""
     threads, seconds = faiss.omp_get_max_threads(), []
     faiss.omp_set_num_threads(SEARCH_THREADS)
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            ids = searcher.search(queries, k)
+            ranking = searcher.scored(queries, k)
             seconds.append(time.perf_counter() - t0)
     finally:
         faiss.omp_set_num_threads(threads)
-    return ids, 1000 * float(np.median(seconds)) / len(queries)
+    return ranking, 1000 * float(np.median(seconds)) / len(queries)
 
 
-def ranked_ids(corpus_ids: list[str], positions: np.ndarray, drop: str | None = None) -> list[str]:
-    """The first TOP_K document ids of a ranking (corpus positions, -1 padded), without the document `drop`: the
-    query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
-    return [d for d in (corpus_ids[i] for i in positions if i >= 0) if d != drop][:TOP_K]
+def tie_group_open(scores: np.ndarray, positions: np.ndarray, n_docs: int, needed: int) -> bool:
+    """Whether the tie group of the `needed`-th candidate may go on past the searched ones: it reaches the last
+    candidate (searched one or more past the needed ones, so one that differs closes it) and the corpus goes on."""
+    return needed < len(positions) < n_docs and positions[-1] >= 0 and scores[-1] == scores[needed - 1]
+
+
+def complete_tie_groups(searcher: Searcher, queries: np.ndarray, ranking: tuple[np.ndarray, np.ndarray],
+                        n_docs: int, needed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query (scores, positions) down to the end of the last needed candidate's tie group: a query whose group
+    reaches the end of its search is searched again with k doubled until it closes (at most the corpus), as
+    tie-aware metrics need every tie group that reaches a cutoff whole. Searches all queries each round (a head's
+    code search ignores which queries it is given) and keeps the open ones' rows. Exact searches grow by a suffix;
+    an approximate (hnsw) one is searched anew, with its breadth grown to k."""
+    rows, k = list(zip(*ranking)), ranking[1].shape[1]
+    still_open = [i for i, row in enumerate(rows) if tie_group_open(*row, n_docs, needed)]
+    while still_open:
+        k = min(2 * k, n_docs)
+        scores, positions = searcher.scored(queries, k)
+        for i in still_open:
+            rows[i] = scores[i], positions[i]
+        still_open = [i for i in still_open if tie_group_open(*rows[i], n_docs, needed)]
+    return [trim(scores, positions, needed) for scores, positions in rows]
+
+
+def trim(scores: np.ndarray, positions: np.ndarray, needed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates down to the end of the `needed`-th one's tie group (the metrics need no more)."""
+    if len(scores) == 0:
+        return scores, positions
+    keep = scores >= scores[min(needed, len(scores)) - 1]
+    return scores[keep], positions[keep]
+
+
+def ranked_ids(corpus_ids: list[str], scores: np.ndarray, positions: np.ndarray,
+               drop: str | None = None) -> tuple[list[str], np.ndarray]:
+    """The document ids of a ranking (corpus positions, -1 padded) and their scores, without the document `drop`:
+    the query's own id where the task ignores identical ids (mteb and BEIR drop it after the search, as here)."""
+    keep = [j for j, i in enumerate(positions) if i >= 0 and corpus_ids[i] != drop]
+    return [corpus_ids[positions[j]] for j in keep], np.asarray(scores)[keep]
+
+
+def ranked_rows(searcher: Searcher, queries: np.ndarray, needed: int, n_docs: int,
+                repeats: int = 1) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    """Per query (scores, positions) down to the end of the `needed`-th candidate's tie group, and the search's
+    milliseconds per query. A search is asked for one more than needed, to see whether that group goes on (then
+    the query is searched further); a rescoring search ranks its whole shortlist and nothing past it exists."""
+    if searcher.whole:
+        ranking, ms_per_query = timed_search(searcher, queries, needed, repeats)
+        return [trim(s, p, needed) for s, p in zip(*ranking)], ms_per_query
+    ranking, ms_per_query = timed_search(searcher, queries, needed + 1, repeats)
+    return complete_tie_groups(searcher, queries, ranking, n_docs, needed), ms_per_query
+
+
+def rankings(rows: list[tuple[np.ndarray, np.ndarray]], data: RetrievalSet,
+             drop_self: bool) -> tuple[list[list[str]], list[np.ndarray]]:
+    """The document ids and scores of each query's rows, its own document dropped where the task says so."""
+    ranked = [ranked_ids(data.corpus_ids, s, p, query if drop_self else None)
+              for (s, p), query in zip(rows, data.query_ids)]
+    return [ids for ids, _ in ranked], [scores for _, scores in ranked]
 
 
 def shortlist_metrics(searcher: Searcher, queries: np.ndarray, data: RetrievalSet, qrels: list[dict[str, int]],
                       drop_self: bool) -> dict[str, np.ndarray]:
     """A rescoring search's metrics at cutoffs below TOP_K, each from its own search: a metric @c ranks the
-    rescored top c of a shortlist of rescore_multiplier x c by Hamming (40 for @10), not of TOP_K's."""
+    rescored shortlist of rescore_multiplier x c by Hamming (40 for @10), not TOP_K's."""
     out = {}
     for cutoff in sorted({int(m.split("@")[1]) for m in METRICS if int(m.split("@")[1]) < TOP_K}):
-        ids = searcher.search(queries, cutoff + drop_self)
-        rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
-                    for row, query in zip(ids, data.query_ids)]
-        out.update({m: v for m, v in per_query_metrics(rankings, qrels).items() if m.endswith(f"@{cutoff}")})
+        rows, _ = ranked_rows(searcher, queries, cutoff + drop_self, len(data.corpus_ids))
+        ids, scores = rankings(rows, data, drop_self)
+        per_query = per_query_metrics(ids, qrels, scores)
+        out.update({m: v for m, v in per_query.items() if m.endswith(f"@{cutoff}")})
     return out
 
 
@@ -300,12 +368,12 @@ class RetrievalTask:
         corpus_codes = head_codes(arrays["corpus"], layer, dim) if precision.startswith("binary") else None
         codes = None if corpus_codes is None else (corpus_codes, head_codes(arrays["queries"], layer, dim))
         searcher = make_searcher(corpus, calibration, precision, spec, codes)
-        drop_self = self.meta.ignore_identical_ids  # one more searched, so TOP_K remain after the query's own
-        ids, ms_per_query = timed_search(searcher, queries, TOP_K + drop_self, REPEATS if searcher.timed else 1)
-        rankings = [ranked_ids(data.corpus_ids, row, query if drop_self else None)
-                    for row, query in zip(ids, data.query_ids)]
-        per_query = per_query_metrics(rankings, aux["qrels"])
-        if precision_record(precision).rescore is not None:
+        drop_self = self.meta.ignore_identical_ids  # one more needed, so TOP_K remain after the query's own
+        rows, ms_per_query = ranked_rows(searcher, queries, TOP_K + drop_self, len(data.corpus_ids),
+                                         REPEATS if searcher.timed else 1)
+        ids, scores = rankings(rows, data, drop_self)
+        per_query = per_query_metrics(ids, aux["qrels"], scores)
+        if searcher.whole:
             per_query.update(shortlist_metrics(searcher, queries, data, aux["qrels"], drop_self))
         cost = {"index_bytes": searcher.index_bytes()}
         if searcher.timed:

@@ -6,6 +6,7 @@ planted data: which examples hold an evaluation sentence is known by constructio
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from bench.cli import main
@@ -32,7 +33,8 @@ def _data(folder: Path, with_beir: bool = True) -> Path:
         (folder / "tinyir" / "qrels").mkdir(parents=True)
         (folder / "tinyir" / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
         (folder / "tinyir" / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": QUERY}) + "\n")
-        (folder / "tinyir" / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "Clouds."}) + "\n")
+        document = {"_id": "d1", "title": "", "text": "Clouds."}
+        (folder / "tinyir" / "corpus.jsonl").write_text(json.dumps(document) + "\n")
     (folder / "snli_senteval").mkdir()
     rows = [("A dog runs.", "An animal moves.", "A cat sleeps."),
             ("Someone sings.", PLANTED, "Nobody makes music."),
@@ -59,6 +61,22 @@ def test_pre_training_sentences_are_filtered_one_by_one(tmp_path):
     texts, removed = local_corpus(_data(tmp_path), "snli")
     assert removed == 2 and len(texts) == 10  # 12 distinct sentences, less the two evaluation ones
     assert PLANTED.strip() not in texts and "what causes RAIN" not in texts and "Someone sings." in texts
+
+
+def test_the_pre_training_count_reaches_its_rows(tmp_path):
+    """The SMAE stage on the planted corpus: its `smae_sentences_removed` row counts the two evaluation sentences."""
+    import methods.starbucks as sb
+    from bench.runner import make_specs
+    from bench.spec import freeze_params
+    from bench.suites import get_suite
+    from methods.starbucks_srl import resolve_targets
+
+    spec = make_specs(get_suite("smoke"), "starbucks")[0]
+    params = sb.Starbucks.Params(**{**dict(spec.params), "corpus": "snli", "pretrain_steps": 1})
+    spec = replace(spec, params=freeze_params(vars(params)))
+    stage = sb.pretrain(spec, RunContext(_data(tmp_path / "data"), tmp_path, tmp_path / "cache"), params,
+                        resolve_targets(None, 2, 64))
+    assert [r["score"] for r in stage.rows if r["metric"] == "smae_sentences_removed"] == [2.0]
 
 
 def test_the_evaluation_sets_on_disk_key_the_checkpoints(tmp_path):

@@ -131,6 +131,8 @@ def test_stage_key_covers_every_pretraining_field_and_only_them():
         assert stable_hash(other) != key, name
     assert stable_hash(sb.pretrain_spec(spec, replace(defaults, kl_weight=1.0), SMOKE_TARGETS, ())) == key
     assert stable_hash(sb.pretrain_spec(replace(spec, seed=1), defaults, SMOKE_TARGETS, ())) != key
+    # the evaluation sets kept out of a local corpus (bench/data/decontaminate.py) name its stage
+    assert stable_hash(sb.pretrain_spec(spec, defaults, SMOKE_TARGETS, ("stsb",))) != key
 
 
 def test_masking_fields_change_the_smae_loss(data_dir):

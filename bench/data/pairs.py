@@ -55,7 +55,8 @@ ALL_NLI_HUB = ("sentence-transformers/all-nli", "triplet")  # 557,850 train trip
 class TrainingSet:
     """Training examples as text tuples. `kind` picks the base loss: "triplets" (anchor, positive, negative) train
     with MultipleNegativesRankingLoss; "scored-pairs" (sentence1, sentence2) with a gold score train with CoSENT.
-    `removed`: how many examples were dropped for sharing a text with an evaluation set (bench/data/decontaminate.py)."""
+    `removed`: how many examples were dropped for sharing a text with an evaluation set
+    (bench/data/decontaminate.py)."""
 
     name: str
     kind: str

@@ -149,7 +149,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     now, expected = comparable(load_results(killed / "results")), comparable(load_results(reference / "results"))
     assert len(now) == len(expected) and now.equals(expected)
     train_rows = expected[expected["split"] == "train"]
-    assert len(train_rows) == 3 * 8 * jobs and set(train_rows["metric"]) == {"loss", "lr", "grad_norm"}
+    assert len(train_rows) == (3 * 8 + 1) * jobs  # and each job's count of dropped training examples
+    assert set(train_rows["metric"]) == {"loss", "lr", "grad_norm", "train_examples_removed"}
     if method == "separate":  # each model's curve carries its cell
         assert set(zip(train_rows["layer"], train_rows["dim"])) == {(1, 32), (2, 64)}
     assert (load_results(reference / "results")["metric"] == "train_seconds").sum() == 1

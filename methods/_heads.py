@@ -21,7 +21,8 @@ resumable step checkpoints of both; a head trains in seconds on vectors, so `che
 `grad_checkpointing` do not apply, and `max_seq_len` acts on the fit encodings. Heads train on the CPU, in float32.
 
 Head folder: cache/checkpoints/<training key>/<pooling>/head/{head.safetensors, fit_log.json}, keyed like a trained
-method's (methods/_jobs.training_key): the spec's model fields and the fingerprint of the code that fits the head.
+method's (methods/_jobs.training_key): the spec's model fields, the evaluation sets kept out of the fit set and the
+fingerprint of the code that fits the head.
 """
 
 from __future__ import annotations

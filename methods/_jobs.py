@@ -3,6 +3,7 @@ through the one loop in bench/train.py, which knows no method.
 
 A checkpoint folder is keyed by the spec's model fields AND the fingerprint of the code that trains it
 (bench/fingerprint.py): after an edit to the method, the loop or a loss, nothing trained by the old code is reused.
+The evaluation sets whose texts were kept out of the training data (bench/data/decontaminate.py) join the key too.
 """
 
 from __future__ import annotations

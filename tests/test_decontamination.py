@@ -104,3 +104,10 @@ def test_the_counts_reach_the_run_rows(data_dir, tmp_path):
     removed = rows[rows["metric"] == "train_examples_removed"]
     assert len(removed) == 4 and removed.groupby("method")["run_id"].nunique().to_dict() == {"full": 2, "pca": 2}
     assert (removed["score"] == expected).all() and (removed["split"] == "train").all()
+
+
+def test_the_readme_quotes_the_counts_on_the_shared_data(data_dir):
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    snli, corpus = load_training_set(data_dir, "snli"), local_corpus(data_dir)
+    assert f"SNLI loses {snli.removed:,} of its {len(snli) + snli.removed:,} triplets" in readme
+    assert f"SMAE corpus {corpus[1]:,} of {len(corpus[0]) + corpus[1]:,} sentences" in readme

@@ -139,7 +139,8 @@ UNMEASURED = Tolerance(0.35)  # a quality row of a metric or precision the probe
 TRAINING_TOLERANCE = Tolerance(1e-4, 0.03)  # every split-"train" row (losses, gradient norms) but the lr
 # The learning rate of a step is the schedule's formula of the step number alone: only float rounding may differ.
 LR_TOLERANCE = Tolerance(1e-12, 1e-9)
-EXACT_METRICS = ("relative_encode_cost", "smae_mlm_head_pretrained")  # and every size ("bytes" in the name)
+# and every size ("bytes" in the name); the decontamination counts (bench/data/decontaminate.py) too
+EXACT_METRICS = ("relative_encode_cost", "smae_mlm_head_pretrained", "train_examples_removed", "smae_sentences_removed")
 COST_MARKERS = ("seconds", "_ms", "memory")  # machine-dependent cost rows: never compared
 
 

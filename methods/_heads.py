@@ -6,7 +6,9 @@ those `pretrained` caches, made once; evaluation applies the head to them (bench
 
 The fit set: the texts of the suite's training set (`train_data`, what the trained methods train on: each SNLI
 triplet's anchor, positive and negative), in file order, each distinct text once, the first `fit_sentences` of them
-(a field of each head method's Params, FIT_SENTENCES by default). Never an evaluation task's texts. They are encoded
+(a field of each head method's Params, FIT_SENTENCES by default). Never an evaluation task's texts: the training set
+comes without the examples that share a text with an evaluation set (bench/data/decontaminate.py; their count is the
+row `train_examples_removed`). They are encoded
 once per backbone and pooling (every layer, `budget.max_seq_len` tokens, as training reads them) into the same
 encoding cache, so the three methods share one encode.
 
@@ -19,7 +21,8 @@ resumable step checkpoints of both; a head trains in seconds on vectors, so `che
 `grad_checkpointing` do not apply, and `max_seq_len` acts on the fit encodings. Heads train on the CPU, in float32.
 
 Head folder: cache/checkpoints/<training key>/<pooling>/head/{head.safetensors, fit_log.json}, keyed like a trained
-method's (methods/_jobs.training_key): the spec's model fields and the fingerprint of the code that fits the head.
+method's (methods/_jobs.training_key): the spec's model fields, the evaluation sets kept out of the fit set and the
+fingerprint of the code that fits the head.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch
 
 from bench import BenchError
 from bench.backbone import Encoder, backbone_shape
+from bench.data.decontaminate import evaluation_sets
 from bench.evaluate import encode_cached
 from bench.heads import save_head
 from bench.phases import phase
@@ -114,17 +118,20 @@ def fit_texts(examples: list[tuple[str, ...]], limit: int) -> list[str]:
     return list(seen)
 
 
-def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> np.ndarray:
-    """(layers, texts, width) pooled vectors of the fit set from the frozen backbone, through the encoding cache."""
+def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> tuple[np.ndarray, int]:
+    """(layers, texts, width) pooled vectors of the fit set from the frozen backbone, through the encoding cache, and
+    how many training examples were dropped before the fit set was taken (they share a text with an evaluation set:
+    bench/data/decontaminate.py)."""
     from bench.data.pairs import load_training_set
 
-    texts = fit_texts(load_training_set(ctx.data_dir, spec.train_data).texts, limit)
+    data = load_training_set(ctx.data_dir, spec.train_data)
+    texts = fit_texts(data.texts, limit)
     encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
                            prompts=spec.eval.prompts, head_layers=spec.eval.head_layers,
                            dtype=spec.dtype)  # as evaluation serves it
     vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}", texts, spec.budget.max_seq_len,
                                FIT_ENCODE_BATCH, Path(ctx.cache_dir) / "encodings")
-    return vectors
+    return vectors, data.removed
 
 
 def backbone_id(spec: RunSpec) -> str:
@@ -135,7 +142,8 @@ def backbone_id(spec: RunSpec) -> str:
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 
 def head_dir(method, spec: RunSpec, ctx: RunContext) -> Path:
-    return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / "head"
+    key = training_key(method, spec, evaluation_sets(ctx.data_dir))
+    return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / "head"
 
 
 def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
@@ -155,10 +163,11 @@ def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]
 
 
 def _fit_and_save(method, params, spec: RunSpec, ctx: RunContext, path: Path, log_path: Path) -> None:
-    vectors = fit_vectors(spec, ctx, params.fit_sentences)  # encodes through encode_cached (phase "encode")
+    vectors, removed = fit_vectors(spec, ctx, params.fit_sentences)  # encodes through encode_cached (phase "encode")
     t0 = time.perf_counter()
     with phase("train"):
         head, log = method.fit(params, vectors, spec.budget, spec.seed)
+    log = [*log, {"step": -1, "metric": "train_examples_removed", "score": float(removed)}]
     seconds = time.perf_counter() - t0
     save_head(path, head)
     tmp = log_path.with_name(f".{LOG_FILE}.tmp{os.getpid()}")

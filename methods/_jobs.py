@@ -3,19 +3,26 @@ through the one loop in bench/train.py, which knows no method.
 
 A checkpoint folder is keyed by the spec's model fields AND the fingerprint of the code that trains it
 (bench/fingerprint.py): after an edit to the method, the loop or a loss, nothing trained by the old code is reused.
+The evaluation sets whose texts were kept out of the training data (bench/data/decontaminate.py) join the key too.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import BenchError
 from bench.backbone import backbone_shape, load_model, resolve_pooling
+from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
 from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
 from methods import METHODS, Checkpoint, RunContext
+
+
+REMOVED_FILE = "decontamination.json"  # in a job's checkpoint folder: how many training examples were dropped
 
 
 @dataclass(frozen=True)
@@ -36,9 +43,11 @@ class Job:
     same_as: str | None = None
 
 
-def training_key(method, spec: RunSpec) -> str:
-    """The spec's model fields and the training code's fingerprint: what names a method's checkpoint folders."""
-    return stable_hash({"model": spec.model_key, "code": method_code(type(method), trains=True)})
+def training_key(method, spec: RunSpec, eval_sets: tuple[str, ...]) -> str:
+    """The spec's model fields, the training code's fingerprint and the evaluation sets whose texts were kept out of
+    the training data (bench/data/decontaminate.evaluation_sets): what names a method's checkpoint folders."""
+    return stable_hash({"model": spec.model_key, "code": method_code(type(method), trains=True),
+                        "decontaminated": list(eval_sets)})
 
 
 def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
@@ -49,7 +58,8 @@ def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
         other = METHODS.get(job.same_as)()
         params = freeze_params(asdict(other.Params()))
         return checkpoint_dir(other, replace(spec, method=job.same_as, params=params), ctx, Job("", job.objective, ()))
-    return Path(ctx.cache_dir) / "checkpoints" / training_key(method, spec) / spec.eval.pooling / (job.name or "model")
+    key = training_key(method, spec, evaluation_sets(ctx.data_dir))
+    return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / (job.name or "model")
 
 
 def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
@@ -74,7 +84,8 @@ def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple
 
 def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
     """Train (or reuse, or resume) every model a method's jobs describe; a Checkpoint per model. The training
-    data is only read when something is left to train."""
+    data is only read when something is left to train; how many of its examples decontamination dropped is written
+    beside the weights (REMOVED_FILE) and reaches the run's rows as `train_examples_removed`."""
     from bench.data.pairs import load_training_set
 
     jobs, _, _ = method_jobs(method, spec, ctx.trust_remote_code)
@@ -85,13 +96,24 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
             result = read_result(folder)
         else:
             data = data or load_training_set(ctx.data_dir, spec.train_data)
+            write_json(folder / REMOVED_FILE, {"train_examples_removed": data.removed})
             result = _train_job(job, spec, data, folder, ctx)
+        removed = json.loads((folder / REMOVED_FILE).read_text())["train_examples_removed"]
+        log = (*result.log, {"step": -1, "metric": "train_examples_removed", "score": float(removed)})
         tag = {"layer": job.log_cell.layer, "dim": job.log_cell.dim} if job.log_cell else {}
         out.append(Checkpoint(model=str(result.model_dir), model_id=f"ckpt:{folder.parent.parent.name}/"
                               f"{folder.parent.name}/{folder.name}", targets=job.targets,
-                              only_targets=job.only_targets, train_log=tuple({**row, **tag} for row in result.log),
+                              only_targets=job.only_targets, train_log=tuple({**row, **tag} for row in log),
                               train_seconds=result.seconds))
     return out
+
+
+def write_json(path: Path, content: dict) -> None:
+    """Written whole or not at all (temp file, then rename); every process of a DDP job may write the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(content))
+    os.replace(tmp, path)
 
 
 def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> TrainResult:

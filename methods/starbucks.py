@@ -10,14 +10,15 @@ not the pre-training).
 
 Pre-training parameters (`pretrain_*` is its budget). Defaults: the paper's masking (whole words, 0.2 for the
 encoder, 0.4 for the decoder) and optimiser (lr 1e-4, cosine, warmup 5%, weight decay 0.001), on the local
-sentence corpus (bench/data/corpus.py: no sentence shared with any evaluation set beyond the SNLI fine-tuning data
-every method sees) for a CPU-sized 40 steps of 32 sentences; `paper-sts` sets the paper's corpus and scale.
+sentence corpus (bench/data/corpus.py: no sentence of an evaluation set on disk; how many were dropped is the row
+`smae_sentences_removed`) for a CPU-sized 40 steps of 32 sentences; `paper-sts` sets the paper's corpus and scale.
 A backbone without an MLM head (all-MiniLM-L6-v2 ships none) gets a freshly initialised one: a warning says so and
 the row `smae_mlm_head_pretrained` (0 or 1) records it.
 
 Loss rows (split "train", beside the fine-tuning's `loss`): `smae_loss` (the total, per step, with the loop's
 `smae_lr` and `smae_grad_norm`), `smae_mlm_loss` and `smae_mae_loss` per step at each target's layer and dim (mean
-over micro-batches and processes), and `smae_train_seconds`; `train_seconds` covers both stages.
+over micro-batches and processes), `smae_sentences_removed` and `smae_train_seconds`; `train_seconds` covers both
+stages.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from safetensors.torch import save_file
 from bench import BenchError
 from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
+from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
@@ -109,15 +111,19 @@ def pretrain_budget(params: Starbucks.Params, like: Budget = Budget()) -> Budget
                   grad_checkpointing=like.grad_checkpointing)
 
 
-def pretrain_spec(spec: RunSpec, params: Starbucks.Params, targets: tuple[SubModel, ...]) -> dict:
+def pretrain_spec(spec: RunSpec, params: Starbucks.Params, targets: tuple[SubModel, ...],
+                  eval_sets: tuple[str, ...]) -> dict:
     """Everything that determines the pre-trained weights, and nothing else (its hash names the cache folder),
-    the code that trains them included."""
+    the code that trains them included, and for a local corpus the evaluation sets whose sentences were dropped from
+    it (bench/data/decontaminate.evaluation_sets; a hub corpus is not filtered)."""
+    local = not params.corpus.startswith(HUB_PREFIX)
     budget = asdict(pretrain_budget(params))
     for no_effect in ("checkpoint_every", "grad_checkpointing"):
         budget.pop(no_effect)
     return {"stage": "smae", "backbone": spec.backbone, "targets": [[t.layer, t.dim] for t in targets],
             "mlm_rate": params.mlm_rate, "mae_rate": params.mae_rate, "mae": params.mae, "corpus": params.corpus,
             "budget": budget, "seed": spec.seed, "code": method_code(Starbucks, trains=True),
+            **({"decontaminated": list(eval_sets)} if local else {}),
             **({} if spec.dtype == "fp32" else {"dtype": spec.dtype})}  # fp32: the folders of before the field
 
 
@@ -130,7 +136,7 @@ class PretrainStage:
 
 def pretrain(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: tuple[SubModel, ...]) -> PretrainStage:
     """Run (or resume, or reuse) the SMAE stage; its encoder folder, loss rows and training seconds."""
-    fields = pretrain_spec(spec, params, targets)
+    fields = pretrain_spec(spec, params, targets, evaluation_sets(ctx.data_dir))
     out_dir = (Path(ctx.cache_dir) / "checkpoints" / f"smae-{stable_hash(fields)}").resolve()
     if not is_trained(out_dir):
         _train_smae(spec, ctx, params, targets, fields, out_dir)
@@ -140,6 +146,7 @@ def pretrain(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: 
         pair_log = fh.get_tensor(LOG_KEY)
     rows = loss_rows(result.log, pair_log, targets, params.pretrain_grad_accum, params.mae)
     rows += [{"step": -1, "metric": "smae_mlm_head_pretrained", "score": float(meta["mlm_head_pretrained"])},
+             {"step": -1, "metric": "smae_sentences_removed", "score": float(meta["sentences_removed"])},
              {"step": -1, "metric": "smae_train_seconds", "score": result.seconds}]
     return PretrainStage(result.model_dir / ENCODER_DIR, tuple(rows), result.seconds)
 
@@ -155,13 +162,14 @@ def _train_smae(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, target
     head, shipped = mlm_head_for(path, encoder)
     if not shipped:
         log.warning("backbone %s ships no MLM head: SMAE starts from a freshly initialised one", spec.backbone)
+    n_texts = budget.steps * budget.batch_size * budget.grad_accum * world()[1]
+    texts, removed = corpus_texts(params.corpus, ctx.data_dir, tokenizer, n_texts, budget.max_seq_len - 2, spec.seed)
     if world()[0] == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".{META_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"spec": fields, "mlm_head_pretrained": shipped}, indent=1))
+        tmp.write_text(json.dumps({"spec": fields, "mlm_head_pretrained": shipped, "sentences_removed": removed},
+                                  indent=1))
         os.replace(tmp, out_dir / META_FILE)
-    n_texts = budget.steps * budget.batch_size * budget.grad_accum * world()[1]
-    texts = corpus_texts(params.corpus, ctx.data_dir, tokenizer, n_texts, budget.max_seq_len - 2, spec.seed)
     model = SMAETrainee(encoder, head, tokenizer, targets, params.mae)
     objective = smae_objective(targets, params, tokenizer.mask_token_id, len(tokenizer), spec.seed)
     train(model, tokenizer, texts, partial(tokenize, tokenizer, max_length=budget.max_seq_len), objective, budget,

@@ -63,7 +63,7 @@ def test_bf16_changes_the_run_id_checkpoint_smae_and_cache_keys(monkeypatch):
     bf16 = replace(fp32, dtype="bf16")
     assert bf16.run_id != fp32.run_id and bf16.model_key != fp32.model_key
     params = Starbucks.Params(**dict(fp32.params))
-    assert "dtype" not in pretrain_spec(fp32, params, ()) and pretrain_spec(bf16, params, ())["dtype"] == "bf16"
+    assert "dtype" not in pretrain_spec(fp32, params, (), ()) and pretrain_spec(bf16, params, (), ())["dtype"] == "bf16"
     monkeypatch.setattr(evaluate, "encoding_code", lambda: "pinned")
     encoder = Encoder.load("tiny-random-bert", device="cpu")
     keys = {dtype: texts_key("m", replace(encoder, dtype=dtype).serving_tag(), 64, ["a"]) for dtype in ("fp32", "bf16")}

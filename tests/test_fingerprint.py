@@ -48,9 +48,9 @@ def edited(monkeypatch, *modules: str) -> None:
 def test_an_edit_changes_the_training_key_of_exactly_the_methods_that_use_the_file(monkeypatch, module, changes):
     specs = {s.method: s for s in make_specs(with_overrides(smoke(), tasks=("stsb",)), "all")}
     trained = [m for m in specs if getattr(METHODS.get(m), "trains", True)]
-    before = {m: training_key(METHODS.get(m)(), specs[m]) for m in trained}
+    before = {m: training_key(METHODS.get(m)(), specs[m], ()) for m in trained}
     edited(monkeypatch, module)
-    after = {m: training_key(METHODS.get(m)(), specs[m]) for m in trained}
+    after = {m: training_key(METHODS.get(m)(), specs[m], ()) for m in trained}
     assert {m for m in trained if before[m] != after[m]} == (set(trained) if changes == "every trained method" else
                                                              changes)
 

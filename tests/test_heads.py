@@ -20,7 +20,7 @@ from sklearn.decomposition import PCA as SklearnPCA
 
 from bench.backbone import Encoder
 from bench.data.beir import RetrievalSet
-from bench.data.pairs import load_triplets
+from bench.data.pairs import load_training_set
 from bench.data.sts import STSPairs
 from bench.evaluate import evaluate_grid
 from bench.heads import LinearHead, ResidualBinaryHead, ResidualMLPHead, load_head, save_head
@@ -159,13 +159,13 @@ def test_pca_head_is_sklearns_pca():
 
 def test_pca_is_fitted_on_the_suites_training_sentences(data_dir, tmp_path):
     """End to end on the smoke suite: the head of every layer equals sklearn's PCA fitted on the tiny BERT's vectors
-    of the first `fit_sentences` distinct SNLI training texts (anchor, positive, negative in file order), encoded
-    here directly, without the cache."""
+    of the first `fit_sentences` distinct SNLI training texts (anchor, positive, negative in file order, less the
+    triplets that share a text with an evaluation set), encoded here directly, without the cache."""
     spec = next(iter(make_specs(with_overrides(smoke(), tasks=("stsb",)), "pca")))
     (checkpoint,) = METHODS.get("pca")().checkpoints(spec, RunContext(data_dir, tmp_path, tmp_path / "cache", "cpu"))
     head = load_head(checkpoint.head)
     limit = dict(spec.params)["fit_sentences"]
-    texts = list(dict.fromkeys(t for triplet in load_triplets(data_dir, "snli") for t in triplet))[:limit]
+    texts = list(dict.fromkeys(t for triplet in load_training_set(data_dir, "snli").texts for t in triplet))[:limit]
     vectors = Encoder.load("tiny-random-bert", device="cpu").encode(texts, spec.budget.max_seq_len)
     for layer in (1, 2):
         oracle = SklearnPCA(svd_solver="full").fit(vectors[layer - 1].astype(np.float64))

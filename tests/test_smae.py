@@ -18,6 +18,7 @@ from transformers import BertConfig, BertForMaskedLM
 from bench import BenchError
 from bench.backbone import TINY_CONFIG, load_model, resolve_backbone
 from bench.data.corpus import corpus_texts, load_local_corpus
+from bench.data.decontaminate import excluded_texts, normalise
 from bench.data.pairs import load_triplets
 from bench.smae import IGNORE, SMAEModel, corrupt, make_batch, mlm_head_for, whole_word_masks, word_ids_tensor
 from bench.spec import SubModel
@@ -231,8 +232,10 @@ def test_default_corpus_is_deduplicated_sentences(data_dir):
     texts = load_local_corpus(data_dir)
     assert len(texts) == len(set(texts)) > 40_000 and all(t.strip() == t and t for t in texts)
     snli = {s for triplet in load_triplets(data_dir, "snli") for s in triplet}
-    assert snli <= set(texts)  # the fine-tuning sentences are part of it
-    assert corpus_texts("snli+xnli-en+twitter-url", data_dir, None, 10, 32, seed=0) == texts  # local: all of it
+    excluded = excluded_texts(data_dir)
+    assert {s for s in snli if normalise(s) not in excluded} <= set(texts)  # the fine-tuning sentences are in it
+    assert not any(normalise(t) in excluded for t in texts)  # and no evaluation sentence
+    assert corpus_texts("snli+xnli-en+twitter-url", data_dir, None, 10, 32, seed=0)[0] == texts  # local: all of it
 
 
 def test_unknown_corpus_source_is_one_clear_error(data_dir):
@@ -248,14 +251,14 @@ def test_hub_corpus_streams_random_windows_from_a_local_fake(tmp_path, tiny):
     with open(tmp_path / "train.jsonl", "w") as fh:
         fh.writelines(json.dumps({"text": d}) + "\n" for d in docs)
     name = f"hf:{tmp_path}"
-    texts = corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=0)  # more than one pass over the 40 documents
-    assert len(texts) == 50
+    texts, removed = corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=0)  # more than one pass over the 40 documents
+    assert len(texts) == 50 and removed == 0
     for text in texts:
         assert any(text in d for d in docs)
         assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 12
     assert any(not text.split()[0].endswith("w0") for text in texts)  # random windows, not only starts
-    assert corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=0) == texts
-    assert corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=1) != texts
+    assert corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=0)[0] == texts
+    assert corpus_texts(name, tmp_path, tokenizer, 50, 12, seed=1)[0] != texts
 
 
 def test_unreachable_hub_corpus_is_one_clear_error(tiny):

@@ -149,7 +149,8 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     now, expected = comparable(load_results(killed / "results")), comparable(load_results(reference / "results"))
     assert len(now) == len(expected) and now.equals(expected)
     train_rows = expected[expected["split"] == "train"]
-    assert len(train_rows) == 3 * 8 * jobs and set(train_rows["metric"]) == {"loss", "lr", "grad_norm"}
+    assert len(train_rows) == (3 * 8 + 1) * jobs  # and each job's count of dropped training examples
+    assert set(train_rows["metric"]) == {"loss", "lr", "grad_norm", "train_examples_removed"}
     if method == "separate":  # each model's curve carries its cell
         assert set(zip(train_rows["layer"], train_rows["dim"])) == {(1, 32), (2, 64)}
     assert (load_results(reference / "results")["metric"] == "train_seconds").sum() == 1
@@ -183,7 +184,7 @@ def test_scored_pairs_train_with_sentence_transformers_cosent(data_dir):
     st_model = SentenceTransformer(modules=[Transformer(resolve_backbone("tiny-random-bert"), max_seq_length=32),
                                             Pooling(64, "mean")], device="cpu").eval()
     data = load_training_set(data_dir, "stsb")
-    assert data.kind == "scored-pairs" and len(data) == 5749
+    assert data.kind == "scored-pairs" and len(data) + data.removed == 5749  # less those sharing an evaluation text
     examples = list(zip(data.texts[:16], data.labels[:16]))
     batch = TextCollate(st_model.tokenizer, 32)(examples)
     full = METHODS.get("full")()

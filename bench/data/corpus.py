@@ -2,10 +2,9 @@
 
 A corpus is named by a string (recorded in the pre-training spec, so it keys the cached checkpoint):
 - local sources joined with "+", e.g. the default `snli+xnli-en+twitter-url`: every sentence of those triplet
-  files, deduplicated. Why these: the evaluation sets share no sentence with XNLI-en test or the Twitter URL
-  train split (normalised exact match, checked), and SNLI is already every method's fine-tuning data (its 31
-  sentences shared with STS-B test, 68 with SICK-R, 51 with STS12, 50 with STS15 are seen by every method alike).
-  About 42k sentences in all.
+  files, deduplicated, less every sentence of an evaluation set on disk (bench/data/decontaminate.py: SNLI shares
+  31 sentences with STS-B test, 68 with SICK-R, 51 with STS12, 50 with STS15; XNLI-en test and the Twitter URL
+  train split share none). About 42k sentences in all.
 - `stsb-train` and `scifact-corpus` exist but are opt-in, because they leak into evaluation: STS-B train is built
   from the SemEval STS 2012-2016 sets and shares thousands of sentences with our STS12-16 test sets (1,907 of
   STS12, 3,346 of STS14, ...), and the SciFact corpus is the very collection searched at test time (pre-training on
@@ -25,6 +24,7 @@ from typing import Callable, Iterator
 from tqdm.auto import tqdm
 
 from bench import BenchError
+from bench.data.decontaminate import drop_contaminated, excluded_texts
 
 DEFAULT_CORPUS = "snli+xnli-en+twitter-url"
 HUB_PREFIX = "hf:"
@@ -63,14 +63,20 @@ LOCAL_SOURCES: dict[str, Callable[[Path], list[str]]] = {
 
 
 def load_local_corpus(data_dir: Path, name: str = DEFAULT_CORPUS) -> list[str]:
-    """Every non-empty text of the named local sources, first occurrence kept, in file order."""
+    """Every non-empty text of the named local sources, first occurrence kept, in file order, none of an evaluation
+    set."""
+    return local_corpus(data_dir, name)[0]
+
+
+def local_corpus(data_dir: Path, name: str = DEFAULT_CORPUS) -> tuple[list[str], int]:
+    """load_local_corpus's texts, and how many distinct texts were dropped for being evaluation texts."""
     texts: dict[str, None] = {}
     for source in name.split("+"):
         if source not in LOCAL_SOURCES:
             raise BenchError(f"unknown corpus source {source!r}; join some of {', '.join(LOCAL_SOURCES)} with '+', "
                              f"or stream a hub dataset with {HUB_PREFIX}<dataset>[:<config>]")
         texts.update(dict.fromkeys(t.strip() for t in LOCAL_SOURCES[source](data_dir) if t.strip()))
-    return list(texts)
+    return drop_contaminated(texts, excluded_texts(data_dir), texts_of=lambda text: (text,))
 
 
 def random_window(text: str, tokenizer, max_tokens: int, rng: random.Random) -> str:
@@ -110,12 +116,14 @@ def hub_texts(name: str, tokenizer, max_tokens: int, seed: int) -> Iterator[str]
             raise BenchError(f"corpus {name!r} has no non-empty `text` field in its train split; pick a text dataset")
 
 
-def corpus_texts(name: str, data_dir: Path, tokenizer, n_texts: int, max_tokens: int, seed: int) -> list[str]:
-    """The pre-training texts. Local: every sentence of the named sources (the training loop orders them, epoch
-    after epoch). Hub: the first `n_texts` windows of the seeded stream (pass the run's steps x examples per step,
-    so each document is read once, as the paper's one epoch), held in memory."""
+def corpus_texts(name: str, data_dir: Path, tokenizer, n_texts: int, max_tokens: int,
+                 seed: int) -> tuple[list[str], int]:
+    """The pre-training texts, and how many evaluation texts were dropped from them. Local: every sentence of the
+    named sources (the training loop orders them, epoch after epoch). Hub: the first `n_texts` windows of the
+    seeded stream (pass the run's steps x examples per step, so each document is read once, as the paper's one
+    epoch), held in memory; not filtered (a window of hundreds of tokens is never an evaluation sentence): 0."""
     if not name.startswith(HUB_PREFIX):
-        return load_local_corpus(data_dir, name)
+        return local_corpus(data_dir, name)
     stream = hub_texts(name, tokenizer, max_tokens, seed)
     return [next(stream) for _ in tqdm(range(n_texts), desc=f"stream {name}", unit="text", leave=False,
-                                       disable=os.environ.get("BENCH_QUIET") == "1")]
+                                       disable=os.environ.get("BENCH_QUIET") == "1")], 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench import BenchError
 from bench.data import malformed, refetch_hint, require, split_tsv_line, text_lines
+from bench.data.decontaminate import drop_contaminated, evaluation_sets, excluded_texts
 
 # name -> (relative path, columns skipped before anchor/positive/negative, has header)
 TRIPLET_FILES = {
@@ -53,12 +54,15 @@ ALL_NLI_HUB = ("sentence-transformers/all-nli", "triplet")  # 557,850 train trip
 @dataclass(frozen=True)
 class TrainingSet:
     """Training examples as text tuples. `kind` picks the base loss: "triplets" (anchor, positive, negative) train
-    with MultipleNegativesRankingLoss; "scored-pairs" (sentence1, sentence2) with a gold score train with CoSENT."""
+    with MultipleNegativesRankingLoss; "scored-pairs" (sentence1, sentence2) with a gold score train with CoSENT.
+    `removed`: how many examples were dropped for sharing a text with an evaluation set
+    (bench/data/decontaminate.py)."""
 
     name: str
     kind: str
     texts: list[tuple[str, ...]]
     labels: list[float] | None = None
+    removed: int = 0
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -75,7 +79,20 @@ def training_kind(name: str) -> str:
 
 
 def load_training_set(data_dir: Path, name: str) -> TrainingSet:
-    """A local triplet file, STS-B train (the paper's low-resource setting), or AllNLI from the hub."""
+    """A local triplet file, STS-B train (the paper's low-resource setting), or AllNLI from the hub, less every
+    example that shares a text with an evaluation set on disk (bench/data/decontaminate.py; the count in `removed`)."""
+    raw = _load_raw(data_dir, name)
+    excluded = excluded_texts(data_dir)
+    labelled = list(zip(raw.texts, raw.labels or [None] * len(raw)))
+    kept, removed = drop_contaminated(labelled, excluded, texts_of=lambda example: example[0])
+    if not kept:
+        raise BenchError(f"every example of training data {name!r} shares a text with an evaluation set "
+                         f"({', '.join(evaluation_sets(data_dir))}); train on other data")
+    texts, labels = [list(col) for col in zip(*kept)]
+    return TrainingSet(name, raw.kind, texts, labels if raw.labels is not None else None, removed)
+
+
+def _load_raw(data_dir: Path, name: str) -> TrainingSet:
     training_kind(name)
     if name in TRIPLET_FILES:
         return TrainingSet(name, "triplets", load_triplets(data_dir, name))

@@ -23,7 +23,9 @@ Initialization: phi_t = identity (its last linear layer at zero) and w_t = mean 
 residual binarization, r_0 = u, r_t = u - u^_{t-1}): one untrained level is plain sign binarization.
 
 The head (bench/heads.py, kind "residual-binary") computes the codes in numpy at evaluation; the float vectors pass
-through unchanged, so binary+rescore shortlists by SDC and rescores with the backbone's floats as for any method.
+through unchanged. binary+rescore shortlists by SDC and rescores the float query against the codes'
+reconstruction; binary+rescore-int8/-fp32 rescore against a stored copy of the backbone's vectors, as for any
+method (bench/precisions.py).
 """
 
 from __future__ import annotations

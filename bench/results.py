@@ -129,7 +129,7 @@ def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], exa
     if examples:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **{k: np.asarray(v, dtype=np.float32) for k, v in examples.items()})
+            np.savez_compressed(fh, **{k: _stored_array(v) for k, v in examples.items()})
         os.chmod(tmp, 0o644)
         os.replace(tmp, examples_path(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
@@ -138,6 +138,17 @@ def write_run(results_dir: Path, spec: RunSpec, code: str, rows: list[dict], exa
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
+
+
+def _stored_array(value) -> np.ndarray:
+    """Per-example values as float32 (they feed statistics; scores are stored exactly in the CSV); identities
+    (sentence indices, query ids) keep their integer or text type."""
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind in "USO":
+        return array.astype(str)
+    return array.astype(np.float32)
 
 
 def validate(frame: pd.DataFrame, source: str) -> pd.DataFrame:

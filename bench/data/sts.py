@@ -29,6 +29,21 @@ class STSPairs:
         return STSPairs(self.sentences1[:n], self.sentences2[:n], self.scores[:n], self.min_score, self.max_score)
 
 
+def sentence_key(text: str) -> str:
+    """A sentence's identity across pairs and runs: its normalised exact text (stripped, lowercased, whitespace
+    collapsed), so pairs that share a sentence up to case or spacing share it here too."""
+    return " ".join(text.lower().split())
+
+
+def sentence_identities(pairs: STSPairs) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's two sentences as indices into the pairs' sorted distinct sentence keys (`sentence_key`): what a
+    sentence-level bootstrap resamples, and what pairs two runs' per-pair values."""
+    keys = np.array([sentence_key(s) for s in pairs.sentences1 + pairs.sentences2], dtype=str)
+    _, index = np.unique(keys, return_inverse=True)
+    index = index.astype(np.int32)
+    return index[:len(pairs)], index[len(pairs):]
+
+
 def _parse_score(text: str, source: Path, lineno: int) -> float:
     try:
         value = float(text)

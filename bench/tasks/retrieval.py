@@ -267,7 +267,8 @@ class RetrievalTask:
         return {**retrieval_metrics(per_query), **cost}, per_query
 
     def gold(self, data: RetrievalSet) -> dict[str, np.ndarray]:
-        return {}
+        """Stored once per run: the id of each query, in the order of the per-query values (what pairs two runs)."""
+        return {"query_ids": np.array(data.query_ids, dtype=str)}
 
 
 for _meta in TASK_META.values():  # every BEIR set of the catalog

@@ -19,7 +19,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
-from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb
+from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb, sentence_identities
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
 from bench.transforms import BinaryCodes, binarize, hamming_similarity, head_codes, int8_ranges, quantize_int8, truncate
@@ -90,7 +90,10 @@ class STSTask:
         return sts_metrics(sim, data.scores), {"similarity": sim}
 
     def gold(self, data: STSPairs) -> dict[str, np.ndarray]:
-        return {"gold": data.scores}
+        """Stored once per run: the gold scores, and each pair's two sentences (`sentence_identities`), which the
+        statistics resample and pair runs by."""
+        left, right = sentence_identities(data)
+        return {"gold": data.scores, "left_sentence": left, "right_sentence": right}
 
 
 TASKS.register("stsb")(STSTask(TASK_META["stsb"], lambda d: load_stsb(d, "test")))

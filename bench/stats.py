@@ -485,8 +485,8 @@ def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> _Cell:
 
 def method_cell_values(results_dir: Path, backbone: str, label: str) -> dict[tuple, tuple | str]:
     """Per (task, layer, dim, precision) of one method label on one backbone: its per-example values (seeds,
-    examples) and STS gold (None for retrieval), as `cell_statistics` reads them, or the reason it has none.
-    Tasks that store no per-example values (mteb's) have no key."""
+    examples), STS gold (None for retrieval) and how to resample them, as `cell_statistics` reads them, or the
+    reason it has none. Tasks that store no per-example values (mteb's) have no key."""
     rows = _main_rows(results_dir, label.split("@")[0])
     if rows.empty:
         return {}
@@ -496,7 +496,7 @@ def method_cell_values(results_dir: Path, backbone: str, label: str) -> dict[tup
     for key, group in rows.groupby(["task", "layer", "dim", "precision"], sort=True):
         try:
             cell = _cell_values(group, files)
-            out[key] = cell.values, cell.gold
+            out[key] = cell.values, cell.gold, cell.resampling
         except _Untestable as exc:
             out[key] = str(exc)
     return out

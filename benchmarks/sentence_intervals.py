@@ -52,7 +52,7 @@ def main() -> None:
                                                                                   args.precision))
     if not isinstance(entry, tuple):
         raise SystemExit(f"no per-example values for that cell: {entry}")
-    values, gold = entry
+    values, gold, _ = entry
     left, right = sentence_ids(args.task, args.data_dir, gold)
     statistic = spearman_statistic(gold)
     sentences = pair_resampling(left, right, len(gold))

@@ -683,13 +683,19 @@ def test_description(stats: pd.DataFrame, n_boot: int = N_BOOT, n_perm: int = 10
         parts.append(f"STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples)")
     sts = tested[tested["test"] == PAIRED_BOOTSTRAP]
     if not sts.empty:
-        drawn = "; ".join(f"{what} for {', '.join(sorted(set(part['task'])))}"
-                          for what, part in sts.groupby("resampled", sort=True))
-        parts.append(f"STS resamples draw {drawn} (sentences where pairs share them, a pair counted as often as the "
-                     "product of its two sentences' counts)")
+        parts.append("STS resamples draw " + "; ".join(_drawn(label, sorted(set(part["task"])))
+                                                       for label, part in sts.groupby("resampled", sort=True)))
     if SIGN_FLIP in used:
         parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples)")
     return "; ".join(parts)
+
+
+def _drawn(label: str, tasks: list[str]) -> str:
+    """'the sentences of sickr, stsb (why)': what one `Resampling.label` drew, for which tasks."""
+    kind, _, why = label.partition(" (")
+    if kind == SENTENCES:
+        why = "their pairs share them; a pair counted as often as the product of its two sentences' counts)"
+    return f"the {kind} of {', '.join(tasks)}" + (f" ({why}" if why else "")
 
 
 def significance_note(stats: pd.DataFrame, alpha: float = 0.05, n_boot: int = N_BOOT, n_perm: int = 10000,

@@ -125,14 +125,15 @@ def test_cell_statistics_resample_sentences_where_stored_and_say_what_they_drew(
     expected = bootstrap_ci(f32(sim), spearman_statistic(f32(gold)), 300, resampling=pair_resampling(left, right, 150))
     assert (table.loc["full", "ci_low"], table.loc["full", "ci_high"]) == pytest.approx(expected)
     assert table.loc["mrl", "test"] == PAIRED_BOOTSTRAP and table.loc["mrl", "resampled"] == SENTENCES
-    assert "STS resamples draw sentences for stsb" in significance_note(table.reset_index(), n_boot=300)
+    assert ("STS resamples draw the sentences of stsb (their pairs share them; a pair counted as often as the product "
+            "of its two sentences' counts)") in significance_note(table.reset_index(), n_boot=300)
 
     # a run from before identities were stored: pairs, and the note says why
     fake_run(tmp_path / "old", "full", "stsb", sim, gold=gold)
     fake_run(tmp_path / "old", "mrl", "stsb", sim + 0.5 * np.sin(np.arange(150)), gold=gold)
     old = cell_statistics(tmp_path / "old", n_boot=300)
     assert old.set_index("method").loc["mrl", "test"] == PAIRED_BOOTSTRAP
-    assert ("STS resamples draw pairs (no sentence identities stored: a run from before they were) for stsb"
+    assert ("STS resamples draw the pairs of stsb (no sentence identities stored: a run from before they were)"
             in significance_note(old, n_boot=300))
 
 

@@ -686,7 +686,10 @@ def test_description(stats: pd.DataFrame, n_boot: int = N_BOOT, n_perm: int = 10
         parts.append("STS resamples draw " + "; ".join(_drawn(label, sorted(set(part["task"])))
                                                        for label, part in sts.groupby("resampled", sort=True)))
     if SIGN_FLIP in used:
-        parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples)")
+        by_position = sorted(set(tested.loc[tested["resampled"].str.startswith(f"{QUERIES} ("), "task"]))
+        parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples" +
+                     (f"; queries paired by position for {', '.join(by_position)}: no query ids stored)"
+                      if by_position else ")"))
     return "; ".join(parts)
 
 

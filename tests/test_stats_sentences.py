@@ -168,3 +168,11 @@ def test_pairing_checks_the_stored_query_ids_and_sentence_identities(tmp_path):
     assert table.loc[("mrl", "scifact"), "reason"].startswith(different.format("scifact"))
     assert table.loc[("mrl", "stsb"), "reason"].startswith(different.format("stsb").replace("30", "60"))
     assert table.loc[("2dmse", "scifact"), "reason"] == "" and table.loc[("2dmse", "scifact"), "p_value"] > 0
+    assert "queries paired by position" not in significance_note(table.reset_index(), n_perm=100)
+
+    # runs from before query ids were stored: paired by position (the count checked), and the note says so
+    fake_run(tmp_path / "old", "full", "scifact", rng.uniform(0, 100, 30))
+    fake_run(tmp_path / "old", "mrl", "scifact", rng.uniform(0, 100, 30))
+    old = cell_statistics(tmp_path / "old", n_perm=100)
+    assert old["test"].tolist() == ["", "paired sign-flip permutation test"]
+    assert "queries paired by position for scifact: no query ids stored" in significance_note(old, n_perm=100)

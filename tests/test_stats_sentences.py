@@ -6,6 +6,7 @@ checkpoint, undefined statistics, examples that are not the same ones)."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import warnings
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def test_every_test_and_interval_uses_10000_resamples():
     assert N_BOOT == 10_000
     assert paired_test(sim, sim + np.linspace(0, 1, 60), gold).resamples == 10_000
     assert len(bootstrap_distribution(sim, spearman_statistic(gold))) == 10_000
+    for tables_use in (cell_statistics, significance_note):  # what `bench report` computes and prints
+        assert inspect.signature(tables_use).parameters["n_boot"].default == 10_000
 
 
 # ---- over a results directory ----

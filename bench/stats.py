@@ -1,10 +1,13 @@
 """How sure is a number: bootstrap confidence intervals per cell and paired tests between methods, computed from
 the per-example values stored beside each run (pair similarities for STS, per-query metrics for retrieval).
 
-Why by hand rather than calling scipy.stats.bootstrap / permutation_test per cell: a report has hundreds of cells.
-A resample is held as per-example *counts* (how often each example was drawn), so a mean is one matrix product and
-a Spearman correlation is a weighted correlation of ranks computed in O(n) from one sort of the original values,
-instead of re-sorting every resample. tests/test_stats.py checks both against scipy on the same resamples.
+Why by hand rather than calling scipy.stats.bootstrap / permutation_test per cell: a report has hundreds of cells,
+and scipy resamples examples independently where STS pairs share sentences (`Resampling`). A resample is held as
+per-example *counts* (how often each example was drawn, or a pair's weight under the sentence bootstrap), so a mean
+is one matrix product and a Spearman correlation is a weighted correlation of ranks computed in O(n) from one sort
+of the original values, instead of re-sorting every resample; a task's cells are scored chunk by chunk of resamples
+together (`bootstrap_distributions`), so the gold's ranks are computed once per chunk. tests/test_stats.py and
+tests/test_stats_sentences.py check them against scipy on the same resamples.
 
 Two sources of chance. The per-example intervals and tests treat the examples (pairs, queries) as the random
 draw and the trained checkpoints as fixed: with several seeds, a cell's statistic is the mean over seeds, resampled
@@ -17,12 +20,14 @@ of tests the table shows, never per-cell p-values.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.stats import false_discovery_control
 
 from bench import BenchError
@@ -33,7 +38,13 @@ PAIRED_BOOTSTRAP = "paired bootstrap test"
 SIGN_FLIP = "paired sign-flip permutation test"
 TWO_LEVEL = "two-level bootstrap test (seeds, then examples)"
 BH = "Benjamini-Hochberg"
-_CHUNK_ELEMENTS = 2_000_000  # resample rows are drawn in chunks of about this many counts (memory bound)
+N_BOOT = 10_000  # resamples of every interval and test (p floor 1 / 10,001), as the sign-flip test's permutations
+_CHUNK_ELEMENTS = 500_000  # resample rows are drawn in chunks of about this many counts (memory and cache bound)
+_CACHED_ELEMENTS = 10_000_000  # resamples up to this size are kept for the next cell of the task (80 MB)
+_PREPARED_BYTES = 16 * _CACHED_ELEMENTS  # the gold's part of Spearman on those resamples (two floats per count)
+# How a bootstrap replicate draws the examples, as notes name it: STS pairs or retrieval queries independently, or
+# the distinct sentences of an STS set whose pairs share them
+PAIRS, QUERIES, SENTENCES = "pairs", "queries", "sentences"
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (per-example values, counts (B, n)) -> (B,)
 
@@ -50,21 +61,66 @@ def resample_counts(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
 
 @functools.lru_cache(maxsize=1)
 def _resample_counts(n: int, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
+    return tuple(_draw_counts(n, n_boot, seed))
+
+
+def _draw_counts(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK_ELEMENTS // n)
-    chunks = []
     for start in range(0, n_boot, rows):
         b = min(rows, n_boot - start)
         idx = rng.integers(0, n, (b, n))
         counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n).astype(float)
         counts.flags.writeable = False  # shared between cells
-        chunks.append(counts)
-    return tuple(chunks)
+        yield counts
+
+
+@dataclass(frozen=True, eq=False)
+class Resampling:
+    """What a bootstrap replicate draws, for n examples. PAIRS or QUERIES: the examples, independently.
+    SENTENCES (STS sets whose pairs share sentences): the distinct sentences, with replacement; a pair then counts
+    as often as the product of its two sentences' counts (the vertex bootstrap of dyadic data: Snijders & Borgatti
+    1999, "Non-parametric standard errors and tests for network statistics"). Pairs that share a sentence share its
+    random effect, so drawing them as independent understates the variance (tests/test_stats_sentences.py
+    simulates it); drawing the sentences keeps each sentence's pairs together."""
+
+    kind: str
+    n: int
+    left: np.ndarray | None = None  # SENTENCES: each pair's two sentences, indices 0..m-1
+    right: np.ndarray | None = None
+    fallback: str = ""  # why examples are drawn independently where their identities would allow better
+
+    def chunks(self, n_boot: int, seed: int) -> Iterable[np.ndarray]:
+        """Weights (b, n) per chunk of resamples: how often each example counts in each."""
+        if self.kind != SENTENCES:
+            return resample_counts(self.n, n_boot, seed) if self.n * n_boot <= _CACHED_ELEMENTS else \
+                _draw_counts(self.n, n_boot, seed)
+        m = int(max(self.left.max(), self.right.max())) + 1
+        return (c[:, self.left] * c[:, self.right] for c in _draw_counts(m, n_boot, seed))
+
+    def key(self) -> tuple:
+        """Equal keys: the same resamples."""
+        ids = b"" if self.left is None else self.left.tobytes() + b"|" + self.right.tobytes()
+        return self.kind, self.n, ids
+
+    def label(self) -> str:
+        return self.kind + (f" ({self.fallback})" if self.fallback else "")
+
+
+def pair_resampling(left: np.ndarray | None, right: np.ndarray | None, n: int) -> Resampling:
+    """STS: the sentence bootstrap where pairs share a sentence (identity: stored per pair), else the pairs."""
+    if left is None or right is None:
+        return Resampling(PAIRS, n, fallback="no sentence identities stored: a run from before they were")
+    _, index = np.unique(np.r_[left, right], return_inverse=True)
+    if index.max() + 1 == 2 * n:
+        return Resampling(PAIRS, n)  # every sentence in one pair only: the pairs are the independent units
+    return Resampling(SENTENCES, n, index[:n], index[n:])
 
 
 def mean_statistic(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """The mean of per-example values (retrieval: the score is the mean over queries)."""
-    return counts @ values / values.shape[-1]
+    """The weighted mean of per-example values (retrieval: the score is the mean over queries)."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # a sentence resample may weigh every example 0: NaN
+        return counts @ values / counts.sum(axis=1)
 
 
 def weighted_ranks(x: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,30 +140,62 @@ def weighted_ranks(x: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return ranks, (in_group ** 3 - in_group).sum(axis=1)
 
 
-def rank_correlation(ranks_a, ties_a, ranks_b, ties_b, counts: np.ndarray) -> np.ndarray:
-    """Pearson correlation of average ranks, i.e. Spearman, per resample of size n: the ranks always average
-    (n + 1) / 2 and their sum of squared deviations is (n^3 - n - ties) / 12, so one weighted product is left."""
-    n = counts.sum(axis=1)
-    centered = (counts * ranks_a * ranks_b).sum(axis=1) - n * ((n + 1) / 2) ** 2
+def _tie_groups(x: np.ndarray) -> sparse.csr_matrix:
+    """(groups, n): row g sums the examples of the g-th smallest distinct value of x."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    group = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1
+    return sparse.csr_matrix((np.ones(len(x)), (group, order)), shape=(group[-1] + 1, len(x)))
+
+
+def _prepare_gold(gold: np.ndarray, counts: np.ndarray) -> dict:
+    """Per chunk of resamples, what every cell's Spearman needs of the gold: weights and weight x gold rank
+    side by side as (n, 2b) (so one sparse product sums both per tie group of a cell), and the gold's tie term."""
+    gold_ranks, gold_ties = weighted_ranks(gold, counts)
+    b = len(counts)
+    both = np.empty((counts.shape[1], 2 * b))
+    both[:, :b], both[:, b:] = counts.T, (counts * gold_ranks).T
+    return dict(both=both, b=b, n=counts.sum(axis=1), gold_ties=gold_ties, weighted_gold=both[:, b:].sum(axis=0))
+
+
+def _spearman(groups: sparse.csr_matrix, gold: dict) -> np.ndarray:
+    """Spearman x100 per resample: Pearson of average ranks. Per tie group of the values (in order): its weight w
+    and the sum g of its members' weight x gold rank; the group's average rank is cumsum(w) - (w - 1) / 2, so
+    sum(weight x rank x gold rank) = sum(rank_group x g). The ranks average (N + 1) / 2 and their sum of squared
+    deviations is (N^3 - N - ties) / 12 (N: the resample's size), so one weighted product is left."""
+    summed = groups @ gold["both"]
+    b, n = gold["b"], gold["n"]
+    w, g = summed[:, :b], summed[:, b:]
+    cross = np.einsum("kb,kb->b", np.cumsum(w, axis=0), g) - (np.einsum("kb,kb->b", w, g) - gold["weighted_gold"]) / 2
+    ties = np.einsum("kb,kb,kb->b", w, w, w) - n
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample of one repeated value has no correlation: NaN
-        return 12 * centered / np.sqrt((n ** 3 - n - ties_a) * (n ** 3 - n - ties_b))
+        return 1200 * (cross - n * ((n + 1) / 2) ** 2) / np.sqrt((n ** 3 - n - ties) * (n ** 3 - n - gold["gold_ties"]))
 
 
 def spearman_statistic(gold: np.ndarray) -> Statistic:
     """Spearman x100 between similarities and gold on each resample of pairs (STS). Values are (n,) or
     (seeds, n); with several seeds the statistic is the mean of their correlations."""
     gold = np.asarray(gold, dtype=float)
-    seen: dict[int, tuple] = {}  # gold ranks per counts object: both sides of a paired test, and every cell of a
-    # task, score the same (cached) resamples
+    prepared: dict[int, tuple] = {}  # per counts object: both sides of a paired test, and every cell of a task,
+    # score the same resamples, so the gold's part is computed once per chunk (held up to _PREPARED_BYTES: a
+    # task's cached resamples, or the chunk that `bootstrap_distributions` scores every cell on)
+    groups: dict[bytes, sparse.csr_matrix] = {}  # per values array (by content): its tie groups, for every chunk
 
     def statistic(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        hit = seen.get(id(counts))
-        if hit is None or hit[0] is not counts:
-            if len(seen) >= 16:
-                seen.clear()
-            hit = seen[id(counts)] = (counts, weighted_ranks(gold, counts))
-        rows = np.atleast_2d(values)
-        return 100 * np.mean([rank_correlation(*weighted_ranks(v, counts), *hit[1], counts) for v in rows], axis=0)
+        hit = prepared.get(id(counts))
+        if hit is None or hit[0] is not counts:  # the held counts object keeps its id from being reused
+            if sum(entry[1]["both"].nbytes for entry in prepared.values()) + 2 * counts.nbytes > _PREPARED_BYTES:
+                prepared.clear()
+            hit = prepared[id(counts)] = (counts, _prepare_gold(gold, counts))
+        out = []
+        for row in np.atleast_2d(values):
+            key = hashlib.blake2b(np.ascontiguousarray(row).data, digest_size=16).digest()
+            if key not in groups:
+                if len(groups) >= 1024:
+                    groups.clear()
+                groups[key] = _tie_groups(row)
+            out.append(_spearman(groups[key], hit[1]))
+        return np.mean(out, axis=0)
     return statistic
 
 
@@ -123,24 +211,39 @@ def _every_example_once(n: int) -> np.ndarray:
     return ones
 
 
-def bootstrap_distribution(values: np.ndarray, statistic: Statistic, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """The statistic on each of n_boot resamples of the examples (last axis); the same seed and n give the same
-    resamples, so two distributions of one task subtract into a paired one."""
-    values = np.asarray(values, dtype=float)
-    if values.shape[-1] < 2:
+def bootstrap_distribution(values: np.ndarray, statistic: Statistic, n_boot: int = N_BOOT, seed: int = 0,
+                           resampling: Resampling | None = None) -> np.ndarray:
+    """The statistic on each of n_boot resamples of the examples (last axis; default: drawn independently); the
+    same seed and resampling give the same resamples, so two distributions of one task subtract into a paired one."""
+    return bootstrap_distributions([values], statistic, n_boot, seed, resampling)[0]
+
+
+def bootstrap_distributions(values: list[np.ndarray], statistic: Statistic, n_boot: int = N_BOOT, seed: int = 0,
+                            resampling: Resampling | None = None) -> list[np.ndarray]:
+    """`bootstrap_distribution` of several value arrays of one task on the same resamples, each chunk of
+    resamples drawn once and scored for all of them (what a task's cells share is computed once per chunk)."""
+    values = [np.asarray(v, dtype=float) for v in values]
+    n = values[0].shape[-1]
+    if n < 2:
         raise BenchError("a bootstrap needs at least 2 examples; evaluate on more pairs or queries")
-    return np.concatenate([statistic(values, c) for c in resample_counts(values.shape[-1], n_boot, seed)])
+    out: list[list[np.ndarray]] = [[] for _ in values]
+    for counts in (resampling or Resampling(PAIRS, n)).chunks(n_boot, seed):
+        for parts, v in zip(out, values):
+            parts.append(statistic(v, counts))
+    return [np.concatenate(parts) for parts in out]
 
 
 def percentile_ci(distribution: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+    if np.isnan(distribution).all():  # an undefined statistic (constant similarities): no interval
+        return np.nan, np.nan
     low, high = np.nanquantile(distribution, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
-def bootstrap_ci(per_example: np.ndarray, statistic: Statistic = mean_statistic, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> tuple[float, float]:
+def bootstrap_ci(per_example: np.ndarray, statistic: Statistic = mean_statistic, n_boot: int = N_BOOT, seed: int = 0,
+                 alpha: float = 0.05, resampling: Resampling | None = None) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) confidence interval of the statistic, resampling examples (last axis)."""
-    return percentile_ci(bootstrap_distribution(per_example, statistic, n_boot, seed), alpha)
+    return percentile_ci(bootstrap_distribution(per_example, statistic, n_boot, seed, resampling), alpha)
 
 
 @dataclass(frozen=True)
@@ -157,16 +260,16 @@ def _check_paired(a: np.ndarray, b: np.ndarray) -> None:
                          f"{b.shape[-1]}; evaluate both methods with the same task slice (max_pairs / max_queries)")
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic, n_boot: int = 1000,
-                     seed: int = 0) -> PairedResult:
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Statistic, n_boot: int = N_BOOT, seed: int = 0,
+                     resampling: Resampling | None = None) -> PairedResult:
     """Paired bootstrap test of statistic(a) - statistic(b): both sides use the same resampled examples; the null
     distribution is the bootstrap distribution of the difference shifted to mean zero (Efron & Tibshirani 1993,
     ch. 16), so p = (1 + #{|delta_b - delta| >= |delta|}) / (1 + B)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     _check_paired(a, b)
     delta = point_estimate(a, statistic) - point_estimate(b, statistic)
-    deltas = bootstrap_distribution(a, statistic, n_boot, seed) - bootstrap_distribution(b, statistic, n_boot, seed)
-    return paired_bootstrap_result(delta, deltas)
+    dist_a, dist_b = bootstrap_distributions([a, b], statistic, n_boot, seed, resampling)
+    return paired_bootstrap_result(delta, dist_a - dist_b)
 
 
 def paired_bootstrap_result(delta: float, deltas: np.ndarray) -> PairedResult:
@@ -184,7 +287,7 @@ def paired_sign_flip(a: np.ndarray, b: np.ndarray, n_perm: int = 10000, seed: in
     d = a - b
     delta = float(d.mean())
     rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_ELEMENTS // len(d))
+    rows = max(1, 2_000_000 // len(d))
     extreme = 0
     for start in range(0, n_perm, rows):
         signs = rng.choice([-1.0, 1.0], size=(min(rows, n_perm - start), len(d)))
@@ -192,12 +295,13 @@ def paired_sign_flip(a: np.ndarray, b: np.ndarray, n_perm: int = 10000, seed: in
     return PairedResult(delta, (1 + extreme) / (1 + n_perm), SIGN_FLIP, n_perm)
 
 
-def paired_test(a: np.ndarray, b: np.ndarray, gold: np.ndarray | None = None, n_boot: int = 1000,
-                n_perm: int = 10000, seed: int = 0) -> PairedResult:
-    """The test tables use: with gold (STS) a paired bootstrap of the Spearman difference over resampled pairs
-    (Spearman is not a mean over pairs, so signs cannot be flipped); without, a sign-flip test of per-query means."""
+def paired_test(a: np.ndarray, b: np.ndarray, gold: np.ndarray | None = None, n_boot: int = N_BOOT,
+                n_perm: int = 10000, seed: int = 0, resampling: Resampling | None = None) -> PairedResult:
+    """The test tables use: with gold (STS) a paired bootstrap of the Spearman difference over resampled pairs or
+    sentences (`resampling`; Spearman is not a mean over pairs, so signs cannot be flipped); without, a sign-flip
+    test of per-query means."""
     if gold is not None:
-        return paired_bootstrap(a, b, spearman_statistic(gold), n_boot, seed)
+        return paired_bootstrap(a, b, spearman_statistic(gold), n_boot, seed, resampling)
     return paired_sign_flip(np.mean(np.atleast_2d(a), axis=0), np.mean(np.atleast_2d(b), axis=0), n_perm, seed)
 
 
@@ -207,23 +311,35 @@ def two_level_distribution(per_seed: np.ndarray, seed: int = 0, stream: int = 1)
     """Resample seeds, then examples: per_seed (S, B) holds each seed's statistic on example resample b (the same
     resamples for every seed: seeds and examples are crossed, every seed scores the same examples); replicate b
     draws S seeds with replacement (`default_rng([seed, stream])`) and averages their statistics on resample b.
-    With S = 1 it is the per-example distribution. Few seeds understate the seed variance (2 seeds give only 3
-    distinct draws, and a bootstrap of S values has (S - 1) / S of their variance): a lower bound, not a guess of
-    what a third seed would do."""
+    With S = 1 it is the per-example distribution.
+
+    Few seeds: the mean of S values drawn with replacement from S values varies by (S - 1) / S x s^2 / S (s^2: their
+    sample variance, ddof 1), not the s^2 / S an unbiased estimate gives (Efron & Tibshirani 1993, "An Introduction
+    to the Bootstrap": the ideal bootstrap standard error of a mean is sqrt((n - 1) / n) s / sqrt(n)); 2 seeds would
+    show half the seed variance, 3 two thirds. So each replicate's deviation from the mean over all seeds (on the
+    same example resample) is scaled by sqrt(S / (S - 1)), the rescaling of Rao & Wu (1988, JASA 83: 231-241) for
+    few sampled units, which restores s^2 / S. Chosen over leaving the marks to the per-example test below 3 seeds:
+    that test holds the seeds fixed, which understates the variance more. With 2 seeds the replicates still take
+    only 3 values per example resample: such marks say the difference held on both seeds, with the right spread."""
     s, b = per_seed.shape
     picks = np.random.default_rng([seed, stream]).integers(0, s, (b, s))
-    return per_seed[picks, np.arange(b)[:, None]].mean(axis=1)
+    drawn = per_seed[picks, np.arange(b)[:, None]].mean(axis=1)
+    if s == 1:
+        return drawn
+    center = per_seed.mean(axis=0)
+    return center + np.sqrt(s / (s - 1)) * (drawn - center)
 
 
-def two_level_test(a: np.ndarray, b: np.ndarray, statistic: Statistic, n_boot: int = 1000,
-                   seed: int = 0) -> PairedResult:
+def two_level_test(a: np.ndarray, b: np.ndarray, statistic: Statistic, n_boot: int = N_BOOT, seed: int = 0,
+                   resampling: Resampling | None = None) -> PairedResult:
     """Paired over examples, independent over seeds: a (S_a, n) and b (S_b, n) per-example values of two methods
     on the same examples; each replicate draws each side's seeds with replacement (independent streams: seed s of
     one method is not paired with seed s of the other) and one example resample shared by both sides. The null is
     the shifted bootstrap distribution, as in `paired_bootstrap`."""
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     _check_paired(a, b)
-    dist_a, dist_b = (np.vstack([bootstrap_distribution(v, statistic, n_boot, seed) for v in x]) for x in (a, b))
+    dists = bootstrap_distributions([*a, *b], statistic, n_boot, seed, resampling)
+    dist_a, dist_b = np.vstack(dists[:len(a)]), np.vstack(dists[len(a):])
     delta = np.mean([point_estimate(v, statistic) for v in a]) - np.mean([point_estimate(v, statistic) for v in b])
     return two_level_result(float(delta), dist_a, dist_b, seed)
 
@@ -270,7 +386,7 @@ def marking_test(row) -> str:
 
 STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score",
                  "ci_low", "ci_high", "seed_ci_low", "seed_ci_high", "reference", "delta", "p_value", "test",
-                 "seed_p_value", "seed_test", "family", "n_tests", "q_value", "significant", "reason"]
+                 "seed_p_value", "seed_test", "resampled", "family", "n_tests", "q_value", "significant", "reason"]
 
 
 class _Untestable(Exception):
@@ -300,7 +416,8 @@ class _ExampleFiles:
     def __init__(self):
         self.open: dict[str, dict[str, np.ndarray]] = {}
 
-    def get(self, path: str, key: str) -> np.ndarray:
+    def get(self, path: str, key: str, optional: bool = False) -> np.ndarray | None:
+        """The array `key` as float (identities as stored); `optional`: None where the file lacks it."""
         if path not in self.open:
             if not Path(path).exists():
                 # the file's name, not its path: reports must not depend on how results_dir was spelled
@@ -314,36 +431,62 @@ class _ExampleFiles:
                 raise _Untestable(f"per-example file {Path(path).name} unreadable (delete the run's files and rerun "
                                   "it)") from None
         if key not in self.open[path]:
+            if optional:
+                return None
             raise _Untestable("no per-example values stored for this cell (its run's example_cells leave it out)")
-        return np.asarray(self.open[path][key], dtype=float)
+        array = self.open[path][key]
+        return array if optional else np.asarray(array, dtype=float)
 
 
-def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> tuple[np.ndarray, np.ndarray | None]:
+@dataclass(frozen=True, eq=False)
+class _Cell:
+    values: np.ndarray  # (seeds, examples)
+    gold: np.ndarray | None  # STS gold scores; None for retrieval
+    ids: tuple  # what pairs two cells example by example: (left, right) sentences for STS, (query ids,) for
+    # retrieval; () where the run stored none (a run from before they were stored)
+    resampling: Resampling
+
+
+def _identities(files: _ExampleFiles, paths: list[str], sts: bool) -> tuple:
+    """The examples' identities, the same in every seed's file, or () where a file stores none."""
+    names = ("left_sentence", "right_sentence") if sts else ("query_ids",)
+    per_seed = [tuple(files.get(p, name, optional=True) for name in names) for p in paths]
+    if any(a is None for ids in per_seed for a in ids):
+        return ()
+    if any(not all(np.array_equal(a, b) for a, b in zip(ids, per_seed[0])) for ids in per_seed):
+        raise _Untestable(f"its seeds scored different {'pairs' if sts else 'queries'}; rerun them with the same "
+                          "evaluation settings")
+    return per_seed[0]
+
+
+def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> _Cell:
     """A cell's per-example values, (seeds, examples) in seed order: STS pair similarities (and the gold scores),
-    retrieval the per-query metric."""
+    retrieval the per-query metric; the examples' identities and how to resample them."""
     first = group.iloc[0]
     sts = first["family"] == "sts"
     name = "similarity" if sts else first["metric"]
     key = f"{first['layer']}/{first['dim']}/{first['precision']}/{name}"
-    ordered = group.sort_values("seed")["examples"]
+    ordered = list(group.sort_values("seed")["examples"])
     values = [files.get(p, key) for p in ordered]
     sizes = sorted({len(v) for v in values})
     if len(sizes) > 1:
         raise _Untestable(f"its seeds were evaluated on different numbers of examples ({sizes}); rerun them with the "
                           "same evaluation settings")
+    ids = _identities(files, ordered, sts)
     if not sts:
-        return np.vstack(values), None
+        fallback = "" if ids else "no query ids stored: paired by position"
+        return _Cell(np.vstack(values), None, ids, Resampling(QUERIES, sizes[0], fallback=fallback))
     golds = [files.get(p, "gold") for p in ordered]
     if any(not np.array_equal(g, golds[0]) for g in golds):
         raise _Untestable("its seeds were scored against different gold pairs; rerun them with the same evaluation "
                           "settings")
-    return np.vstack(values), golds[0]
+    return _Cell(np.vstack(values), golds[0], ids, pair_resampling(*(ids or (None, None)), sizes[0]))
 
 
 def method_cell_values(results_dir: Path, backbone: str, label: str) -> dict[tuple, tuple | str]:
     """Per (task, layer, dim, precision) of one method label on one backbone: its per-example values (seeds,
-    examples) and STS gold (None for retrieval), as `cell_statistics` reads them, or the reason it has none.
-    Tasks that store no per-example values (mteb's) have no key."""
+    examples), STS gold (None for retrieval) and how to resample them, as `cell_statistics` reads them, or the
+    reason it has none. Tasks that store no per-example values (mteb's) have no key."""
     rows = _main_rows(results_dir, label.split("@")[0])
     if rows.empty:
         return {}
@@ -352,7 +495,8 @@ def method_cell_values(results_dir: Path, backbone: str, label: str) -> dict[tup
     out: dict[tuple, tuple | str] = {}
     for key, group in rows.groupby(["task", "layer", "dim", "precision"], sort=True):
         try:
-            out[key] = _cell_values(group, files)
+            cell = _cell_values(group, files)
+            out[key] = cell.values, cell.gold, cell.resampling
         except _Untestable as exc:
             out[key] = str(exc)
     return out
@@ -370,18 +514,41 @@ def no_reference_reason(reference: str | None) -> str:
     return f"these runs have no reference method (one of {', '.join(REFERENCE_PREFERENCE)}) on this backbone"
 
 
+def _task_distributions(cells: dict[tuple, _Cell], n_boot: int, seed: int) -> dict[tuple, tuple[float, np.ndarray]]:
+    """Per cell: its score (mean over seeds) and per-seed bootstrap distributions (S, n_boot). Cells whose
+    examples are resampled alike (same task, examples, gold and identities) are scored chunk by chunk together,
+    so each chunk of resamples and the gold's ranks in it are computed once for all of them."""
+    by_design: dict[tuple, list[tuple]] = {}
+    for key, cell in cells.items():
+        gold = b"" if cell.gold is None else cell.gold.tobytes()
+        by_design.setdefault((key[:2], cell.resampling.key(), gold), []).append(key)
+    out = {}
+    for keys in by_design.values():
+        first = cells[keys[0]]
+        statistic = mean_statistic if first.gold is None else spearman_statistic(first.gold)
+        rows = [(key, v) for key in keys for v in cells[key].values]
+        dists = bootstrap_distributions([v for _, v in rows], statistic, n_boot, seed, first.resampling)
+        for key in keys:
+            mine = [d for (k, _), d in zip(rows, dists) if k == key]
+            score = float(np.mean([point_estimate(v, statistic) for v in cells[key].values]))
+            out[key] = score, np.vstack(mine)
+    return out
+
+
 def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None, alpha: float = 0.05,
-                    n_boot: int = 1000, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
+                    n_boot: int = N_BOOT, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Per cell (method, task, layer, dim, precision) of the main metric:
     - the score (mean over seeds) and its percentile bootstrap (1 - alpha) CI over examples, seeds held fixed;
       with 2 or more seeds also the two-level CI (resample seeds, then examples: `two_level_distribution`);
+      STS sets whose pairs share sentences resample the sentences (`Resampling`; `resampled` says what was drawn);
     - a two-sided paired test against the reference method on the same cell and examples: PAIRED_BOOTSTRAP for
       STS Spearman, SIGN_FLIP for retrieval (`p_value`, `test`), and where the cell or its reference has 2 or
       more seeds the TWO_LEVEL test beside it (`seed_p_value`, `seed_test`);
     - Benjamini-Hochberg q-values over one family per backbone x precision (`benjamini_hochberg`; a report
       re-adjusts over the families it marks), `significant` = q < alpha;
     - `reason`: why a cell other than the reference's has no test (no reference method, a missing per-example
-      file named, no reference cell there, a reference evaluated with other settings or on other examples).
+      file named, no reference cell there, a reference evaluated with other settings or on other examples, the
+      reference's own checkpoint, an undefined statistic): such cells stay out of the families.
     `sizes`: only these (layer, dim) cells (None: all). Deterministic: the same results give the same frame."""
     rows = _main_rows(results_dir)
     if rows.empty:
@@ -401,19 +568,7 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
             cells[key] = _cell_values(group, files)
         except _Untestable as exc:
             broken[key] = str(exc)
-    by_gold: dict[bytes, Statistic] = {}  # the current task's statistic: its gold ranks serve all the task's cells
-    boot: dict[tuple, tuple[float, np.ndarray]] = {}  # per cell: score and per-seed distributions, computed once
-
-    def bootstrap(key: tuple) -> tuple[float, np.ndarray]:
-        if key not in boot:
-            values, gold = cells[key]
-            if gold is not None and gold.tobytes() not in by_gold:
-                by_gold.clear()  # cells come task by task: let the previous task's cached ranks go
-                by_gold[gold.tobytes()] = spearman_statistic(gold)
-            statistic = mean_statistic if gold is None else by_gold[gold.tobytes()]
-            score = float(np.mean([point_estimate(v, statistic) for v in values]))
-            boot[key] = score, np.vstack([bootstrap_distribution(v, statistic, n_boot, seed) for v in values])
-        return boot[key]
+    boot = _task_distributions(cells, n_boot, seed)
 
     out = []
     for key, group in groups.items():
@@ -423,31 +578,43 @@ def cell_statistics(results_dir: Path, reference: str | None = None, sizes=None,
                    metric=group["metric"].iloc[0], n_seeds=group["seed"].nunique(), n_examples=-1,
                    score=float(group["score"].mean()), ci_low=np.nan, ci_high=np.nan, seed_ci_low=np.nan,
                    seed_ci_high=np.nan, reference=ref or "", delta=np.nan, p_value=np.nan, test="",
-                   seed_p_value=np.nan, seed_test="", reason="")
+                   seed_p_value=np.nan, seed_test="", resampled="", reason="")
         if key in broken:
             out.append({**row, "reason": broken[key]})
             continue
-        values, gold = cells[key]
-        score, per_seed = bootstrap(key)
-        row.update(n_examples=values.shape[-1], score=score)
+        cell = cells[key]
+        score, per_seed = boot[key]
+        row.update(n_examples=cell.values.shape[-1], score=score, resampled=cell.resampling.label())
         row["ci_low"], row["ci_high"] = percentile_ci(per_seed.mean(axis=0), alpha)
         if len(per_seed) > 1:
             row["seed_ci_low"], row["seed_ci_high"] = percentile_ci(two_level_distribution(per_seed, seed, 1), alpha)
         row["reason"] = _why_untested(label, ref, reference, key, groups, cells, broken)
         if not row["reason"] and label != ref:
-            ref_key = (backbone, task, ref, layer, dim, precision)
-            ref_score, ref_per_seed = bootstrap(ref_key)
-            if gold is None:
-                result = paired_sign_flip(values.mean(axis=0), cells[ref_key][0].mean(axis=0), n_perm, seed)
-            else:  # the same resamples on both sides: the two distributions subtract into the paired one
-                result = paired_bootstrap_result(score - ref_score, per_seed.mean(axis=0) - ref_per_seed.mean(axis=0))
-            row.update(delta=result.delta, p_value=result.p_value, test=result.test)
-            if max(len(per_seed), len(ref_per_seed)) > 1:
-                seeded = two_level_result(score - ref_score, per_seed, ref_per_seed, seed)
-                row.update(seed_p_value=seeded.p_value, seed_test=seeded.test)
+            row.update(_paired(cell, cells[(backbone, task, ref, layer, dim, precision)], boot[key],
+                               boot[(backbone, task, ref, layer, dim, precision)], ref, n_perm, seed))
         out.append(row)
     frame = pd.DataFrame(out).assign(family="", n_tests=0, q_value=np.nan, significant=False)
     return benjamini_hochberg(frame[STATS_COLUMNS], alpha=alpha)
+
+
+def _paired(cell: _Cell, ref_cell: _Cell, boot: tuple, ref_boot: tuple, ref: str, n_perm: int, seed: int) -> dict:
+    """The paired test(s) of a cell against its reference's cell, or the reason there is none: the reference's own
+    checkpoint (identical values on every seed: p = 1 says nothing) or a statistic that is undefined (NaN)."""
+    (score, per_seed), (ref_score, ref_per_seed) = boot, ref_boot
+    if cell.values.shape == ref_cell.values.shape and np.array_equal(cell.values, ref_cell.values):
+        return dict(reason=f"the same checkpoint as the reference {ref} (identical per-example values on every "
+                           "seed): nothing to test")
+    if np.isnan(score - ref_score):
+        return dict(reason="its statistic or the reference's is undefined (NaN: e.g. constant similarities)")
+    if cell.gold is None:
+        result = paired_sign_flip(cell.values.mean(axis=0), ref_cell.values.mean(axis=0), n_perm, seed)
+    else:  # the same resamples on both sides: the two distributions subtract into the paired one
+        result = paired_bootstrap_result(score - ref_score, per_seed.mean(axis=0) - ref_per_seed.mean(axis=0))
+    out = dict(delta=result.delta, p_value=result.p_value, test=result.test)
+    if max(len(per_seed), len(ref_per_seed)) > 1:
+        seeded = two_level_result(score - ref_score, per_seed, ref_per_seed, seed)
+        out.update(seed_p_value=seeded.p_value, seed_test=seeded.test)
+    return out
 
 
 def _why_untested(label, ref, reference, key, groups, cells, broken) -> str:
@@ -466,10 +633,22 @@ def _why_untested(label, ref, reference, key, groups, cells, broken) -> str:
         # runs evaluated with the same settings score the same examples in the same order: only those are paired
         # (a results directory may hold several suites, e.g. a smoke run beside a full one)
         return f"the reference {ref} was evaluated on {task} with other settings (eval)"
-    (values, gold), (ref_values, ref_gold) = cells[key], cells[ref_key]
-    if values.shape[-1] != ref_values.shape[-1] or (gold is not None and not np.array_equal(gold, ref_gold)):
-        return (f"{label} and the reference {ref} scored different examples of {task} ({values.shape[-1]} vs "
-                f"{ref_values.shape[-1]}); rerun both with the same data and evaluation settings")
+    return _unpaired_examples(label, ref, task, cells[key], cells[ref_key])
+
+
+def _unpaired_examples(label: str, ref: str, task: str, cell: _Cell, ref_cell: _Cell) -> str:
+    """"" where both cells scored the same examples in the same order: the same number, the same gold (STS), the
+    same stored identities (sentences of each pair, query ids); else why not."""
+    n, ref_n = cell.values.shape[-1], ref_cell.values.shape[-1]
+    same = n == ref_n and (cell.gold is None or np.array_equal(cell.gold, ref_cell.gold))
+    if same and bool(cell.ids) != bool(ref_cell.ids):
+        what = "sentence" if cell.gold is not None else "query"
+        return (f"one of {label} and the reference {ref} stores no {what} identities (a run from before they were "
+                "stored); rerun it")
+    same = same and all(np.array_equal(a, b) for a, b in zip(cell.ids, ref_cell.ids))
+    if not same:
+        return (f"{label} and the reference {ref} scored different examples of {task} ({n} vs {ref_n}); rerun both "
+                "with the same data and evaluation settings")
     return ""
 
 
@@ -492,21 +671,37 @@ def untested_reasons(stats: pd.DataFrame, shown: int = 2) -> str:
     return text
 
 
-def test_description(stats: pd.DataFrame, n_boot: int = 1000, n_perm: int = 10000) -> str:
-    """Which tests decided the marks, as a caption names them."""
-    used = {marking_test(row) for row in stats.itertuples() if row.test}
+def test_description(stats: pd.DataFrame, n_boot: int = N_BOOT, n_perm: int = 10000) -> str:
+    """Which tests decided the marks, as a caption names them, and what the STS resamples drew per task."""
+    tested = stats[stats["test"] != ""]
+    used = {marking_test(row) for row in tested.itertuples()}
     parts = []
     if TWO_LEVEL in used:
         parts.append(f"{TWO_LEVEL} where a cell or its reference has 2 or more seeds ({n_boot} resamples; seeds of "
-                     "the two methods drawn independently)")
+                     "the two methods drawn independently, their spread rescaled by sqrt(S / (S - 1)) for S seeds)")
     if PAIRED_BOOTSTRAP in used:
-        parts.append(f"STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples of pairs)")
+        parts.append(f"STS: {PAIRED_BOOTSTRAP} of the Spearman difference ({n_boot} resamples)")
+    sts = tested[tested["test"] == PAIRED_BOOTSTRAP]
+    if not sts.empty:
+        parts.append("STS resamples draw " + "; ".join(_drawn(label, sorted(set(part["task"])))
+                                                       for label, part in sts.groupby("resampled", sort=True)))
     if SIGN_FLIP in used:
-        parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples)")
+        by_position = sorted(set(tested.loc[tested["resampled"].str.startswith(f"{QUERIES} ("), "task"]))
+        parts.append(f"retrieval: {SIGN_FLIP} of the mean per-query difference ({n_perm} resamples" +
+                     (f"; queries paired by position for {', '.join(by_position)}: no query ids stored)"
+                      if by_position else ")"))
     return "; ".join(parts)
 
 
-def significance_note(stats: pd.DataFrame, alpha: float = 0.05, n_boot: int = 1000, n_perm: int = 10000,
+def _drawn(label: str, tasks: list[str]) -> str:
+    """'the sentences of sickr, stsb (why)': what one `Resampling.label` drew, for which tasks."""
+    kind, _, why = label.partition(" (")
+    if kind == SENTENCES:
+        why = "their pairs share them; a pair counted as often as the product of its two sentences' counts)"
+    return f"the {kind} of {', '.join(tasks)}" + (f" ({why}" if why else "")
+
+
+def significance_note(stats: pd.DataFrame, alpha: float = 0.05, n_boot: int = N_BOOT, n_perm: int = 10000,
                       mark: str = "*") -> str:
     """The sentence a table prints under its marks: which test, which correction over how many tests, against
     which method, and why the cells without a test have none. `stats`: the table's cells (one family)."""

@@ -160,3 +160,28 @@ def test_missing_or_empty_results_dir_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["card", "--backbone", "minilm", "--results-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: no results in {tmp_path}; run `bench run` first or pass --results-dir\n"
+
+
+def test_sts_retention_intervals_resample_sentences_where_pairs_share_them():
+    # oracle: bench.stats' bootstrap distributions of both cells on the same sentence resamples, their ratio's
+    # percentiles (tests/test_stats_sentences.py checks those resamples against scipy on repeated pairs)
+    from bench import stats
+
+    rng = np.random.default_rng(0)
+    n = 120
+    left, right, gold = rng.integers(0, 30, n), rng.integers(0, 30, n), rng.uniform(0, 5, n)
+    full, small = gold + rng.normal(0, 1, n), gold + rng.normal(0, 2, n)
+    sentences = stats.pair_resampling(left, right, n)
+    values = {("stsb", *FULL, "fp32"): (full[None], gold, sentences), ("stsb", 1, 8, "fp32"): (small[None], gold,
+                                                                                                 sentences)}
+    cells = pd.DataFrame({"task": ["stsb", "stsb"], "layer": [1, FULL[0]], "dim": [8, FULL[1]],
+                          "precision": ["fp32", "fp32"]})
+    cells.attrs["full"] = FULL
+    got = card.add_intervals(cells, values).iloc[0]
+    statistic = stats.spearman_statistic(gold)
+    ratio = (stats.bootstrap_distribution(small, statistic, card.N_BOOT, 0, sentences)
+             / stats.bootstrap_distribution(full, statistic, card.N_BOOT, 0, sentences))
+    assert (got.ci_low, got.ci_high) == pytest.approx(stats.percentile_ci(ratio, 0.05), abs=1e-12)
+    pairs = (stats.bootstrap_distribution(small, statistic, card.N_BOOT, 0)
+             / stats.bootstrap_distribution(full, statistic, card.N_BOOT, 0))
+    assert got.ci_high - got.ci_low > np.subtract(*stats.percentile_ci(pairs, 0.05)[::-1])

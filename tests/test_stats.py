@@ -272,7 +272,8 @@ def test_without_a_reference_method_cells_get_intervals_but_no_tests(tmp_path):
 def test_two_level_test_equals_an_explicit_loop_over_seeds_then_examples():
     """Oracle: the definition computed directly with scipy.stats.spearmanr: replicate b draws each side's seeds
     with replacement (default_rng([seed, 1]) for a, [seed, 2] for b), one resample of the pairs shared by every
-    drawn seed of both sides (the indices scipy.stats.bootstrap draws), and averages the drawn seeds' Spearman."""
+    drawn seed of both sides (the indices scipy.stats.bootstrap draws), and averages the drawn seeds' Spearman,
+    its deviation from the mean over all seeds scaled by sqrt(S / (S - 1)) (the few-seed correction)."""
     n, n_boot = 80, 200
     sim, gold = sts_like(n, 11)
     rng = np.random.default_rng(3)
@@ -283,7 +284,11 @@ def test_two_level_test_equals_an_explicit_loop_over_seeds_then_examples():
     delta = np.mean([rho(x, slice(None)) for x in a]) - np.mean([rho(x, slice(None)) for x in b])
     seeds_a = np.random.default_rng([4, 1]).integers(0, 3, (n_boot, 3))
     seeds_b = np.random.default_rng([4, 2]).integers(0, 2, (n_boot, 2))
-    deltas = np.array([np.mean([rho(a[s], idx) for s in seeds_a[k]]) - np.mean([rho(b[s], idx) for s in seeds_b[k]])
+    def replicate(x, drawn, idx):
+        every = np.mean([rho(v, idx) for v in x])
+        return every + np.sqrt(len(x) / (len(x) - 1)) * (np.mean([rho(x[s], idx) for s in drawn]) - every)
+
+    deltas = np.array([replicate(a, seeds_a[k], idx) - replicate(b, seeds_b[k], idx)
                        for k, idx in enumerate(scipy_indices(n, n_boot, 4))])
     expected = (1 + np.sum(np.abs(deltas - delta) >= abs(delta))) / (1 + n_boot)
     assert result.test == TWO_LEVEL and result.delta == pytest.approx(delta, abs=1e-9)

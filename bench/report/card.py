@@ -27,7 +27,7 @@ from bench.report.cell_details import ALPHA, CI_LABEL, measured_encode_ms
 from bench.results import load_results
 
 THRESHOLDS = (0.99, 0.95)  # "within 1%" and "within 5%" of the full model
-N_BOOT = 1000  # resamples of the retention intervals (bench.stats' default, as the report's intervals)
+N_BOOT = 1000  # resamples of the retention intervals (an interval's percentiles; bench.stats' tests take 10,000)
 # Methods that shrink an embedding some other way than keeping its first dims (a projection, a random subset):
 # prefix truncation is compared with them where they ran. None exists yet (issue 24 adds one); its name goes here
 # and its comparison into `_prefix_check`.
@@ -39,9 +39,10 @@ KEEPS = ("a (layer, dim, precision) cell keeps X for a family when, on every tas
          "dim in fp32 keeps X, `cells`: every cell that keeps X")
 RETENTION = ("the cell's main score / the full cell's (deepest layer, widest dim, fp32) on the same task, each the "
              "mean over seeds")
-INTERVAL = (f"{CI_LABEL} percentile bootstrap of the retention over the task's examples ({N_BOOT} resamples, seed 0): "
-            "the cell and the full cell are resampled together on the same examples; null where the cell or the full "
-            "cell has no stored per-example values (`interval_note` says why)")
+INTERVAL = (f"{CI_LABEL} percentile bootstrap of the retention over the task's examples ({N_BOOT} resamples, seed 0; "
+            "STS sets whose pairs share sentences resample the distinct sentences, as bench.stats does): the cell and "
+            "the full cell are resampled together on the same examples; null where the cell or the full cell has no "
+            "stored per-example values (`interval_note` says why)")
 
 
 @dataclass(frozen=True)
@@ -141,14 +142,14 @@ def _full_distribution(values: dict, task: str, layer: int, dim: int) -> tuple |
         return "no per-example values stored for this task"
     if isinstance(entry, str):
         return f"the full cell: {entry}"
-    full, gold = entry
+    full, gold, resampling = entry
     statistic = stats.mean_statistic if gold is None else stats.spearman_statistic(gold)
-    return full, gold, statistic, _distribution(full, statistic)
+    return full, gold, resampling, statistic, _distribution(full, statistic, resampling)
 
 
-def _distribution(values: np.ndarray, statistic) -> np.ndarray:
+def _distribution(values: np.ndarray, statistic, resampling: stats.Resampling) -> np.ndarray:
     """The statistic's bootstrap distribution, the mean over seeds (as bench.stats.cell_statistics takes it)."""
-    return np.mean([stats.bootstrap_distribution(v, statistic, N_BOOT, seed=0) for v in values], axis=0)
+    return np.mean([stats.bootstrap_distribution(v, statistic, N_BOOT, 0, resampling) for v in values], axis=0)
 
 
 def _interval(entry, full) -> tuple[float, float, str]:
@@ -158,11 +159,12 @@ def _interval(entry, full) -> tuple[float, float, str]:
         return math.nan, math.nan, "no per-example values stored for this task"
     if isinstance(entry, str):
         return math.nan, math.nan, entry
-    (values, gold), (full_values, full_gold, statistic, full_dist) = entry, full
-    if values.shape[-1] != full_values.shape[-1] or (gold is not None and not np.array_equal(gold, full_gold)):
+    (values, gold, resampling), (full_values, full_gold, full_resampling, statistic, full_dist) = entry, full
+    if values.shape[-1] != full_values.shape[-1] or (gold is not None and not np.array_equal(gold, full_gold)) or \
+            resampling.key() != full_resampling.key():
         return math.nan, math.nan, "scored other examples than the full cell (other evaluation settings)"
     # the same seed and n give the same resamples: the two distributions divide into the paired ratio's
-    low, high = stats.percentile_ci(_distribution(values, statistic) / full_dist, ALPHA)
+    low, high = stats.percentile_ci(_distribution(values, statistic, resampling) / full_dist, ALPHA)
     return low, high, ""
 
 

@@ -21,9 +21,10 @@ ALPHA = 0.05  # of the intervals and tests the report asks bench.stats for
 CI_LABEL = f"{100 * (1 - ALPHA):g}% CI"
 ENCODE_MS = "encode_ms_per_1k_texts"  # result rows: one per layer (dim = -1), measured in the run
 STATS_KEY = ["backbone", "method", "task", "layer", "dim", "precision"]
+# where bench.stats has none
 STAT_DEFAULTS = {"ci_low": np.nan, "ci_high": np.nan, "seed_ci_low": np.nan, "seed_ci_high": np.nan,
                  "p_value": np.nan, "test": "", "seed_p_value": np.nan, "seed_test": "", "q_value": np.nan,
-                 "n_tests": 0, "significant": False, "reference": "", "reason": ""}  # where bench.stats has none
+                 "n_tests": 0, "significant": False, "reference": "", "resampled": "", "reason": ""}
 DETAIL_COLUMNS = [*STAT_DEFAULTS, "encode_ms"]
 
 

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench import BenchError
+from bench import BenchError, __version__
 
 # The committed results (the default suite and the reference of `bench reproduce`) and where a user's own runs go:
 # `bench run` never writes into the committed folder unless told to with --results-dir.
@@ -50,6 +50,7 @@ def _prompts(text: str | None) -> tuple[tuple[str, str], ...] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark elastic text embeddings.")
+    parser.add_argument("--version", action="version", version=f"elastic-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train (where needed) and evaluate methods on a suite")
     _selection(run)
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download datasets from the Hugging Face hub into the data dir layout")
     fetch.add_argument("names", nargs="*", help="datasets (default: every evaluation set)")
-    fetch.add_argument("--data-dir", type=Path)
+    fetch.add_argument("--data-dir", type=Path, help="where to write (default: $BENCH_DATA_DIR, else ./data)")
     repro = sub.add_parser("reproduce", help="rerun the reference suite and compare with the reference in results/")
     _dirs(repro, default=COMMITTED_RESULTS)
     repro.add_argument("--device", default="cpu", help="default: cpu (the tolerances are for CPU runs)")

@@ -77,3 +77,31 @@ def test_steps_is_the_fine_tuning_budget_and_leaves_smae_pretraining_alone(capsy
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--steps does not scale it" in " ".join(capsys.readouterr().out.split())
+
+
+def test_version_prints_the_package_version(capsys):
+    """Oracle: the installed distribution's metadata (pyproject.toml's version), not bench.__version__ itself."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"elastic-bench {version('elastic-bench')}"
+
+
+def test_every_option_has_help():
+    """Every option of every subcommand says what it does (`bench CMD --help` is the reference users read)."""
+    import argparse
+
+    from bench.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    missing = [f"{p.prog} {a.option_strings or a.dest}" for p in parsers(build_parser()) for a in p._actions
+               if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+    assert not missing, missing

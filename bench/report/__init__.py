@@ -1,5 +1,7 @@
 """`bench report`: paper-style tables, heatmaps, cost plots, an HTML leaderboard and an elasticity card per backbone,
-rebuilt from results alone.
+rebuilt from results alone. The results are read once (`build_report`); tables.py shapes them, significance.py adds
+every cell's intervals and tests, notes.py words them under the tables, and html.py, plots.py, interactive.py,
+cell_details.py and card.py draw the views.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
 """

@@ -149,7 +149,7 @@ def _full_distribution(values: dict, task: str, layer: int, dim: int) -> tuple |
 
 
 def _distribution(values: np.ndarray, statistic, resampling: stats.Resampling) -> np.ndarray:
-    """The statistic's bootstrap distribution, the mean over seeds (as bench.report.significance.cell_statistics takes it)."""
+    """The statistic's bootstrap distribution, the mean over seeds (as significance.cell_statistics takes it)."""
     return np.mean([stats.bootstrap_distribution(v, statistic, N_BOOT, 0, resampling) for v in values], axis=0)
 
 

@@ -198,7 +198,8 @@ def cell_statistics(frame: pd.DataFrame, reference: str | None = None, sizes=Non
     - `reason`: why a cell other than the reference's has no test (no reference method, a missing per-example
       file named, no reference cell there, a reference evaluated with other settings or on other examples, the
       reference's own checkpoint, an undefined statistic): such cells stay out of the families.
-    `sizes`: only these (layer, dim) cells (None: all). Deterministic: the same results give the same frame."""
+    `frame`: the results as `load_results(results_dir, examples=True)` loaded them. `sizes`: only these (layer,
+    dim) cells (None: all). Deterministic: the same results give the same frame."""
     rows = _main_rows(frame)
     if rows.empty:
         return pd.DataFrame(columns=STATS_COLUMNS)

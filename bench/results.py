@@ -225,14 +225,18 @@ def result_files(results_dir: Path) -> list[Path]:
     return [path for path, _ in _latest(results_dir)]
 
 
-def load_results(results_dir: Path) -> pd.DataFrame:
-    """Every run file under results_dir, validated, as one frame: per run_id the newest code version only."""
+def load_results(results_dir: Path, examples: bool = False) -> pd.DataFrame:
+    """Every run file under results_dir, validated, as one frame: per run_id the newest code version only.
+    `examples`: each row also names its run's per-example file (column `examples`, beside the run file), for
+    statistics that read them without reading the run files again."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BenchError(f"results directory {results_dir} does not exist; run `bench run` first or pass --results-dir")
     kept = _latest(results_dir)
     if not kept:
-        return pd.DataFrame(columns=COLUMNS)
+        return pd.DataFrame(columns=COLUMNS + ["examples"] * examples)
+    if examples:
+        kept = [(p, f.assign(examples=str(examples_path(p)))) for p, f in kept]
     frame = pd.concat([f for _, f in kept], ignore_index=True)
     dup = frame.duplicated(ROW_KEY)
     if dup.any():

@@ -174,18 +174,19 @@ def diagonal_scores(results_dir: Path) -> pd.DataFrame:
 def paper_marks(results_dir: Path) -> set[tuple]:
     """(backbone, precision, method, layer, dim, task) of every significance mark the report's paper tables carry,
     computed as bench.report.build_report computes them."""
-    from bench import report, stats
-    from bench.report import tables
+    from bench import report
+    from bench.report import notes, tables
     from bench.results import load_results
 
-    cells = tables.cell_stats(load_results(results_dir))
+    frame = load_results(results_dir, examples=True)
+    cells = tables.cell_stats(frame)
     sizes = {backbone: tables.target_sizes(part) for backbone, part in tables.by_backbone(cells)}
-    sig = report._statistics(results_dir, sizes)
+    sig = report._statistics(frame, sizes)
     marks = set()
     for backbone in sizes:
         part = report._at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])
         for precision in sorted(set(part["precision"])):
-            marks |= {(backbone, precision, *key) for key in stats.significance_marks(part, precision)}
+            marks |= {(backbone, precision, *key) for key in notes.significance_marks(part, precision)}
     return marks
 
 

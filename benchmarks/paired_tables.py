@@ -2,9 +2,9 @@
 the closing notes of the post-hoc heads (issue 14) and the trained precision/ESE methods (issue 15) quote.
 
 Per (task, size on the diagonal): the method's main metric, its difference from the reference on the same examples,
-the two-sided paired test bench/stats.py runs (paired bootstrap of Spearman for STS, sign-flip permutation of the
-per-query nDCG@10 for retrieval) and a Benjamini-Hochberg q-value over the tests of the printed table (one table per
-precision). Single-seed runs: the tests hold the trained checkpoints fixed (see bench/stats.py).
+the two-sided paired test bench/report/significance.py runs (paired bootstrap of Spearman for STS, sign-flip
+permutation of the per-query nDCG@10 for retrieval) and a Benjamini-Hochberg q-value over the tests of the printed
+table (one table per precision). Single-seed runs: the tests hold the trained checkpoints fixed (see bench/stats.py).
 
     .venv/bin/python benchmarks/paired_tables.py --reference pretrained --methods pca,matryoshka-adaptor,bebr \
         --precisions fp32,binary [--results-dir results] [--backbone minilm]
@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from bench.stats import cell_statistics
+from bench.report.significance import cell_statistics
+from bench.results import load_results
 from bench.suites import MINILM_DIAGONAL
 
 
@@ -58,7 +59,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="minilm")
     args = parser.parse_args()
     methods = args.methods.split(",")
-    stats = cell_statistics(args.results_dir, reference=args.reference, sizes=MINILM_DIAGONAL)
+    frame = load_results(args.results_dir, examples=True)
+    stats = cell_statistics(frame, reference=args.reference, sizes=MINILM_DIAGONAL)
     stats = stats[stats["backbone"] == args.backbone]
     order = {m: i for i, m in enumerate(methods)}
     stats = stats.assign(_order=stats["method"].map(order)).sort_values(["_order", "task", "layer"], kind="mergesort")

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report.significance import method_cell_values
+from bench.results import load_results
 from bench.spec import EvalSpec
 from bench.stats import (
     N_BOOT,
     PAIRS,
     Resampling,
     bootstrap_distribution,
-    method_cell_values,
     pair_resampling,
     percentile_ci,
     spearman_statistic,
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("BENCH_DATA_DIR", "../shared/data")))
     args = parser.parse_args()
     layer, dim = (int(x) for x in args.size.split(","))
-    entry = method_cell_values(args.results_dir, args.backbone, args.method).get((args.task, layer, dim,
+    frame = load_results(args.results_dir, examples=True)
+    entry = method_cell_values(frame, args.backbone, args.method).get((args.task, layer, dim,
                                                                                   args.precision))
     if not isinstance(entry, tuple):
         raise SystemExit(f"no per-example values for that cell: {entry}")
@@ -62,7 +64,7 @@ def main() -> None:
     for label, resampling, n_boot in (("pairs, 1,000 resamples (before)", Resampling(PAIRS, len(gold)), 1000),
                                       ("pairs, 10,000 resamples", Resampling(PAIRS, len(gold)), N_BOOT),
                                       (f"{sentences.kind}, 10,000 resamples (after)", sentences, N_BOOT)):
-        # as bench.stats.cell_statistics: the mean over seeds of each resample's statistic
+        # as bench.report.significance.cell_statistics: the mean over seeds of each resample's statistic
         dist = np.mean([bootstrap_distribution(v, statistic, n_boot, resampling=resampling) for v in values], axis=0)
         low, high = percentile_ci(dist)
         variances.append(np.nanvar(dist))

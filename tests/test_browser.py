@@ -67,9 +67,9 @@ def page(results, tmp_path_factory) -> Path:
 def expected_text(results) -> dict[tuple, tuple[str, str]]:
     """(backbone, method, layer, dim, precision, task) -> (tooltip, hover) as bench.report.cell_details words
     them: the strings the page showed when Python built them, which its script now builds from its data."""
-    frame = load_results(results)
+    frame = load_results(results, examples=True)
     cells = tables.cell_stats(frame)
-    sig = _statistics(results, {b: tables.target_sizes(part) for b, part in tables.by_backbone(cells)})
+    sig = _statistics(frame, {b: tables.target_sizes(part) for b, part in tables.by_backbone(cells)})
     details = cell_details(cells, sig, frame)
     out = {}
     for cell in details.itertuples(index=False):

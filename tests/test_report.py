@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import nbformat
@@ -14,9 +15,10 @@ import pandas as pd
 import pytest
 import scipy.stats as sps
 
+import bench.results
 from bench import BenchError, stats
 from bench.catalog import TASK_META, TaskMeta, local_beir_meta
-from bench.report import build_report, interactive, plots, tables
+from bench.report import build_report, interactive, plots, significance, tables
 from bench.report.cell_details import interval_text, p_text
 from bench.results import load_results, make_row, run_fields, write_run
 from bench.spec import Budget, RunSpec
@@ -276,7 +278,7 @@ def test_mteb_tasks_get_a_table_of_their_own_named_by_mteb_without_intervals(tmp
     for method in ("full", "starbucks"):
         write_method(results, method, tasks=("stsb",), precisions=("fp32",), examples=True)
         write_mteb(results, method)
-    assert set(stats.cell_statistics(results)["task"]) == {"stsb"}
+    assert set(significance.cell_statistics(load_results(results, examples=True))["task"]) == {"stsb"}
     cells = tables.cell_stats(load_results(results))
     assert tables.task_order(cells) == ["stsb", MTEB_META.name]
     assert tables.task_name(MTEB_META.name, cells) == "PairsLocal"
@@ -371,7 +373,7 @@ def test_table_marks_are_benjamini_hochberg_over_the_tables_own_tests(fdr_report
     sizes x methods x tasks at one precision); the caption says how many; the leaderboard shows the same q-values
     and stars, and a cell off the table gets its q from the rest of the grid, not from the table's family."""
     results, out = fdr_report
-    raw = stats.cell_statistics(results).set_index(["method", "layer", "dim"])
+    raw = significance.cell_statistics(load_results(results, examples=True)).set_index(["method", "layer", "dim"])
     assert raw.loc[("starbucks", 2, 64), "p_value"] == pytest.approx(0.0263, abs=1e-4)  # the fixture's design
     table_cells = [(m, size) for m in ("starbucks", "mrl") for size in TARGETS]
     p = np.array([raw.loc[(m, *size), "p_value"] for m, size in table_cells])
@@ -412,7 +414,7 @@ def test_the_reference_backbone_gets_no_marks_and_no_bold_best(tmp_path):
     assert "best per size in bold" in real and "best per size in bold" not in tiny
     assert tables.md_escape(tables.REFERENCE_NOTE) in tiny and "differs from" not in tiny
     sizes = {b: [(1, 16)] for b in ("minilm", smoke().backbone)}
-    sig = _statistics(results, sizes).set_index(["backbone", "method"])
+    sig = _statistics(load_results(results, examples=True), sizes).set_index(["backbone", "method"])
     assert sig.loc[("minilm", "starbucks"), "significant"] and sig.loc[("minilm", "starbucks"), "test"] != ""
     tiny_sig = sig.loc[smoke().backbone]
     assert tiny_sig["q_value"].isna().all() and not tiny_sig["significant"].any() and (tiny_sig["test"] == "").all()
@@ -442,7 +444,8 @@ def _as_cell(cell: dict):
 
 
 def test_cells_with_two_seeds_show_the_seed_aware_interval(report_results_dir, report_files):
-    raw = stats.cell_statistics(report_results_dir).set_index(["method", "task", "layer", "dim", "precision"])
+    raw = significance.cell_statistics(load_results(report_results_dir, examples=True))
+    raw = raw.set_index(["method", "task", "layer", "dim", "precision"])
     assert (raw["seed_test"] == stats.TWO_LEVEL).any()  # full has 2 seeds: its marks come from the seed-aware test
     cells = {(c["method"], c["task"], c["layer"], c["dim"], c["precision"]): c
              for c in leaderboard_cells(report_files["index.html"].decode())}
@@ -499,6 +502,30 @@ def test_partial_results_give_a_report_of_what_exists(case, tmp_path):
 def test_missing_results_dir_is_a_bench_error(tmp_path):
     with pytest.raises(BenchError, match="does not exist"):
         build_report(tmp_path / "nope", tmp_path / "out")
+
+
+def test_the_report_reads_each_results_file_once_and_statistics_each_example_file_once(tmp_path, monkeypatch):
+    """build_report loads the results once and hands that frame to the tables, the statistics and the cards (the
+    statistics used to read every results file again); cell_statistics opens each per-example file once, however
+    many cells and seeds it holds. Counted by wrapping the two readers."""
+    results = tmp_path / "results"
+    for method in ("full", "starbucks"):
+        write_method(results, method, tasks=("stsb", "scifact"), seeds=(0, 1), precisions=("fp32",), examples=True)
+    run_reads, example_reads = Counter(), Counter()
+
+    def counting(reader, counter):
+        def read(path):
+            counter[Path(path).name] += 1
+            return reader(path)
+        return read
+    monkeypatch.setattr(bench.results, "read_run_file", counting(bench.results.read_run_file, run_reads))
+    monkeypatch.setattr(significance, "read_examples", counting(significance.read_examples, example_reads))
+    build_report(results, tmp_path / "out")
+    assert len(run_reads) == 8 and set(run_reads.values()) == {1}  # 2 methods x 2 tasks x 2 seeds
+    example_reads.clear()
+    stats_frame = significance.cell_statistics(load_results(results, examples=True), n_boot=20, n_perm=20)
+    assert (stats_frame["test"] != "").any()
+    assert len(example_reads) == 8 and set(example_reads.values()) == {1}
 
 
 def test_analysis_notebook_runs_headless_on_results(tmp_path):

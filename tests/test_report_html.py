@@ -7,12 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench import stats
-import numpy as np
-
-from bench.report import _statistics, build_report, interactive, tables
+from bench.report import _statistics, build_report, interactive, significance, tables
 from bench.report.cell_details import ALPHA, cell_details, p_shown
 from bench.report.html import js_fixed, page_number
 from bench.results import load_results
@@ -48,9 +46,9 @@ def _data(page: Path) -> dict:
 
 def _details(results_dir: Path, statistics: bool = False):
     """What build_report passes the page (with the report's statistics where asked)."""
-    frame = load_results(results_dir)
+    frame = load_results(results_dir, examples=True)
     cells = tables.cell_stats(frame)
-    sig = _statistics(results_dir, {b: tables.target_sizes(part) for b, part in tables.by_backbone(cells)})
+    sig = _statistics(frame, {b: tables.target_sizes(part) for b, part in tables.by_backbone(cells)})
     return cell_details(cells, sig if statistics else None, frame)
 
 
@@ -122,7 +120,8 @@ def test_a_column_per_task_with_its_metric_then_family_averages(results, page):
 
 def test_cells_show_the_interval_and_p_value_bench_stats_computes(results, page):
     """The page's numbers are cell_statistics' own, on the per-example files (not recomputed, not invented)."""
-    table = stats.cell_statistics(results, alpha=ALPHA).set_index(["method", "task", "layer", "dim", "precision"])
+    table = significance.cell_statistics(load_results(results, examples=True), alpha=ALPHA)
+    table = table.set_index(["method", "task", "layer", "dim", "precision"])
     cells = {(c["method"], c["task"], c["layer"], c["dim"], c["precision"]): c
              for c in leaderboard_cells(page.read_text())}
     tested = 0

@@ -9,7 +9,9 @@ import pytest
 from scipy import stats as sps
 
 from bench import BenchError
-from bench.results import make_row, run_fields, write_run
+from bench.report import significance
+from bench.report.notes import significance_marks, significance_note
+from bench.results import load_results, make_row, run_fields, write_run
 from bench.spec import EvalSpec, RunSpec
 from bench.stats import (
     PAIRED_BOOTSTRAP,
@@ -18,7 +20,6 @@ from bench.stats import (
     benjamini_hochberg,
     bootstrap_ci,
     bootstrap_distribution,
-    cell_statistics,
     mean_statistic,
     paired_bootstrap,
     paired_sign_flip,
@@ -26,13 +27,16 @@ from bench.stats import (
     percentile_ci,
     point_estimate,
     resample_counts,
-    significance_marks,
-    significance_note,
     spearman_statistic,
     two_level_distribution,
     two_level_test,
     weighted_ranks,
 )
+
+
+def cell_statistics(results_dir, **options):
+    """The folder's cell statistics, as `bench report` computes them: from the frame it loaded."""
+    return significance.cell_statistics(load_results(results_dir, examples=True), **options)
 
 
 def sts_like(n: int, seed: int, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

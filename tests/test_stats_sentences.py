@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench.results import make_row, run_fields, write_run
+from bench.report import significance
+from bench.report.notes import significance_note
+from bench.results import load_results, make_row, run_fields, write_run
 from bench.spec import RunSpec
 from bench.stats import (
     N_BOOT,
@@ -24,13 +26,16 @@ from bench.stats import (
     Resampling,
     bootstrap_ci,
     bootstrap_distribution,
-    cell_statistics,
     pair_resampling,
     paired_test,
-    significance_note,
     spearman_statistic,
     two_level_distribution,
 )
+
+
+def cell_statistics(results_dir, **options):
+    """The folder's cell statistics, as `bench report` computes them: from the frame it loaded."""
+    return significance.cell_statistics(load_results(results_dir, examples=True), **options)
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bootstrap_coverage", REPO / "benchmarks" / "bootstrap_coverage.py")
@@ -95,7 +100,7 @@ def test_every_test_and_interval_uses_10000_resamples():
     assert N_BOOT == 10_000
     assert paired_test(sim, sim + np.linspace(0, 1, 60), gold).resamples == 10_000
     assert len(bootstrap_distribution(sim, spearman_statistic(gold))) == 10_000
-    for tables_use in (cell_statistics, significance_note):  # what `bench report` computes and prints
+    for tables_use in (significance.cell_statistics, significance_note):  # what `bench report` computes and prints
         assert inspect.signature(tables_use).parameters["n_boot"].default == 10_000
 
 

@@ -1,5 +1,7 @@
 """`bench report`: paper-style tables, heatmaps, cost plots, an HTML leaderboard and an elasticity card per backbone,
-rebuilt from results alone.
+rebuilt from results alone. The results are read once (`build_report`); tables.py shapes them, significance.py adds
+every cell's intervals and tests, notes.py words them under the tables, and html.py, plots.py, interactive.py,
+cell_details.py and card.py draw the views.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
 """
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.report import card, html, interactive, plots, tables
+from bench.report import card, html, interactive, notes, plots, significance, tables
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
 
@@ -27,12 +29,12 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
 
     Partial results give a report of what exists; a missing results_dir raises BenchError (from load_results).
     """
-    frame = load_results(results_dir)
+    frame = load_results(results_dir, examples=True)  # read once: tables, tests and cards all take this frame
     cells = tables.cell_stats(frame)
     # intervals, and paired tests of each method against the reference method, on the stored per-example values;
     # q-values over the family each mark belongs to (its table, or the rest of its grid)
     sizes = {backbone: tables.target_sizes(part) for backbone, part in tables.by_backbone(cells)}
-    sig = _statistics(results_dir, sizes)
+    sig = _statistics(frame, sizes)
     out_dir = Path(out_dir)
     written, built, figures = [], [], []
     for backbone, part in tables.by_backbone(cells):
@@ -46,8 +48,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
             for precision in tables.precision_order(group):
                 table_sig = part_sig[part_sig["precision"] == precision] if native else part_sig.iloc[:0]
                 # mteb tables: no per-example values, so no marks; their caption (mteb_scores) says why
-                note = stats.significance_note(table_sig, alpha=ALPHA) if native else ""
-                marks = stats.significance_marks(table_sig, precision) if native else None
+                note = notes.significance_note(table_sig, alpha=ALPHA) if native else ""
+                marks = notes.significance_marks(table_sig, precision) if native else None
                 caption = tables.caption(provenance, precision, scores, bold_best=quality)
                 caption = f"{caption} {note if quality else tables.REFERENCE_NOTE}".strip()
                 table = tables.paper_table(group, precision, caption=caption, annotations=marks, bold_best=quality)
@@ -69,14 +71,14 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def _statistics(results_dir: Path, sizes: dict[str, list[tuple[int, int]]]) -> pd.DataFrame:
+def _statistics(frame: pd.DataFrame, sizes: dict[str, list[tuple[int, int]]]) -> pd.DataFrame:
     """Every cell's intervals and paired tests against the reference method (cells without one say why in
     `reason`), with Benjamini-Hochberg q-values over the report's families: per backbone and precision, the cells
     of its paper table (the table's sizes) form one family, the rest of the grid another, so each mark is
     corrected over exactly the tests its table shows and each cell has one q-value in every view.
     A reference backbone (tables.REFERENCE_BACKBONES) keeps its intervals but loses its tests: it is no quality
     comparison, so no view marks it."""
-    sig = stats.cell_statistics(results_dir, alpha=ALPHA)
+    sig = significance.cell_statistics(frame, alpha=ALPHA)
     reference = sig["backbone"].isin(tables.REFERENCE_BACKBONES)
     sig.loc[reference, ["p_value", "seed_p_value"]] = np.nan
     sig.loc[reference, ["test", "seed_test"]] = ""

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from bench import BenchError, stats
 from bench.catalog import METRIC_NAMES, is_native_family, method_order
-from bench.report import plots, tables
+from bench.report import plots, significance, tables
 from bench.report.cell_details import ALPHA, CI_LABEL, measured_encode_ms
 from bench.results import load_results
 
@@ -63,7 +63,8 @@ def default_method(frame: pd.DataFrame, backbone: str) -> str:
 
 def write_card(results_dir: Path, backbone: str, out_dir: Path, method: str = "pretrained",
                frame: pd.DataFrame | None = None) -> list[Path]:
-    """Write <out_dir>/<backbone>.md, .json and .png; return them. `frame`: the loaded results (else loaded)."""
+    """Write <out_dir>/<backbone>.md, .json and .png; return them. `frame`: the results as
+    `load_results(results_dir, examples=True)` loaded them (else loaded here)."""
     frame = _loaded(results_dir) if frame is None else frame
     card = build_card(frame, results_dir, backbone, method)
     stem = Path(out_dir) / plots.slugify(backbone)
@@ -76,7 +77,7 @@ def write_card(results_dir: Path, backbone: str, out_dir: Path, method: str = "p
 
 
 def _loaded(results_dir: Path) -> pd.DataFrame:
-    frame = load_results(results_dir)  # a missing folder is a BenchError there
+    frame = load_results(results_dir, examples=True)  # a missing folder is a BenchError there
     if frame.empty:
         raise BenchError(f"no results in {results_dir}; run `bench run` first or pass --results-dir")
     return frame
@@ -89,7 +90,7 @@ def build_card(frame: pd.DataFrame, results_dir: Path, backbone: str, method: st
                          f"{', '.join(backbones)}")
     part = frame[frame["backbone"] == backbone]
     cells = retention_cells(part, method)
-    cells = add_intervals(cells, stats.method_cell_values(results_dir, backbone, method))
+    cells = add_intervals(cells, significance.method_cell_values(frame, backbone, method))
     doc = card_json(cells, part, backbone, method)
     return Card(card_markdown(doc, cells), doc, retention_figure(cells, f"{backbone} ({method})"))
 
@@ -123,7 +124,7 @@ def retention_cells(part: pd.DataFrame, method: str) -> pd.DataFrame:
 
 def add_intervals(cells: pd.DataFrame, values: dict[tuple, tuple | str]) -> pd.DataFrame:
     """ci_low, ci_high of each cell's retention, or `interval_note` saying why there is none. `values`:
-    bench.stats.method_cell_values of the method (per-example values or a reason, per cell)."""
+    bench.report.significance.method_cell_values of the method (per-example values or a reason, per cell)."""
     full_layer, full_dim = cells.attrs["full"]
     full_boot: dict[str, tuple | str] = {}
     out = []
@@ -148,7 +149,7 @@ def _full_distribution(values: dict, task: str, layer: int, dim: int) -> tuple |
 
 
 def _distribution(values: np.ndarray, statistic, resampling: stats.Resampling) -> np.ndarray:
-    """The statistic's bootstrap distribution, the mean over seeds (as bench.stats.cell_statistics takes it)."""
+    """The statistic's bootstrap distribution, the mean over seeds (as significance.cell_statistics takes it)."""
     return np.mean([stats.bootstrap_distribution(v, statistic, N_BOOT, 0, resampling) for v in values], axis=0)
 
 

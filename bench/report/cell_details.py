@@ -1,6 +1,6 @@
 """What the interactive views show beside a cell's score: its bootstrap intervals and paired tests (from
-bench.stats.cell_statistics, with the q-values of the report's families: the same marks as the tables), the
-measured encode time of its layer, and the display strings built from them.
+bench.report.significance.cell_statistics, with the q-values of the report's families: the same marks as the
+tables), the measured encode time of its layer, and the display strings built from them.
 
 The display strings below are the reference for the leaderboard page: its JavaScript (templates/leaderboard.js)
 builds the same strings in the browser from the page's data, and tests/test_browser.py holds it to these.

@@ -21,6 +21,7 @@ import pandas as pd
 from bench import stats
 from bench.report import interactive
 from bench.report.cell_details import ALPHA, CI_LABEL, p_shown
+from bench.report.notes import test_description
 from bench.report.tables import (
     METRIC_NAMES,
     STS_AVG,
@@ -176,7 +177,7 @@ def significance_notes(details: pd.DataFrame) -> list[tuple[str, str]]:
     for backbone, part in details[details["test"] != ""].groupby("backbone", sort=True):
         references = ", ".join(sorted(set(part["reference"])))
         note = (f"p: two-sided paired test against {references} on the same examples "
-                f"({stats.test_description(part)}); q: {stats.BH} over the tests of one family (a paper table's "
+                f"({test_description(part)}); q: {stats.BH} over the tests of one family (a paper table's "
                 f"cells, or the rest of one precision's grid); * where q < {ALPHA:g}, as the tables mark it.")
         if (part["seed_test"] != "").any():
             note += (" The interval shown is the two-level one (seeds, then examples) where a cell has 2 or more "

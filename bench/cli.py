@@ -193,13 +193,20 @@ def cmd_run(args) -> int:
     if args.compare_with not in (None, "none") and not Path(args.compare_with).is_dir():
         raise BenchError(f"--compare-with {args.compare_with}: no such results folder; pass an existing folder or "
                          "none")
+    from bench.data import resolve_data_dir, use_data_dir
+
+    # task names that are BEIR folders of the data dir resolve there; the processes a run starts get it in their
+    # RunContext (not through the environment: nothing outlives the command)
+    with use_data_dir(resolve_data_dir(args.data_dir)) as data_dir:
+        return _run(args, data_dir)
+
+
+def _run(args, data_dir: Path) -> int:
+    from bench import phases
     from bench.backbone import cache_root
-    from bench.data import resolve_data_dir
     from bench.runner import run_all
     from methods import RunContext
 
-    # absolute once, for this process and every one it starts (task lookup also finds BEIR folders by name there)
-    os.environ["BENCH_DATA_DIR"] = str(resolve_data_dir(args.data_dir))
     specs = _specs(args)
     if args.dry_run:
         return _print_plan(specs, args)
@@ -208,7 +215,7 @@ def cmd_run(args) -> int:
 
         for dtype in sorted({spec.dtype for spec in specs}):
             check_dtype_supported(dtype, pick_device(args.device))
-    ctx = RunContext(resolve_data_dir(args.data_dir), args.results_dir, args.cache_dir or cache_root(), args.device,
+    ctx = RunContext(data_dir, args.results_dir, args.cache_dir or cache_root(), args.device,
                      trust_remote_code=args.trust_remote_code)
     if args.launcher == "in-process":
         phases.add("start-up", phases.process_seconds())  # imports, specs: everything before the first run

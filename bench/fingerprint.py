@@ -6,9 +6,15 @@ SMAE, the encoder, the evaluation or a task never lets an old artefact pass for 
 hash of the spec alone: `bench reproduce` finds its references by it, so a code change shows up there as DRIFT
 with the numbers, not as a missing reference.
 
-A module's fingerprint covers its own file and, transitively, the files of the project modules its globals come
-from within the given packages (methods/starbucks.py imports from methods/starbucks_srl.py, so editing the
-latter changes both). Files are hashed as bytes: a comment edit counts too, which errs on the side of rerunning.
+Three keys, each over the code that runs for it and nothing else (see the tuples below): TRAINING (a checkpoint:
+the method, the loop, the losses, training pooling, the training data; never the encoder, serving, storage,
+evaluation, tasks or the public-model table, so an evaluation-only edit retrains nothing), ENCODING (the encoder,
+serving, storage, and the served model's registry entry by content, so adding a model renames no result) and
+SCORING (evaluation, transforms, heads, precisions, the task's family). A result's code joins all three.
+
+A key covers its root modules' files and, transitively, the files of the project modules their globals come from
+within its reach (methods/starbucks.py imports from methods/starbucks_srl.py, so editing the latter changes both).
+Files are hashed as bytes: a comment edit counts too, which errs on the side of rerunning.
 """
 
 from __future__ import annotations
@@ -22,15 +28,53 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-# What every training goes through (the loop, the losses, pooling and the orchestration of jobs); SMAE and the
-# data loaders of training sets are reached from the methods that use them.
-TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data.pairs", "methods._jobs")
-# tokenization, the forward pass, pooling and head of every layer, the registry's prompts and extra steps, and how
-# encodings are chunked and which part is stored
-ENCODING_MODULES = ("bench.backbone", "bench.models", "bench.storage")
-# slicing, heads, quantization, and what each precision stores and compares
-SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads", "bench.precisions")
+# ---- what each key covers -----------------------------------------------------------------------------------
+# A key covers its ROOTS and every project module their globals come from (functions, classes and modules alike),
+# followed only into its REACH: the areas of the code that run for it. The reach is the boundary: a training key
+# never follows an import into the encoder, serving, storage, evaluation, tasks or the public-model table, however a
+# training module imports them. A name in a reach that does not exist (yet) matches nothing. tests/
+# test_fingerprint_keys.py pins the modules each key covers, so an import that widens a key fails there.
+
+# Training: what makes a checkpoint (methods/_jobs.training_key, methods/starbucks.pretrain_spec).
+TRAINING_ROOTS = (
+    "bench.train",  # the one loop every trained model goes through (devices, reductions and the loop from it)
+    "bench.losses",  # the base losses and terms every objective is built from (training pooling from it)
+    "bench.data.pairs",  # the training sets: methods/_jobs.py imports their loader inside functions, no global
+    "methods._jobs",  # a spec -> jobs -> checkpoint folders; loads the model that trains
+)
+TRAINING_REACH = (
+    "methods",  # the method's file and the method files it builds on (never a sibling it does not import)
+    "bench.train", "bench.loop", "bench.dist", "bench.losses",  # the loop, its collectives, the objectives
+    "bench.smae",  # starbucks' pre-training
+    "bench.data",  # the training sets and the sentence corpus, with the decontamination that filters them
+    "bench.pooling", "bench.hub", "bench.devices",  # training pooling, model loading, devices: where they are used
+)  # bench/backbone.py is out of reach: it holds the encoder (its training parts move to the three above)
+
+# A method that encodes to train (a head fitted on the frozen backbone's vectors: methods/_heads.fit_vectors) runs
+# the encoder to make its checkpoint, so its training key covers the encoding code too (a head refits in seconds).
+ENCODES_TO_TRAIN = ("methods._heads",)
+
+# Encoding: what makes an encoding (evaluate.texts_key) and the vectors of every result. The served model's public
+# entry joins by content (encoding_code(backbone)), never the whole table: adding a model changes no key.
+ENCODING_ROOTS = (
+    "bench.backbone",  # the encoder: tokenization, the forward pass, pooling and head of every layer, prompts and
+    # extra steps (after the split: bench.encoder, bench.serving and bench.pooling, each a root)
+    "bench.storage",  # how encodings are chunked and which part (layers, dims, dtype) is stored
+)
+ENCODING_REACH = ("bench.backbone", "bench.encoder", "bench.serving", "bench.pooling", "bench.hub", "bench.devices",
+                  "bench.storage")
+
+# Scoring: what turns encodings into a task's scores (task_code), beside the task's family file and its loaders.
+SCORING_ROOTS = (
+    "bench.evaluate",  # the grid, the cells to score and how a checkpoint's head is applied
+    "bench.transforms",  # truncation, normalization, quantizers
+    "bench.heads",  # the heads' forward passes
+    "bench.precisions",  # what each precision stores and compares
+)
+SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions")
 PROJECT_PACKAGES = ("bench", "methods")
+# Descriptive fields of a public model's entry: prose and provenance, which serve nothing
+ENTRY_PROSE = ("sources", "unverified", "description", "notes", "license")
 
 
 def _module(name_or_module) -> ModuleType:
@@ -77,25 +121,53 @@ def source_hash(module_names) -> str:
     return h.hexdigest()[:12]
 
 
+def training_modules(method_class: type, trains: bool) -> list[str]:
+    """The project modules a method's checkpoints come from: its file and the method files it builds on, plus, when
+    it trains, the training roots; all followed within TRAINING_REACH (and the encoding's, for a head)."""
+    modules = module_closure([method_class.__module__, *(TRAINING_ROOTS if trains else ())], TRAINING_REACH)
+    if set(ENCODES_TO_TRAIN) & set(modules):
+        modules = sorted({*modules, *encoding_modules()})
+    return modules
+
+
 def method_code(method_class: type, trains: bool) -> str:
-    """What makes a method's checkpoints: its file and the method files it builds on, plus, when it trains, the
-    training loop, the losses, the encoder and whatever project module those files use within bench.data,
-    bench.smae and methods."""
-    within = ("methods", "bench.smae", "bench.data", "bench.losses")
-    roots = [method_class.__module__, *(TRAINING_MODULES if trains else ())]
-    return source_hash(module_closure(roots, within))
+    return source_hash(training_modules(method_class, trains))
 
 
-def encoding_code() -> str:
-    return source_hash(ENCODING_MODULES)
+def encoding_modules() -> list[str]:
+    return module_closure(ENCODING_ROOTS, ENCODING_REACH)
+
+
+def encoding_code(backbone: str | None = None) -> str:
+    """The encoding code's fingerprint; with a backbone, joined with its public entry's content (none: a folder or
+    a hub id the table does not know)."""
+    code = source_hash(encoding_modules())
+    entry = _entry_content(backbone) if backbone else ""
+    return hashlib.sha256(f"{code}|{entry}".encode()).hexdigest()[:12] if entry else code
+
+
+def _entry_content(backbone: str) -> str:
+    """What a public model's entry says about serving it (hub id, revision, shape, pooling, modules, prompts, extra
+    steps, trained cells), its prose left out."""
+    from dataclasses import asdict
+
+    from bench.models import public_model
+
+    entry = public_model(backbone)
+    if entry is None:
+        return ""
+    return repr(sorted((k, v) for k, v in asdict(entry).items() if k not in ENTRY_PROSE))
+
+
+def scoring_modules(task) -> list[str]:
+    """A task's family file, the data loaders it reads, and the scoring roots, followed within SCORING_REACH."""
+    return module_closure([type(task).__module__, *SCORING_ROOTS], SCORING_REACH)
 
 
 def task_code(task) -> str:
-    """What scores a task: its family's file, the data loaders it reads, and the evaluation and transforms; plus,
-    for a task scored by code outside the project (mteb tasks), the `external_code` it names (mteb's version, the
-    bytes of a user's task file)."""
-    code = source_hash(module_closure([type(task).__module__, *SCORING_MODULES], ("bench.tasks", "bench.data",
-                                                                                 *SCORING_MODULES[1:])))
+    """What scores a task (scoring_modules); plus, for a task scored by code outside the project (mteb tasks), the
+    `external_code` it names (mteb's version, the bytes of a user's task file)."""
+    code = source_hash(scoring_modules(task))
     external = getattr(task, "external_code", "")
     return hashlib.sha256(f"{code}|{external}".encode()).hexdigest()[:12] if external else code
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import BenchError, phases, runstate
 from bench.backbone import Encoder, backbone_shape, check_dtype_supported, pick_device, resolve_eval
+from bench.data import use_data_dir
 from bench.data.fetch import ensure_data
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
@@ -74,7 +75,7 @@ def run_code(spec: RunSpec) -> str:
     """The fingerprint of everything that makes this spec's rows: the method (and its training), the encoder,
     the task and the evaluation."""
     method = METHODS.get(spec.method)
-    return stable_hash([method_code(method, getattr(method, "trains", True)), encoding_code(),
+    return stable_hash([method_code(method, getattr(method, "trains", True)), encoding_code(spec.backbone),
                         task_code(TASKS.get(spec.task))])
 
 
@@ -173,11 +174,12 @@ def run_all(specs: list[RunSpec], ctx: RunContext) -> list[Path]:
         raise BenchError("nothing to run: no methods x tasks x seeds")
     written = []
     try:
-        for i, spec in enumerate(specs, 1):
-            log.info("[%d/%d] %s on %s (run %s)", i, len(specs), spec.method, spec.task, spec.run_id)
-            path = run_spec(spec, ctx)
-            if path is not None:
-                written.append(path)
+        with use_data_dir(ctx.data_dir):  # tasks found by folder name, users' task files: this process only
+            for i, spec in enumerate(specs, 1):
+                log.info("[%d/%d] %s on %s (run %s)", i, len(specs), spec.method, spec.task, spec.run_id)
+                path = run_spec(spec, ctx)
+                if path is not None:
+                    written.append(path)
     finally:
         _kept_encoders.clear()  # kept between the runs of one call, never from one call to the next
     return written

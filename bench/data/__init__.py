@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -13,12 +14,29 @@ from bench import BenchError
 DEFAULT_DATA_DIR = Path("data")  # relative to the working directory; `bench data fetch` fills it
 
 
+_running_with: list[Path] = []  # the data dir of the run in progress (use_data_dir), innermost last
+
+
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """--data-dir, else $BENCH_DATA_DIR, else ./data; made absolute, so that a relative path means the same
-    folder in every process (a test's subprocess, a torchrun worker, a Slurm job) whatever its working dir."""
+    """--data-dir, else the running command's (use_data_dir), else $BENCH_DATA_DIR, else ./data; made absolute, so
+    that a relative path means the same folder in every process whatever its working dir."""
     if data_dir is None:
-        data_dir = os.environ.get("BENCH_DATA_DIR") or DEFAULT_DATA_DIR
+        data_dir = (_running_with[-1] if _running_with else None) or os.environ.get("BENCH_DATA_DIR") \
+            or DEFAULT_DATA_DIR
     return Path(data_dir).expanduser().resolve()
+
+
+@contextmanager
+def use_data_dir(data_dir: Path) -> Iterator[Path]:
+    """Within the block, code that finds data without being handed a folder (a task name that is a BEIR folder of
+    the data dir, a user's mteb task file calling resolve_data_dir()) reads `data_dir`. A run sets it for its own
+    process only (bench/runner.run_all: every launched process gets it from the RunContext), never in the
+    environment, so nothing outlives the run."""
+    _running_with.append(resolve_data_dir(data_dir))
+    try:
+        yield _running_with[-1]
+    finally:
+        _running_with.pop()
 
 
 def require(path: Path, dataset: str) -> Path:

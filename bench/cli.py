@@ -233,7 +233,7 @@ def _run(args, data_dir: Path) -> int:
 
 def _compare_and_report(specs: list, args) -> None:
     """The end of a run: how its cells compare with the committed results, and its report if asked for."""
-    from bench.reproduce import compare_with_committed, format_comparison
+    from bench.drift import compare_with_committed, format_comparison
 
     committed = Path(args.compare_with or COMMITTED_RESULTS)
     if args.compare_with != "none" and committed.is_dir() and committed.resolve() != args.results_dir.resolve():
@@ -338,7 +338,8 @@ def cmd_data(args) -> int:
 
 def cmd_reproduce(args) -> int:
     from bench.data import resolve_data_dir
-    from bench.reproduce import format_report, format_written, reference_specs, reproduce, write_reference
+    from bench.drift import format_report
+    from bench.reproduce import format_written, reference_specs, reproduce, write_reference
 
     if args.overwrite and not args.write_reference:
         raise BenchError("--overwrite replaces reference files, so it needs --write-reference; to compare with the "

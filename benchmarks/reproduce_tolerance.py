@@ -9,7 +9,7 @@ experiment, and every row is compared with the base run (2 threads, the suite's 
   texts next to each other).
 Training batches, data order and seeds are the spec's and stay as they are. Each variant runs in its own process.
 Prints, per metric and precision (training rows together, relative to the row), the largest change, where it was,
-the tolerance now in bench/reproduce.py, and the tolerance the measurement suggests (MARGIN x the largest change,
+the tolerance now in bench/drift.py, and the tolerance the measurement suggests (MARGIN x the largest change,
 one significant digit up; a quantized row never below its fp32 row; a row that never moved gets its fp32
 tolerance); then, for the base run, how far apart every pair of training methods is in units of tolerance.
 
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.reproduce import EXACT_METRICS, MARGIN, is_quality, method_pairs, reference_specs, rerun, tolerance
+from bench.drift import EXACT_METRICS, MARGIN, is_quality, method_pairs, tolerance
+from bench.reproduce import reference_specs, rerun
 from bench.results import load_results
 
 BASE = "threads-2"

@@ -17,7 +17,8 @@ import bench.reproduce
 import methods.starbucks_srl
 import methods.twodmse
 from bench.cli import main
-from bench.reproduce import SMOKE_TRAINING_METHODS, Tolerance, compare, method_pairs, reference_specs, rerun, tolerance
+from bench.drift import Tolerance, compare, method_pairs, tolerance
+from bench.reproduce import SMOKE_TRAINING_METHODS, reference_specs, rerun
 from bench.results import examples_path, load_results, read_run_file
 from bench.runner import make_specs, run_code
 from bench.suites import smoke
@@ -44,7 +45,7 @@ def test_tolerances_skip_timings_and_compare_sizes_exactly():
 
 def test_training_telemetry_is_compared_like_its_kind():
     """A step's learning rate is a formula of the step: compared to rounding; gradient norms drift like losses."""
-    from bench.reproduce import TRAINING_TOLERANCE
+    from bench.drift import TRAINING_TOLERANCE
 
     for lr in ("lr", "smae_lr"):
         assert tolerance(lr, "fp32").allows(1e-4, 1e-4 * (1 + 1e-10))

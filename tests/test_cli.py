@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.cli import main
@@ -43,6 +45,35 @@ def test_bad_input_is_one_clear_line(extra, message, tmp_path, data_dir, capsys)
     assert main(args) == 2
     assert message in _error_line(capsys)
     assert not list(tmp_path.glob("*.csv.gz"))
+
+
+def test_run_leaves_the_environment_as_it_found_it(tmp_path, data_dir, monkeypatch):
+    """The data dir reaches whoever reads it (a task that is a BEIR folder there, the processes a run starts)
+    without $BENCH_DATA_DIR: set by a run, it outlived the command and steered later commands of the process."""
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        monkeypatch.setenv(name, os.environ.get(name, value))  # main's library settings (setdefault), on purpose
+    assert main(SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path / "first")]) == 0
+    assert "BENCH_DATA_DIR" not in os.environ
+    before = dict(os.environ)  # after the libraries' first import, which sets their own (torch's, OpenMP's)
+    assert main(SMOKE + ["--data-dir", str(data_dir), "--results-dir", str(tmp_path / "second")]) == 0
+    assert dict(os.environ) == before
+
+
+def test_a_beir_folder_of_the_data_dir_is_a_task_of_that_run_only(tmp_path, monkeypatch, capsys):
+    from bench.data import use_data_dir
+    from bench.tasks import TASKS
+
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    (tmp_path / "data" / "my-set" / "qrels").mkdir(parents=True)
+    args = ["run", "--suite", "smoke", "--methods", "pretrained", "--tasks", "my-set", "--dry-run",
+            "--results-dir", str(tmp_path / "results")]
+    assert main([*args, "--data-dir", str(tmp_path / "data")]) == 0
+    assert "my-set" in capsys.readouterr().out
+    with use_data_dir(tmp_path / "data"):
+        assert TASKS.get("my-set").name == "my-set"
+    assert main(args) == 2  # the next command, without --data-dir, does not find it
+    assert "unknown task 'my-set'" in _error_line(capsys)
 
 
 def test_missing_data_names_the_file_and_the_fix(tmp_path, capsys):

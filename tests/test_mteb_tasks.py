@@ -35,8 +35,8 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(autouse=True)
 def _local_data(data_dir, monkeypatch):
-    """The example tasks read $BENCH_DATA_DIR when they load (as `bench run --data-dir` sets it); pinned here, since
-    a CLI test elsewhere in the session may leave it pointing at its own tmp dir."""
+    """The example tasks read resolve_data_dir() when they load (a run's --data-dir, else $BENCH_DATA_DIR): pinned
+    here to the real data, for the tests that load them outside a run."""
     monkeypatch.setenv("BENCH_DATA_DIR", str(data_dir))
 
 

@@ -123,7 +123,7 @@ def test_status_shows_finished_running_failed_and_missing_runs(data_dir, tmp_pat
     """failed: a run whose data is missing (the sidecar keeps its error line), and a process gone without a word
     (the last line of its log); running: a run being recorded by a live process; missing: an older code's file does
     not count."""
-    monkeypatch.setenv("BENCH_DATA_DIR", str(data_dir))  # cmd_run sets it for the processes it starts
+    monkeypatch.setenv("BENCH_DATA_DIR", str(data_dir))  # the commands below without --data-dir read it
     results = tmp_path / "r"
     common = ["--results-dir", str(results), "--cache-dir", str(tmp_path / "c")]
     assert main(["run", *STSB, "--methods", "pretrained", "--data-dir", str(tmp_path / "empty"), *common]) == 2

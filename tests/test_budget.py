@@ -164,3 +164,13 @@ def test_the_report_writes_the_budget_tables_and_frontier_and_shows_them_first(r
     assert 'src="figures/minilm/frontier.png"' in page
     markdown = (tmp_path / "tables/minilm/budget-bytes.md").read_text()
     assert "| ≤ 2 B | STS-B |" in markdown and "Distinguishable" in markdown
+
+
+def test_a_winner_alone_in_its_budget_keeps_its_interval_and_gets_no_test(loaded):
+    frame, cells = loaded
+    one_byte = cells["bytes_per_vector"] == 1  # binary at 8 dims, of every method and layer: keep one cell
+    alone = cells[~one_byte | ((cells["method"] == "starbucks") & (cells["layer"] == 3))]
+    picked = budget.with_statistics(frame, budget.winners(alone, "bytes"), "bytes").query("budget == 1")
+    assert len(picked) == 2 and picked["runner_method"].isna().all()
+    assert picked["ci_low"].notna().all() and (picked["test"] == "").all() and not picked["distinguishable"].any()
+    assert set(picked["reason"]) == {"only this cell fits the budget"}

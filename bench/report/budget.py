@@ -109,7 +109,9 @@ def with_statistics(frame: pd.DataFrame, picked: pd.DataFrame, kind: str, alpha:
     that wins several budgets is one test). `distinguishable`: q < alpha. Reference backbones keep intervals, not
     tests (as in the tables: bench.report._statistics)."""
     paired = picked["runner_method"].notna()
-    keys = [(_key(r, ""), _key(r, "runner_")) for r in picked[paired].itertuples(index=False)]
+    # a winner alone in its budget is paired with itself: its interval, and no test (identical values)
+    keys = [(_key(r, ""), _key(r, "runner_" if has_runner else "")) for r, has_runner in
+            zip(picked.itertuples(index=False), paired)]
     unique = sorted(set(keys))
     pair_stats = significance.pair_statistics(frame, unique, alpha=alpha).assign(
         backbone=[first[0] for first, _ in unique], task=[first[1] for first, _ in unique])
@@ -120,8 +122,7 @@ def with_statistics(frame: pd.DataFrame, picked: pd.DataFrame, kind: str, alpha:
     pair_stats = stats.benjamini_hochberg(pair_stats, pair_stats["backbone"] + " " + kind, alpha)
     pair_stats = pair_stats.drop(columns=["backbone", "task"]).rename(columns={"family": "test_family"})
     found = dict(zip(unique, pair_stats.to_dict("records")))
-    filled = pd.DataFrame([found[key] for key in keys], columns=pair_stats.columns, index=picked.index[paired])
-    out = picked.join(filled.reindex(picked.index))
+    out = picked.join(pd.DataFrame([found[key] for key in keys], columns=pair_stats.columns, index=picked.index))
     out.loc[~paired, "reason"] = "only this cell fits the budget"
     out["test"] = out["test"].fillna("")
     out["distinguishable"] = out["significant"].fillna(False).astype(bool)

@@ -41,9 +41,10 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     written, built, figures, budgets = [], [], [], []
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
-        provenance = tables.provenance(frame[frame["backbone"] == backbone])
-        files, budget_tables, frontier = _budget_views(frame[frame["backbone"] == backbone], part, provenance,
-                                                       out_dir / "tables" / slug, out_dir / "figures" / slug)
+        rows = frame[frame["backbone"] == backbone]
+        provenance = tables.provenance(rows)
+        files, budget_tables, frontier = _budget_views(rows, part, provenance, out_dir / "tables" / slug,
+                                                       out_dir / "figures" / slug)
         written += files
         budgets.append((backbone, budget_tables, frontier.relative_to(out_dir).as_posix() if frontier else None))
         part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])  # no tests on a reference backbone

@@ -199,23 +199,24 @@ def _verdict(r) -> str:
 
 
 def _caption(picked: pd.DataFrame, kind: str, provenance: dict[str, list[str]], alpha: float) -> str:
-    pairs = picked.drop_duplicates(["task", *CELL, *(f"runner_{c}" for c in CELL)])
-    tested = pairs[pairs["test"] != ""]
-    n_tests = len(tested)
-    tests = test_description(tested) if n_tests else ""
-    untested = untested_reasons(pairs.assign(reason=pairs["reason"].fillna("")))
-    what = KINDS[kind][1]
-    return (f"The best choice per budget of {what}: per task, the (method, layer, dim, precision) cell with the best "
-            "main score (mean over seeds; Spearman x100 on STS, nDCG@10 on retrieval, mteb's main score on mteb "
-            "tasks) among the cells within the budget (ties: fewer bytes, then lower cost), with its "
+    return (f"The best choice per budget of {KINDS[kind][1]}: per task, the (method, layer, dim, precision) cell with "
+            "the best main score (mean over seeds; Spearman x100 on STS, nDCG@10 on retrieval, mteb's main score on "
+            "mteb tasks) among the cells within the budget (ties: fewer bytes, then lower cost), with its "
             f"{CI_LABEL} (percentile bootstrap over seeds, then examples, where it has 2 or more seeds; else over "
             "the examples), and the runner-up: the best other cell within the same budget. Δ: winner minus "
-            "runner-up; q: two-sided paired test on the same examples, "
-            f"{stats.BH} over the {n_tests} distinct (winner, runner-up) pairs of this table"
-            + (f" ({tests})" if tests else "") +
-            f"; distinguishable: q < {alpha:g}" + (f"; no test (-) for {untested}" if untested else "") +
-            f". Backbone: {', '.join(provenance['backbone']) or '-'}. "
+            f"runner-up; {_tests_text(picked, alpha)}. Backbone: {', '.join(provenance['backbone']) or '-'}. "
             f"Seeds: {', '.join(provenance['seeds']) or '-'}. Code: {', '.join(provenance['git_sha']) or '-'}.")
+
+
+def _tests_text(picked: pd.DataFrame, alpha: float) -> str:
+    """Which test gave q, over how many pairs (each distinct pair once), and why the others have none."""
+    pairs = picked.drop_duplicates(["task", *CELL, *(f"runner_{c}" for c in CELL)])
+    tested = pairs[pairs["test"] != ""]
+    text = (f"q: two-sided paired test on the same examples, {stats.BH} over the {len(tested)} distinct (winner, "
+            f"runner-up) pairs of this table ({test_description(tested)}); distinguishable: q < {alpha:g}"
+            if len(tested) else "no pair is tested")
+    untested = untested_reasons(pairs.assign(reason=pairs["reason"].fillna("")))
+    return text + (f"; no test (-) for {untested}" if untested else "")
 
 
 def to_markdown(table: BudgetTable) -> str:

@@ -6,8 +6,8 @@ whether the runner-up (the best other cell within the same budget) is distinguis
 each precision across bytes (the upper envelope over every method, layer and dim at that precision).
 
 Winners are picked from `tables.cell_stats` output; the statistics of the winner and runner-up only are computed,
-by bench/report/significance.pair_statistics (the intervals and paired tests of every other view). Pure: no torch,
-no file I/O; same results, same bytes.
+by bench/report/significance.pair_statistics (the intervals and paired tests of every other view; it opens only
+those cells' per-example files). No torch; same results, same bytes.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def byte_budgets(cells: pd.DataFrame) -> list[int]:
 
     Why powers of two and not the grid's distinct `bytes_per_vector`: MiniLM's grid has 25 distinct values
     (binary+rescore-int8 alone adds 18, 36, 66, ...) that nobody budgets in, while budgets are set in powers of two
-    (the 32, 64 and 128 bytes issue 24 asks about), evenly spaced on the frontier figure's log2 axis; the winner at
+    (32, 64, 128 bytes), evenly spaced on the frontier figure's log2 axis; the winner at
     any value in between is the frontier's point below it."""
     sizes = cells["bytes_per_vector"][cells["bytes_per_vector"] > 0]
     if sizes.empty:

@@ -1,6 +1,7 @@
 """`bench report`: paper-style tables, heatmaps, cost plots, an HTML leaderboard and an elasticity card per backbone,
 rebuilt from results alone. The results are read once (`build_report`); tables.py shapes them, significance.py adds
-every cell's intervals and tests, notes.py words them under the tables, and html.py, plots.py, interactive.py,
+every cell's intervals and tests, notes.py words them under the tables, budget.py picks the best choice per budget
+(bytes per vector, encode cost) and draws each precision's frontier, and html.py, plots.py, interactive.py,
 cell_details.py and card.py draw the views.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
@@ -14,14 +15,15 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.report import card, html, interactive, notes, plots, significance, tables
+from bench.report import budget, card, html, interactive, notes, plots, significance, tables
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
 
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
-    """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type),
-    figures/<backbone>/, index.html and the plotly.min.js its interactive figures load (beside it: the page works
+    """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type,
+    budget-bytes and budget-cost: the best choice per budget), figures/<backbone>/ (frontier.png: each precision's
+    best score per bytes), index.html and the plotly.min.js its interactive figures load (beside it: the page works
     offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has one) under
     out_dir from what results_dir holds; return the files written.
     Methods are compared on one backbone at a time: a smoke run on a tiny model never shares a table or a colour
@@ -36,10 +38,15 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     sizes = {backbone: tables.target_sizes(part) for backbone, part in tables.by_backbone(cells)}
     sig = _statistics(frame, sizes)
     out_dir = Path(out_dir)
-    written, built, figures = [], [], []
+    written, built, figures, budgets = [], [], [], []
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
-        provenance = tables.provenance(frame[frame["backbone"] == backbone])
+        rows = frame[frame["backbone"] == backbone]
+        provenance = tables.provenance(rows)
+        files, budget_tables, frontier = _budget_views(rows, part, provenance, out_dir / "tables" / slug,
+                                                       out_dir / "figures" / slug)
+        written += files
+        budgets.append((backbone, budget_tables, frontier.relative_to(out_dir).as_posix() if frontier else None))
         part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])  # no tests on a reference backbone
         quality = backbone not in tables.REFERENCE_BACKBONES
         for name, family, group in tables.table_groups(part):  # the paper table, then one per mteb task type
@@ -64,11 +71,24 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         written += card.write_card(results_dir, backbone, out_dir / "cards", card.default_method(frame, backbone),
                                    frame=frame)
     details = cell_details(cells, sig, frame)
-    page = html.render_leaderboard(details, tables.provenance(frame), built, figures)
+    page = html.render_leaderboard(details, tables.provenance(frame), built, figures, budgets)
     written.append(_write(out_dir / "index.html", page.encode()))
     if not cells.empty:  # the interactive figures' library, loaded by a relative <script src>
         written.append(_write(out_dir / interactive.PLOTLY_JS.name, interactive.PLOTLY_JS.read_bytes()))
     return written
+
+
+def _budget_views(frame: pd.DataFrame, cells: pd.DataFrame, provenance: dict[str, list[str]], table_dir: Path,
+                  figure_dir: Path) -> tuple[list[Path], list[budget.BudgetTable], Path | None]:
+    """One backbone's budget tables (Markdown, LaTeX) and frontier figure: (files written, tables, figure or None)."""
+    written, built = [], []
+    for stem, table in budget.budget_views(frame, cells, provenance):
+        written += [_write(table_dir / f"{stem}.md", budget.to_markdown(table).encode()),
+                    _write(table_dir / f"{stem}.tex", budget.to_latex(table).encode())]
+        built.append(table)
+    fig = budget.frontier_figure(cells)
+    figure = _write(figure_dir / "frontier.png", plots.png_bytes(fig)) if fig is not None else None
+    return written + ([figure] if figure is not None else []), built, figure
 
 
 def _statistics(frame: pd.DataFrame, sizes: dict[str, list[tuple[int, int]]]) -> pd.DataFrame:

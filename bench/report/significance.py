@@ -2,7 +2,8 @@
 layer, dim, precision) cell read from its runs' `*.examples.npz` files (each opened once), bootstrap intervals,
 paired tests against the backbone's reference method and Benjamini-Hochberg q-values (computed by bench/stats.py),
 and for a cell without a test the reason why. `cell_statistics` gives the frame tables and the leaderboard mark
-from, `method_cell_values` one method's values for the elasticity card.
+from, `method_cell_values` one method's values for the elasticity card, `pair_statistics` the same interval and
+test for chosen pairs of cells (the budget table's winner and runner-up).
 
 Reads no results file: it takes the frame `bench.results.load_results(results_dir, examples=True)` returned (each
 row then names its run's per-example file). Never imports torch.
@@ -235,9 +236,7 @@ def cell_statistics(frame: pd.DataFrame, reference: str | None = None, sizes=Non
         cell = cells[key]
         score, per_seed = boot[key]
         row.update(n_examples=cell.values.shape[-1], score=score, resampled=cell.resampling.label())
-        row["ci_low"], row["ci_high"] = percentile_ci(per_seed.mean(axis=0), alpha)
-        if len(per_seed) > 1:
-            row["seed_ci_low"], row["seed_ci_high"] = percentile_ci(two_level_distribution(per_seed, seed, 1), alpha)
+        row.update(_intervals(per_seed, alpha, seed))
         row["reason"] = _why_untested(label, ref, reference, key, groups, cells, broken)
         if not row["reason"] and label != ref:
             row.update(_paired(cell, cells[(backbone, task, ref, layer, dim, precision)], boot[key],
@@ -245,6 +244,77 @@ def cell_statistics(frame: pd.DataFrame, reference: str | None = None, sizes=Non
         out.append(row)
     frame = pd.DataFrame(out).assign(family="", n_tests=0, q_value=np.nan, significant=False)
     return benjamini_hochberg(frame[STATS_COLUMNS], alpha=alpha)
+
+
+CellKey = tuple[str, str, str, int, int, str]  # (backbone, task, method label, layer, dim, precision)
+PAIR_COLUMNS = ["score", "ci_low", "ci_high", "seed_ci_low", "seed_ci_high", "n_seeds", "other_score", "delta",
+                "p_value", "test", "seed_p_value", "seed_test", "resampled", "reason"]
+
+
+def pair_statistics(frame: pd.DataFrame, pairs: list[tuple[CellKey, CellKey]], alpha: float = 0.05,
+                    n_boot: int = N_BOOT, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """Per (first, second) pair of cells of one backbone and task, in the order given: the first cell's score and
+    intervals exactly as `cell_statistics` gives them (the same resamples), the second's score, and the paired
+    test of first minus second that the tables run against the reference (`_paired`: PAIRED_BOOTSTRAP for STS,
+    SIGN_FLIP for retrieval, and TWO_LEVEL beside it where either cell has 2 or more seeds), or in `reason` why
+    there is none. Only the cells named are read and resampled, so a few pairs cost a few cells, not the grid.
+    `frame`: as `cell_statistics` takes it."""
+    rows = _main_rows(frame)
+    key_cols = ["backbone", "task", "label", "layer", "dim", "precision"]
+    wanted = sorted({key for pair in pairs for key in pair})
+    if not rows.empty:
+        rows = rows[pd.MultiIndex.from_frame(rows[key_cols]).isin(wanted)]
+    groups = dict(list(rows.groupby(key_cols, sort=True))) if not rows.empty else {}
+    files = _ExampleFiles()
+    cells, broken = {}, {}
+    for key, group in groups.items():
+        try:
+            cells[key] = _cell_values(group, files)
+        except _Untestable as exc:
+            broken[key] = str(exc)
+    boot = _task_distributions(cells, n_boot, seed)
+    out = [_pair_row(first, second, groups, cells, broken, boot, alpha, n_perm, seed) for first, second in pairs]
+    return pd.DataFrame(out, columns=PAIR_COLUMNS)
+
+
+def _pair_row(first: CellKey, second: CellKey, groups, cells, broken, boot, alpha, n_perm, seed) -> dict:
+    row = dict(score=np.nan, ci_low=np.nan, ci_high=np.nan, seed_ci_low=np.nan, seed_ci_high=np.nan, n_seeds=0,
+               other_score=np.nan, delta=np.nan, p_value=np.nan, test="", seed_p_value=np.nan, seed_test="",
+               resampled="", reason="")
+    if first in cells:
+        score, per_seed = boot[first]
+        row.update(score=score, n_seeds=len(per_seed), resampled=cells[first].resampling.label(),
+                   **_intervals(per_seed, alpha, seed))
+    if second in cells:
+        row["other_score"] = boot[second][0]
+    missing = [key for key in (first, second) if key not in cells]
+    if missing:
+        key = missing[0]
+        row["reason"] = broken.get(key, f"{key[2]} stores no per-example values for {key[1]} (a mean over tasks, or "
+                                        "a task that stores none, as mteb's)")
+        return row
+    label, other = first[2], second[2]
+    if set(groups[first]["eval"]) != set(groups[second]["eval"]):  # as _why_untested: only same-settings runs pair
+        row["reason"] = f"{label} and {other} were evaluated on {first[1]} with other settings (eval)"
+        return row
+    reason = _unpaired_examples(label, other, first[1], cells[first], cells[second])
+    a, b = cells[first].values, cells[second].values
+    if not reason and a.shape == b.shape and np.array_equal(a, b):
+        reason = "identical per-example values on every seed: nothing to test"
+    if reason:
+        row["reason"] = reason
+        return row
+    row.update(_paired(cells[first], cells[second], boot[first], boot[second], other, n_perm, seed))
+    return row
+
+
+def _intervals(per_seed: np.ndarray, alpha: float, seed: int) -> dict:
+    """A cell's percentile CI over examples (seeds held fixed) and, with 2 or more seeds, the two-level one."""
+    low, high = percentile_ci(per_seed.mean(axis=0), alpha)
+    out = dict(ci_low=low, ci_high=high)
+    if len(per_seed) > 1:
+        out["seed_ci_low"], out["seed_ci_high"] = percentile_ci(two_level_distribution(per_seed, seed, 1), alpha)
+    return out
 
 
 def _paired(cell: _Cell, ref_cell: _Cell, boot: tuple, ref_boot: tuple, ref: str, n_perm: int, seed: int) -> dict:
@@ -283,21 +353,22 @@ def _why_untested(label, ref, reference, key, groups, cells, broken) -> str:
         # runs evaluated with the same settings score the same examples in the same order: only those are paired
         # (a results directory may hold several suites, e.g. a smoke run beside a full one)
         return f"the reference {ref} was evaluated on {task} with other settings (eval)"
-    return _unpaired_examples(label, ref, task, cells[key], cells[ref_key])
+    return _unpaired_examples(label, f"the reference {ref}", task, cells[key], cells[ref_key])
 
 
 def _unpaired_examples(label: str, ref: str, task: str, cell: _Cell, ref_cell: _Cell) -> str:
     """"" where both cells scored the same examples in the same order: the same number, the same gold (STS), the
-    same stored identities (sentences of each pair, query ids); else why not."""
+    same stored identities (sentences of each pair, query ids); else why not. `ref`: how the messages name the
+    other side ("the reference separate")."""
     n, ref_n = cell.values.shape[-1], ref_cell.values.shape[-1]
     same = n == ref_n and (cell.gold is None or np.array_equal(cell.gold, ref_cell.gold))
     if same and bool(cell.ids) != bool(ref_cell.ids):
         what = "sentence" if cell.gold is not None else "query"
-        return (f"one of {label} and the reference {ref} stores no {what} identities (a run from before they were "
+        return (f"one of {label} and {ref} stores no {what} identities (a run from before they were "
                 "stored); rerun it")
     same = same and all(np.array_equal(a, b) for a, b in zip(cell.ids, ref_cell.ids))
     if not same:
-        return (f"{label} and the reference {ref} scored different examples of {task} ({n} vs {ref_n}); rerun both "
+        return (f"{label} and {ref} scored different examples of {task} ({n} vs {ref_n}); rerun both "
                 "with the same data and evaluation settings")
     return ""
 

@@ -18,8 +18,10 @@ from bench.data.beir import RetrievalSet
 from bench.precisions import KNOWN, precision, supported
 from bench.spec import PRECISIONS, EvalSpec
 from bench.tasks import TASKS
-from bench.tasks.retrieval import TIE_ORDER_SEED, make_searcher, per_query_metrics
-from bench.transforms import bytes_per_vector, dequantize_int8, int8_ranges, quantize_int8, truncate
+from bench.search import TIE_ORDER_SEED
+from bench.tasks.retrieval import make_searcher, per_query_metrics
+from bench.precisions import bytes_per_vector
+from bench.transforms import dequantize_int8, int8_ranges, quantize_int8, truncate
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -35,11 +37,11 @@ def brute_force(scores: np.ndarray, k: int) -> np.ndarray:
 # --- the records -------------------------------------------------------------------------------------------------
 
 def test_unknown_precision_is_one_line_naming_the_known_ones():
-    for call in (lambda: precision("int4"), lambda: EvalSpec(precisions=("fp32", "int4")),
-                 lambda: make_searcher(unit_vectors(20, 16), unit_vectors(20, 16), "int4", EvalSpec())):
+    for call in (lambda: precision("int3"), lambda: EvalSpec(precisions=("fp32", "int3")),
+                 lambda: make_searcher(unit_vectors(20, 16), unit_vectors(20, 16), "int3", EvalSpec())):
         with pytest.raises(BenchError) as error:
             call()
-        assert str(error.value) == f"unknown precision 'int4'; choose from {', '.join(KNOWN)}"
+        assert str(error.value) == f"unknown precision 'int3'; choose from {', '.join(KNOWN)}"
 
 
 def test_the_default_list_is_separate_from_the_known_precisions():

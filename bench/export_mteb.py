@@ -30,6 +30,7 @@ from mteb.types import OutputDType
 from bench import BenchError
 from bench.catalog import TaskMeta, method_labels
 from bench.results import load_results
+from bench.precisions import FULL
 from bench.precisions import precision as precision_record
 from bench.spec import stable_hash
 
@@ -55,7 +56,7 @@ def export_mteb(results_dir: Path, out: Path) -> list[Path]:
     written = []
     for (backbone, label), model_rows in rows.groupby(["backbone", "label"], sort=True):
         name, revision = model_identity(backbone, label, model_rows)
-        full = (model_rows["layer"].max(), model_rows["dim"].max(), "fp32")
+        full = (model_rows["layer"].max(), model_rows["dim"].max(), FULL)
         for (layer, dim, precision), cell in model_rows.groupby(["layer", "dim", "precision"], sort=True):
             meta = cell_meta(name, revision, int(layer), int(dim), precision)
             metas = [meta, _plain(meta)] if (layer, dim, precision) == full else [meta]

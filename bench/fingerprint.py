@@ -28,8 +28,8 @@ TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data
 # tokenization, the forward pass, pooling and head of every layer, the registry's prompts and extra steps, and how
 # encodings are chunked and which part is stored
 ENCODING_MODULES = ("bench.backbone", "bench.models", "bench.storage")
-# slicing, heads, quantization, and what each precision stores and compares
-SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads", "bench.precisions")
+# slicing, heads, quantization, what each precision stores and compares, and the faiss searches it builds
+SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads", "bench.precisions", "bench.search")
 PROJECT_PACKAGES = ("bench", "methods")
 
 

@@ -293,6 +293,7 @@ RECORDS = (
 )
 PRECISION_RECORDS = {p.name: p for p in RECORDS}
 KNOWN = tuple(PRECISION_RECORDS)
+FULL = "fp32"  # the full model's precision: its cell (deepest layer, widest dim) is what every other cell is cut from
 
 
 def precision(name: str) -> Precision:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.precisions import precision as precision_record
 from bench.results import ROW_KEY, load_results
 from bench.spec import RunSpec
 
@@ -79,6 +80,7 @@ def tolerance(metric: str, precision: str, split: str = "test") -> Tolerance | N
         return LR_TOLERANCE
     if split == "train" or "loss" in metric or metric.endswith("grad_norm"):
         return TRAINING_TOLERANCE
+    precision_record(precision)  # an unknown precision is one error line, not UNMEASURED's silent default
     return QUALITY_TOLERANCE.get((metric, precision), UNMEASURED)
 
 

@@ -25,10 +25,9 @@ from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
 from bench.heads import head_id, load_head
 from bench.phases import timed
-from bench.precisions import KNOWN
+from bench.precisions import KNOWN, bytes_per_vector
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
-from bench.transforms import bytes_per_vector
 
 log = logging.getLogger("bench")
 

@@ -30,6 +30,7 @@ from mteb.types import OutputDType
 from bench import BenchError
 from bench.catalog import TaskMeta, method_labels
 from bench.results import load_results
+from bench.precisions import FULL
 from bench.precisions import precision as precision_record
 from bench.spec import stable_hash
 
@@ -42,9 +43,6 @@ MTEB_TASKS = {"stsb": "STSBenchmark", "sickr": "SICK-R", **{f"sts{y}": f"STS{y}"
 MTEB_METRICS = {"spearman": ("cosine_spearman", "spearman"), "pearson": ("cosine_pearson", "pearson"),
                 "ndcg@10": ("ndcg_at_10",), "mrr@10": ("mrr_at_10",), "recall@100": ("recall_at_100",)}
 OUR_SCALE = 100.0  # our STS and retrieval scores are x100; mteb's are 0..1
-# the stored search format; a rescoring variant adds `rescore` (what it rescores against) to its experiment kwargs
-OUTPUT_DTYPES = {"fp32": "float32", "int8": "int8", "binary": "binary", "binary+rescore": "binary",
-                 "binary+rescore-int8": "binary", "binary+rescore-fp32": "binary"}
 COST_METRICS = {"relative_encode_cost", "index_bytes", "search_ms_per_query"}  # cell rows that are not scores
 
 
@@ -58,7 +56,7 @@ def export_mteb(results_dir: Path, out: Path) -> list[Path]:
     written = []
     for (backbone, label), model_rows in rows.groupby(["backbone", "label"], sort=True):
         name, revision = model_identity(backbone, label, model_rows)
-        full = (model_rows["layer"].max(), model_rows["dim"].max(), "fp32")
+        full = (model_rows["layer"].max(), model_rows["dim"].max(), FULL)
         for (layer, dim, precision), cell in model_rows.groupby(["layer", "dim", "precision"], sort=True):
             meta = cell_meta(name, revision, int(layer), int(dim), precision)
             metas = [meta, _plain(meta)] if (layer, dim, precision) == full else [meta]
@@ -98,11 +96,11 @@ def model_identity(backbone: str, label: str, rows: pd.DataFrame) -> tuple[str, 
 def cell_meta(name: str, revision: str, layer: int, dim: int, precision: str) -> ModelMeta:
     """The cell as an mteb experiment: embed_dim and output_dtypes as mteb sets them (ModelMeta.load_model, and
     the `precision` encode kwarg folded into output_dtypes), plus the layer."""
-    dtype = OUTPUT_DTYPES[precision]
+    record = precision_record(precision)  # an unknown name in the results is one error line
+    dtype = record.form.mteb_dtype  # the stored format
     kwargs = {"embed_dim": dim, "output_dtypes": dtype, "layer": layer}
-    rescore = precision_record(precision).rescore
-    if rescore:  # the float query rescores against: "bits" (the documents' own), "int8" or "fp32" stored copies
-        kwargs["rescore"] = rescore
+    if record.rescore:  # the float query rescores against: "bits" (the documents' own), "int8" or "fp32" copies
+        kwargs["rescore"] = record.rescore.label
     return ModelMeta.create_empty({"name": name, "revision": revision, "embed_dim": dim,
                                    "output_dtypes": [OutputDType(dtype)],
                                    "experiment_kwargs": kwargs, "framework": ["PyTorch"]})

@@ -70,8 +70,9 @@ SCORING_ROOTS = (
     "bench.transforms",  # truncation, normalization, quantizers
     "bench.heads",  # the heads' forward passes
     "bench.precisions",  # what each precision stores and compares
+    "bench.search",  # the faiss searches a precision builds, rescoring and the seeded tie order
 )
-SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions")
+SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions", "bench.search")
 PROJECT_PACKAGES = ("bench", "methods")
 # Descriptive fields of a public model's entry: prose and provenance, which serve nothing
 ENTRY_PROSE = ("sources", "unverified", "description", "notes", "license")

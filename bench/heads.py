@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from bench import BenchError
+from bench.precisions import taking_head_codes
 from bench.transforms import BinaryCodes
 
 
@@ -108,7 +109,7 @@ class ResidualBinaryHead:
     (binary+rescore-int8/-fp32 rescore with them); the head serves the binary precisions only."""
 
     KIND = "residual-binary"
-    PRECISIONS = ("binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
+    PRECISIONS = taking_head_codes()  # the precisions whose form its codes replace (bench/precisions.py)
     blocks: dict[int, list[dict[str, np.ndarray]]]  # layer -> one residual MLP block per level
     weights: dict[int, np.ndarray]  # layer -> (levels,) the weight of each level's +-1 vector
 

@@ -1,67 +1,299 @@
 """Every precision as a server stores and computes it: one frozen record per precision, looked up by name.
 
-A record says what is stored per document, what the search compares with what, and so every byte a query reads
-per document (`bytes_per_vector`). KNOWN is every precision the harness can score; the default list an EvalSpec
-evaluates is bench/spec.PRECISIONS, a separate tuple, so a new precision here changes no default run. Torch-free.
+A record (`Precision`) is a stored form plus, for retrieval, an optional search strategy:
+- the form (`Form`) says what each document is stored as: calibrated on float vectors (`calibrate`), encoded
+  (`encode`) and decoded (`rows`), its bytes per vector, the dims it can store, the STS similarity of two stored
+  sentences, the vectors mteb scores, and the faiss search over a stored corpus (bench/search.py);
+- the strategy (`Rescore`) re-ranks a shortlist of EvalSpec.rescore_multiplier x k from the form's search by the
+  float query against a stored copy of the documents (another form's, or the form's own codes), whose bytes count.
+STS, mteb, retrieval, the mteb export, the report's markers and the dims checks all ask the record: no scoring code
+branches on a precision's name, and an unknown name is one error line. KNOWN is every precision the harness can
+score; the default list an EvalSpec evaluates is bench/spec.PRECISIONS, a separate tuple, so a new precision here
+changes no default run (nor any run_id).
+
+A new precision (issue 24's fp16, int4, pq, ...) is one record in RECORDS plus its tests, and a `Decoded` subclass
+where no form fits: `calibrate`, `encode`, `decode`, `bytes` and `index` (the faiss index holding the corpus);
+the STS cosine, the vectors mteb scores and the search of the decoded documents follow from them.
+Torch-free, and faiss-free at import (the report reads records for its markers): faiss loads in bench/search.py,
+imported inside the methods that build a search.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from bench import BenchError
+from bench.transforms import (BinaryCodes, binarize, dequantize_int8, hamming_similarity, int8_ranges,
+                              paired_cosine, quantize_int8, sign_codes)
 
-# bytes per document of each stored form: search codes (binary: `bits_per_dim` sign bits per dim, bebr's multi-bit
-# codes) and the rescoring copy a binary precision reads for its shortlist ("bits": the codes themselves, no copy)
-_CODE_BYTES = {"fp32": lambda dim, bits: 4 * dim, "int8": lambda dim, bits: dim,
-               "binary": lambda dim, bits: dim * bits // 8}
-_COPY_BYTES = {None: lambda dim: 0, "bits": lambda dim: 0, "int8": lambda dim: dim, "fp32": lambda dim: 4 * dim}
+if TYPE_CHECKING:  # annotations only: bench.spec imports this module, and bench.search imports faiss
+    from bench.search import Searcher
+    from bench.spec import EvalSpec
+
+Rows = Callable[[np.ndarray], np.ndarray]  # corpus positions (any shape) -> their decoded vectors (shape + (dim,))
+
+
+class Form:
+    """A stored form of a vector. `name`: how a rescoring copy in this form is called; `mteb_dtype`: mteb's
+    OutputDType of the stored format; `takes_head_codes`: a head's own binary codes (bebr) replace the form's."""
+
+    name: str
+    mteb_dtype: str
+    takes_head_codes = False
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        raise NotImplementedError
+
+    def check_dims(self, precision: str, dims: Sequence[int]) -> None:
+        """Raise where the form cannot store a dim (every dim fits by default)."""
+
+    def rows(self, corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes | None = None) -> Rows:
+        """The corpus stored in this form (calibrated on `calibration`), decoded by corpus position: what a
+        rescoring search reads."""
+        raise NotImplementedError
+
+    def pair_similarity(self, vectors: np.ndarray, left: np.ndarray, right: np.ndarray,
+                        codes: BinaryCodes | None = None) -> np.ndarray:
+        """STS: the similarity of each (left, right) pair of rows of `vectors`, both stored in this form."""
+        raise NotImplementedError
+
+    def served(self, vectors: dict[str, np.ndarray],
+               codes: dict[str, BinaryCodes] | None = None) -> dict[str, np.ndarray]:
+        """mteb: each role's vectors as a server holding them in this form reconstructs them."""
+        raise NotImplementedError
+
+    def search(self, corpus: np.ndarray, calibration: np.ndarray, spec: EvalSpec,
+               codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
+        """Retrieval: the faiss search of float queries over the corpus stored in this form."""
+        raise NotImplementedError
+
+
+class Decoded(Form):
+    """A form a server decodes: float query . decoded document for retrieval, the cosine of the two decoded
+    vectors for STS, the decoded vectors for mteb. Subclasses say how it is calibrated, coded and indexed."""
+
+    def calibrate(self, sets: Sequence[np.ndarray]) -> object:
+        """The form's parameters from calibration vectors (several sets: one calibration over all of them)."""
+        return None
+
+    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
+        raise NotImplementedError
+
+    def index(self, corpus: np.ndarray, params: object, search_index: str):
+        """The faiss index holding the corpus in this form, searched by float queries' inner products."""
+        raise NotImplementedError
+
+    def rows(self, corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes | None = None) -> Rows:
+        params = self.calibrate([calibration])
+        stored = self.encode(corpus, params)
+        return lambda ids: self.decode(stored[ids], params)
+
+    def pair_similarity(self, vectors: np.ndarray, left: np.ndarray, right: np.ndarray,
+                        codes: BinaryCodes | None = None) -> np.ndarray:
+        params = self.calibrate([vectors])  # STS has one pool of texts: its sentences calibrate themselves
+        decoded = self.decode(self.encode(vectors, params), params)
+        return paired_cosine(decoded[left], decoded[right])
+
+    def served(self, vectors: dict[str, np.ndarray],
+               codes: dict[str, BinaryCodes] | None = None) -> dict[str, np.ndarray]:
+        params = self.calibrate(list(vectors.values()))  # an mteb task has no corpus side: every role calibrates
+        return {role: self.decode(self.encode(v, params), params) for role, v in vectors.items()}
+
+    def search(self, corpus: np.ndarray, calibration: np.ndarray, spec: EvalSpec,
+               codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
+        from bench.search import Searcher, top_k  # faiss: see the module docstring
+        index = self.index(corpus, self.calibrate([calibration]), spec.search_index)
+        return Searcher(index, lambda q, k: top_k(index, q, k))
+
+
+class Float32(Decoded):
+    """4 bytes per dim, the vectors as they are (decoding is the identity: no copy is made)."""
+
+    name, mteb_dtype = "fp32", "float32"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return 4 * dim
+
+    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
+        return vectors
+
+    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
+        return stored
+
+    def index(self, corpus: np.ndarray, params: object, search_index: str):
+        from bench.search import float_index
+        return float_index(corpus, search_index)
+
+
+class Int8(Decoded):
+    """1 byte per dim: each coordinate's bucket in its dimension's calibrated [min, max] range (256 buckets),
+    decoded to the bucket's midpoint as faiss SQ8 decodes (bench.transforms)."""
+
+    name, mteb_dtype = "int8", "int8"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return dim
+
+    def calibrate(self, sets: Sequence[np.ndarray]) -> np.ndarray:
+        """(2, dim) ranges; several sets: the widest range over them (no concatenated copy of a large corpus)."""
+        per_set = [int8_ranges(s) for s in sets]
+        if len(per_set) == 1:
+            return per_set[0]
+        return np.stack([np.min([r[0] for r in per_set], axis=0), np.max([r[1] for r in per_set], axis=0)])
+
+    def encode(self, vectors: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return quantize_int8(vectors, params)
+
+    def decode(self, stored: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return dequantize_int8(stored, params)
+
+    def index(self, corpus: np.ndarray, params: np.ndarray, search_index: str):
+        from bench.search import int8_index
+        return int8_index(corpus, params, search_index)
+
+
+class Binary(Form):
+    """Sign bits, 8 dims per byte (a head's multi-bit codes: bits_per_dim sign bits per dim), compared by Hamming
+    distance: 1 - hamming / dim for STS, the +-1 signs for mteb (whose cosine, dot product and distance are all
+    functions of it), a Hamming search for retrieval. A head's codes of several levels are compared by their
+    symmetric distance (SDC), the inner product of their reconstructions (bench.transforms.BinaryCodes)."""
+
+    name, mteb_dtype = "binary", "binary"
+    takes_head_codes = True
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return dim * bits_per_dim // 8
+
+    def check_dims(self, precision: str, dims: Sequence[int]) -> None:
+        odd = sorted({d for d in dims if d % 8})
+        if odd:
+            raise BenchError(f"precision {precision} packs 8 dims per byte, but dims {', '.join(map(str, odd))} are "
+                             "not multiples of 8; choose dims like 16,24,32 or drop the binary precisions")
+
+    def rows(self, corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes | None = None) -> Rows:
+        """The documents' own codes as +-1 (their reconstruction where a head makes several levels;
+        sentence-transformers' semantic_search_faiss rescores with 0/1 bits, which rank the same)."""
+        codes = sign_codes(corpus) if codes is None else codes
+        return lambda ids: BinaryCodes(codes.bits[ids.ravel()], codes.dim, codes.weights).reconstruction(
+            normalize=False).reshape(*ids.shape, codes.dim)
+
+    def pair_similarity(self, vectors: np.ndarray, left: np.ndarray, right: np.ndarray,
+                        codes: BinaryCodes | None = None) -> np.ndarray:
+        if codes is not None and codes.levels > 1:
+            reconstructed = codes.reconstruction(normalize=True)
+            return paired_cosine(reconstructed[left], reconstructed[right])
+        bits = binarize(vectors) if codes is None else codes.bits
+        return hamming_similarity(bits[left], bits[right], vectors.shape[1])
+
+    def served(self, vectors: dict[str, np.ndarray],
+               codes: dict[str, BinaryCodes] | None = None) -> dict[str, np.ndarray]:
+        if codes:
+            return {role: codes[role].reconstruction(normalize=False) for role in vectors}
+        return {role: np.where(v > 0, 1.0, -1.0).astype(np.float32) for role, v in vectors.items()}
+
+    def search(self, corpus: np.ndarray, calibration: np.ndarray, spec: EvalSpec,
+               codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
+        """Hamming over the sign bits of float queries and documents (in one seeded tie order), or over a head's
+        (corpus, queries) codes: the search then serves exactly those queries (bench.search.code_search)."""
+        from bench.search import Searcher, code_search, shuffled_binary_search
+        if codes is None:
+            index, search_bits = shuffled_binary_search(sign_codes(corpus).bits, spec)
+            return Searcher(index, lambda q, k: search_bits(binarize(q), k), True)
+        return Searcher(*code_search(*codes, spec))
+
+
+FP32, INT8, BINARY = Float32(), Int8(), Binary()
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """A search strategy: the form's search shortlists EvalSpec.rescore_multiplier x k documents, then the float
+    query re-ranks the whole shortlist against `copy` (a stored copy of the documents in that form, whose bytes
+    count) or, with no copy, against the documents' own stored codes."""
+
+    copy: Form | None = None
+
+    @property
+    def label(self) -> str:
+        """What it rescores against: "bits" (the documents' own codes), or the copy's form."""
+        return "bits" if self.copy is None else self.copy.name
+
+    def copy_bytes(self, dim: int) -> int:
+        return 0 if self.copy is None else self.copy.bytes(dim)
+
+    def searcher(self, shortlist: Searcher, form: Form, corpus: np.ndarray, calibration: np.ndarray,
+                 spec: EvalSpec, corpus_codes: BinaryCodes | None) -> Searcher:
+        from bench.search import Searcher, rescore
+        own = self.copy is None
+        documents = (form if own else self.copy).rows(corpus, calibration, corpus_codes if own else None)
+        copy_bytes = len(corpus) * self.copy_bytes(corpus.shape[1])
+        multiplier, scored = spec.rescore_multiplier, shortlist.scored
+        return Searcher(shortlist.index, lambda q, k: rescore(q, scored(q, k * multiplier)[1], documents),
+                        shortlist.timed, copy_bytes, whole=True)
 
 
 @dataclass(frozen=True)
 class Precision:
-    """`code`: the form the search index holds (fp32, int8 or binary); `rescore`: what the float query rescores a
-    Hamming shortlist against (None: no rescoring; "bits": the documents' own bits as +-1; "int8" / "fp32": a
-    stored copy of the documents, decoded int8 or float, whose bytes count). `families`: task families that can
-    score it (STS and mteb have no search, so no rescoring)."""
+    """`form`: what is stored per document and how it is compared; `rescore`: a retrieval search strategy on top
+    (None: the form's own search); `families`: the task families that can score it (STS and mteb have no search,
+    so no rescoring); `stored`, `compared`: what the report and README say; `marker` / `symbol`: its matplotlib
+    marker and plotly symbol in the report's figures."""
 
     name: str
-    code: str
+    form: Form
     stored: str
     compared: str
-    families: tuple[str, ...]
-    rescore: str | None = None
+    marker: str
+    symbol: str
+    families: tuple[str, ...] = ("sts", "retrieval", "mteb")
+    rescore: Rescore | None = None
 
     def bytes_per_vector(self, dim: int, bits_per_dim: int = 1) -> int:
-        """Every byte one document takes: its search code plus the rescoring copy, if any."""
-        return _CODE_BYTES[self.code](dim, bits_per_dim) + self.copy_bytes(dim)
+        """Every byte one document takes: its stored form plus the rescoring copy, if any."""
+        return self.form.bytes(dim, bits_per_dim) + self.copy_bytes(dim)
 
     def copy_bytes(self, dim: int) -> int:
-        """Bytes per document of the rescoring copy (0 where there is none, or it rescores the bits)."""
-        return _COPY_BYTES[self.rescore](dim)
+        """Bytes per document of the rescoring copy (0 where there is none, or it rescores the codes)."""
+        return 0 if self.rescore is None else self.rescore.copy_bytes(dim)
+
+    def searcher(self, corpus: np.ndarray, calibration: np.ndarray, spec: EvalSpec,
+                 codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
+        """The cell's retrieval search (bench/tasks/retrieval.make_searcher checks the name and dims first)."""
+        search = self.form.search(corpus, calibration, spec, codes)
+        if self.rescore is None:
+            return search
+        return self.rescore.searcher(search, self.form, corpus, calibration, spec, None if codes is None else codes[0])
 
 
-_ALL = ("sts", "retrieval", "mteb")
-_RECORDS = (
-    Precision("fp32", "fp32", "4 bytes per dim (float32)", "float query . float document; STS: cosine",
-              _ALL),
-    Precision("int8", "int8", "1 byte per dim: the bucket of each coordinate in its dimension's calibrated range",
+_SHORTLIST = "Hamming shortlist of rescore_multiplier x the metric's cutoff"
+RECORDS = (
+    Precision("fp32", FP32, "4 bytes per dim (float32)", "float query . float document; STS: cosine", "o", "circle"),
+    Precision("int8", INT8, "1 byte per dim: the bucket of each coordinate in its dimension's calibrated range",
               "float query . decoded document (bucket midpoints, faiss SQ8's decode); STS: cosine of the two decoded "
-              "vectors", _ALL),
-    Precision("binary", "binary", "1 bit per dim (sign), bits_per_dim bits for a head's multi-bit codes",
-              "Hamming distance of query and document bits (a head's codes: their symmetric distance)", _ALL),
-    Precision("binary+rescore", "binary", "the binary bits only",
-              "Hamming shortlist of rescore_multiplier x the metric's cutoff, then float query . the document's "
-              "own bits as +-1", ("retrieval",), rescore="bits"),
-    Precision("binary+rescore-int8", "binary", "the binary bits plus an int8 copy (1 byte per dim)",
-              "Hamming shortlist as binary+rescore, then float query . decoded int8 document",
-              ("retrieval",), rescore="int8"),
-    Precision("binary+rescore-fp32", "binary", "the binary bits plus a float32 copy (4 bytes per dim)",
-              "Hamming shortlist as binary+rescore, then float query . float document",
-              ("retrieval",), rescore="fp32"),
+              "vectors", "s", "square"),
+    Precision("binary", BINARY, "1 bit per dim (sign), bits_per_dim bits for a head's multi-bit codes",
+              "Hamming distance of query and document bits (a head's codes: their symmetric distance)",
+              "^", "triangle-up"),
+    Precision("binary+rescore", BINARY, "the binary bits only",
+              f"{_SHORTLIST}, then float query . the document's own bits as +-1", "D", "diamond",
+              ("retrieval",), Rescore()),
+    Precision("binary+rescore-int8", BINARY, "the binary bits plus an int8 copy (1 byte per dim)",
+              f"{_SHORTLIST} as binary+rescore, then float query . decoded int8 document", "d", "diamond-wide",
+              ("retrieval",), Rescore(INT8)),
+    Precision("binary+rescore-fp32", BINARY, "the binary bits plus a float32 copy (4 bytes per dim)",
+              f"{_SHORTLIST} as binary+rescore, then float query . float document", "p", "pentagon",
+              ("retrieval",), Rescore(FP32)),
 )
-PRECISION_RECORDS = {p.name: p for p in _RECORDS}
+PRECISION_RECORDS = {p.name: p for p in RECORDS}
 KNOWN = tuple(PRECISION_RECORDS)
+FULL = "fp32"  # the full model's precision: its cell (deepest layer, widest dim) is what every other cell is cut from
 
 
 def precision(name: str) -> Precision:
@@ -72,6 +304,32 @@ def precision(name: str) -> Precision:
         raise BenchError(f"unknown precision {name!r}; choose from {', '.join(KNOWN)}") from None
 
 
+def scored_by(name: str, family: str) -> Precision:
+    """The record of `name`, which a task of `family` must be able to score (one error line if not)."""
+    record = precision(name)
+    if family not in record.families:
+        raise BenchError(f"{family} tasks cannot score precision {name!r}; use {', '.join(supported(family))}")
+    return record
+
+
 def supported(family: str) -> tuple[str, ...]:
     """The known precisions a task family can score, in KNOWN order."""
-    return tuple(p.name for p in _RECORDS if family in p.families)
+    return tuple(p.name for p in RECORDS if family in p.families)
+
+
+def taking_head_codes() -> tuple[str, ...]:
+    """The known precisions whose form a head's own binary codes can replace (what such a head serves)."""
+    return tuple(p.name for p in RECORDS if p.form.takes_head_codes)
+
+
+def check_dims(names: Sequence[str], dims: Sequence[int]) -> None:
+    """Known names only (all checked first), and every dim storable in each one's form."""
+    for record in [precision(name) for name in names]:
+        record.form.check_dims(record.name, dims)
+
+
+def bytes_per_vector(dim: int, name: str, bits_per_dim: int = 1) -> int:
+    """Every byte one document takes at precision `name` (Precision.bytes_per_vector: the stored form plus any
+    rescoring copy); a head with multi-bit codes stores `bits_per_dim` sign bits per dimension."""
+    check_dims((name,), (dim,))
+    return precision(name).bytes_per_vector(dim, bits_per_dim)

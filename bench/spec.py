@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from bench import BenchError
-from bench.precisions import KNOWN, precision
+from bench.precisions import KNOWN, check_dims
 
 # The precisions an EvalSpec evaluates by default (bench/precisions.KNOWN lists every one the harness can score)
 PRECISIONS = ("fp32", "int8", "binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
@@ -30,13 +30,8 @@ def check_dtype(dtype: str) -> None:
 
 
 def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> None:
-    """Known precisions only; binary codes pack 8 dims per byte, so with a binary precision every dim must be a
-    multiple of 8."""
-    binary = [p for p in precisions if precision(p).code == "binary"]
-    odd = sorted({d for d in dims if d % 8})
-    if binary and odd:
-        raise BenchError(f"precision {binary[0]} packs 8 dims per byte, but dims {', '.join(map(str, odd))} are not "
-                         "multiples of 8; choose dims like 16,24,32 or drop the binary precisions")
+    """Known precisions only, and every dim storable at each (binary packs 8 dims per byte): their records say."""
+    check_dims(precisions, dims)
 
 
 def check_pooling(pooling: str) -> None:

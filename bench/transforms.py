@@ -1,4 +1,4 @@
-"""Pure numpy transforms of pooled vectors: truncate, normalize, quantize (int8, binary), bytes per vector.
+"""Pure numpy transforms of pooled vectors: truncate, normalize, quantize (int8, binary), compare.
 
 int8 and binary codes are exactly sentence-transformers' `quantize_embeddings` (precision "int8" and "ubinary";
 tests use it as the oracle). They are re-implemented here only because that module imports torch and this one
@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench import BenchError
-from bench.precisions import precision as precision_record
-from bench.spec import check_precision_dims
 
 
 def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
@@ -27,13 +25,6 @@ def truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
     if normalize:
         out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
     return out
-
-
-def bytes_per_vector(dim: int, precision: str, bits_per_dim: int = 1) -> int:
-    """Every byte one document takes at `precision` (bench/precisions.Precision.bytes_per_vector: the search codes
-    plus any rescoring copy); a head with multi-bit codes stores `bits_per_dim` sign bits per dimension."""
-    check_precision_dims((precision,), (dim,))
-    return precision_record(precision).bytes_per_vector(dim, bits_per_dim)
 
 
 def int8_ranges(calibration: np.ndarray) -> np.ndarray:
@@ -70,6 +61,13 @@ def binarize(vectors: np.ndarray) -> np.ndarray:
     if vectors.shape[-1] % 8:
         raise BenchError(f"binary codes pack 8 dims per byte; dim {vectors.shape[-1]} is not a multiple of 8")
     return np.packbits(vectors > 0, axis=-1)
+
+
+def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (n, dim) arrays."""
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return np.einsum("nd,nd->n", a, b)
 
 
 def hamming_similarity(a: np.ndarray, b: np.ndarray, dim: int) -> np.ndarray:

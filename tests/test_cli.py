@@ -37,7 +37,7 @@ def test_run_writes_every_cell_then_is_a_no_op(tmp_path, data_dir, capsys):
     (["--layers", "3"], "layer 3 is outside the backbone (1..2)"),
     (["--dims", "65"], "dim 65 is outside the backbone (1..64)"),
     (["--seeds", "a,b"], "expected a comma list of integers"),
-    (["--precisions", "fp16"], "unknown precision 'fp16'"),
+    (["--precisions", "fp12"], "unknown precision 'fp12'"),
     (["--suite", "smok"], "unknown suite 'smok'"),
 ])
 def test_bad_input_is_one_clear_line(extra, message, tmp_path, data_dir, capsys):

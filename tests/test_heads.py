@@ -31,7 +31,8 @@ from bench.tasks import TASKS
 from bench.tasks.retrieval import make_searcher
 from bench.tasks.sts import pair_similarity
 from bench.train import ExampleOrder, micro_batch
-from bench.transforms import BinaryCodes, bytes_per_vector
+from bench.precisions import bytes_per_vector
+from bench.transforms import BinaryCodes
 from methods import METHODS, Checkpoint, RunContext
 from methods._heads import ResidualMLP, fit_texts, train_head, unit_rows
 from methods.bebr import RecurrentBinarizer, greedy_weights

@@ -24,7 +24,8 @@ from bench.data.sts import STSPairs
 from bench.evaluate import evaluate_grid
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
-from bench.tasks.retrieval import TIE_ORDER_SEED, binary_index, float_index, make_searcher, per_query_metrics, rescore, top_k
+from bench.search import TIE_ORDER_SEED, binary_index, float_index, rescore, top_k
+from bench.tasks.retrieval import make_searcher, per_query_metrics
 from bench.tasks.sts import pair_similarity
 from bench.transforms import binarize, truncate
 from methods import Checkpoint
@@ -284,7 +285,7 @@ def test_sts_grid_has_no_binary_rescore_rows_and_cost_is_relative_to_the_backbon
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(dims=(16, 20), precisions=("fp32", "binary")), "precision binary packs 8 dims per byte, but dims 20"),
-    (dict(precisions=("fp32", "int4")), "unknown precision 'int4'; choose from fp32, int8, binary, binary"),
+    (dict(precisions=("fp32", "int3")), "unknown precision 'int3'; choose from fp32, int8, binary, binary"),
     (dict(precisions=()), "no precision to evaluate"),
     (dict(int8_calibration="train"), "unknown int8_calibration 'train'; choose from corpus, queries"),
     (dict(search_index="ivf"), "unknown search_index 'ivf'; choose from flat, hnsw"),
@@ -315,8 +316,8 @@ def test_empty_calibration_set_is_a_clear_error():
 
 
 def test_cli_reports_an_unknown_precision(capsys):
-    assert main(["run", "--suite", "smoke", "--precisions", "fp32,int4"]) == 2
-    assert "unknown precision 'int4'" in capsys.readouterr().err
+    assert main(["run", "--suite", "smoke", "--precisions", "fp32,int3"]) == 2
+    assert "unknown precision 'int3'" in capsys.readouterr().err
 
 
 def test_per_example_values_are_stored_only_for_the_example_cells_and_scores_do_not_change(tiny):

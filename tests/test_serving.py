@@ -25,7 +25,8 @@ from bench.evaluate import encode_cached, evaluate_grid, text_role
 from bench.reproduce import reference_specs
 from bench.spec import POOLINGS, EvalSpec, RunSpec
 from bench.tasks import TASKS
-from bench.tasks.retrieval import make_searcher, per_query_metrics, top_k
+from bench.search import top_k
+from bench.tasks.retrieval import make_searcher, per_query_metrics
 from bench.transforms import truncate
 from methods import Checkpoint
 

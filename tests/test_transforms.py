@@ -9,9 +9,9 @@ from scipy.spatial.distance import hamming
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from bench import BenchError
+from bench.precisions import bytes_per_vector
 from bench.transforms import (
     binarize,
-    bytes_per_vector,
     dequantize_int8,
     hamming_similarity,
     int8_ranges,
@@ -89,8 +89,8 @@ def test_binary_dims_must_be_multiples_of_8():
 
 
 def test_unknown_precision_is_a_clear_error():
-    with pytest.raises(BenchError, match="unknown precision 'int4'; choose from fp32, int8, binary, binary"):
-        bytes_per_vector(64, "int4")
+    with pytest.raises(BenchError, match="unknown precision 'int3'; choose from fp32, int8, binary, binary"):
+        bytes_per_vector(64, "int3")
 
 
 def test_empty_calibration_set_is_a_clear_error():

@@ -23,13 +23,13 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from bench.precisions import RECORDS
 from bench.report.tables import METRIC_NAMES, by_backbone, method_order, precision_order, task_order
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 TEMPLATE = "plotly_white"
 ALL_PRECISIONS = "all"  # the Pareto plot's choice that draws every precision at once
-SYMBOLS = {"fp32": "circle", "int8": "square", "binary": "triangle-up", "binary+rescore": "diamond",
-           "binary+rescore-int8": "diamond-wide", "binary+rescore-fp32": "pentagon"}
+SYMBOLS = {p.name: p.symbol for p in RECORDS}  # each known precision's plotly symbol (bench/precisions.py)
 COST_AXES = [("bytes_per_vector", "bytes per vector (log)"), ("rel_cost", "relative encode cost (layer / layers)"),
              ("encode_ms", "measured encode ms / 1k texts")]  # the last only where runs measured it
 HEATMAP_COLUMNS = 3

@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
 from bench.catalog import pick_reference
+from bench.precisions import RECORDS
 from bench.report.tables import (
     METRIC_NAMES,
     main_precision,
@@ -34,8 +35,7 @@ from bench.report.tables import (
 # text.parse_math off: a `$` in a method name from results must print as itself, not break mathtext.
 STYLE = {"svg.hashsalt": "elastic-bench", "text.parse_math": False, "font.family": "DejaVu Sans",
          "font.size": 8, "figure.dpi": 100, "savefig.dpi": 100}
-MARKERS = {"fp32": "o", "int8": "s", "binary": "^", "binary+rescore": "D", "binary+rescore-int8": "d",
-           "binary+rescore-fp32": "p"}
+MARKERS = {p.name: p.marker for p in RECORDS}  # each known precision's own; other names in results: EXTRA_MARKERS
 EXTRA_MARKERS = ["v", "P", "X", "*", "<", ">", "h", "p"]
 
 

@@ -58,10 +58,10 @@ from mteb.types import PromptType
 
 from bench import BenchError
 from bench.catalog import TaskMeta
-from bench.precisions import supported
+from bench.precisions import scored_by, supported
 from bench.spec import EvalSpec, stable_hash
 from bench.tasks import MTEB_PREFIX as PREFIX
-from bench.transforms import BinaryCodes, dequantize_int8, head_codes, int8_ranges, quantize_int8, truncate
+from bench.transforms import BinaryCodes, head_codes, truncate
 
 PRECISIONS = supported("mteb")  # fp32, int8, binary (bench/precisions.py)
 # mteb task types whose evaluation needs nothing but one dense vector per text (over text-only data).
@@ -203,19 +203,9 @@ class CellEncoder(TextEncoder):
 
 def served_vectors(vectors: dict[str, np.ndarray], precision: str,
                    codes: dict[str, BinaryCodes] | None = None) -> dict[str, np.ndarray]:
-    """Each role's cell vectors as mteb gets them at `precision` (see the module docstring); `codes`: a head's
-    own binary codes of each role, where it makes them."""
-    if precision == "fp32":
-        return vectors
-    if precision == "int8":  # one set of ranges over every role's texts (no concatenated copy of a large corpus)
-        per_role = [int8_ranges(v) for v in vectors.values()]
-        ranges = np.stack([np.min([r[0] for r in per_role], axis=0), np.max([r[1] for r in per_role], axis=0)])
-        return {role: dequantize_int8(quantize_int8(v, ranges), ranges) for role, v in vectors.items()}
-    if precision == "binary" and codes:
-        return {role: codes[role].reconstruction(normalize=False) for role in vectors}
-    if precision == "binary":
-        return {role: np.where(v > 0, 1.0, -1.0).astype(np.float32) for role, v in vectors.items()}
-    raise BenchError(f"mteb tasks cannot score precision {precision!r}; use {', '.join(PRECISIONS)}")
+    """Each role's cell vectors as mteb gets them at `precision` (its record's form; see the module docstring);
+    `codes`: a head's own binary codes of each role, where it makes them."""
+    return scored_by(precision, "mteb").form.served(vectors, codes)
 
 
 # ---- running mteb -----------------------------------------------------------------------------------------------
@@ -324,7 +314,8 @@ class MtebTask:
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """mteb's scores of one cell, and no per-example values (mteb reports none)."""
         vectors = {role: truncate(arrays[role][layer - 1], dim, spec.normalize) for role in aux["index"]}
-        codes = {role: head_codes(arrays[role], layer, dim) for role in aux["index"]} if precision == "binary" else {}
+        takes_codes = scored_by(precision, "mteb").form.takes_head_codes
+        codes = {role: head_codes(arrays[role], layer, dim) for role in aux["index"]} if takes_codes else {}
         codes = {role: c for role, c in codes.items() if c is not None}
         encoder = CellEncoder(served_vectors(vectors, precision, codes), aux["index"], f"l{layer}-d{dim}-{precision}")
         return run_mteb(data.task, encoder, self.split, spec.batch_size), {}

@@ -27,7 +27,7 @@ scores. Each metric is its expected value over every order of each tie group (Mc
 bench/tasks/ranking.py), and a query is searched further until the tie group at its last cutoff is whole; without
 ties the metrics are trec_eval's. A rescoring search ranks its whole shortlist (the metrics see every tie group
 inside it, and nothing outside it), and its Hamming shortlist breaks ties at the shortlist's edge by one fixed
-seeded order of the corpus (TIE_ORDER_SEED), the same for every method, so no corpus order decides who is
+seeded order of the corpus (bench/search.TIE_ORDER_SEED), the same for every method, so no corpus order decides who is
 shortlisted and paired comparisons stay paired.
 Cost per cell: `index_bytes` (the serialized faiss index: what search holds in memory, plus the rescoring copy of
 binary+rescore-int8/-fp32) and `search_ms_per_query` (median of REPEATS
@@ -40,28 +40,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import faiss
 import numpy as np
 
 from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
-from bench.precisions import precision as precision_record
+from bench.precisions import scored_by
+from bench.search import Searcher
 from bench.spec import EvalSpec, check_precision_dims
 from bench.tasks import TASKS
 from bench.tasks.ranking import query_metrics
-from bench.transforms import (BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges,
-                              quantize_int8, sign_codes, truncate)
+from bench.transforms import BinaryCodes, head_codes, truncate
 
 TOP_K = 100
 REPEATS = 3  # timed searches per cell; the median is kept
 SEARCH_THREADS = 1  # timed single-threaded: a per-query CPU cost that other work on a shared machine distorts least
-# search_index="hnsw" (approximate): graph degree and search breadth. Constants, as they move the results; the
-# graph is built in parallel, so its results can differ slightly from run to run.
-HNSW_M = 32
-HNSW_EF_SEARCH = 128
-TIE_ORDER_SEED = 0  # the one order that cuts a Hamming shortlist's last tie group (shuffled_binary_search)
 
 
 def per_query_metrics(rankings: list[list[str]], qrels: list[dict[str, int]],
@@ -82,166 +76,15 @@ def retrieval_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
     return {m: float(np.mean(v)) for m, v in per_query.items()}
 
 
-def float_index(vectors: np.ndarray, search_index: str) -> faiss.Index:
-    """Inner product (cosine when the vectors are normalized) over float32 vectors."""
-    dim = vectors.shape[1]
-    if search_index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    else:
-        index = faiss.IndexFlatIP(dim)
-    index.add(vectors)
-    return index
-
-
-def int8_index(corpus: np.ndarray, ranges: np.ndarray, search_index: str) -> faiss.Index:
-    """The corpus as int8 codes (faiss ScalarQuantizer QT_8bit, one byte per dim, our per-dimension ranges), searched
-    by the float query's inner product with each decoded document: faiss decodes a code to its bucket's midpoint, as
-    bench.transforms.dequantize_int8 does. The index is given the decoded midpoints, not the vectors: faiss' own
-    encoding rounds (v - min) * 255 / range, which at a bucket edge can land one code off ours; a midpoint lies half
-    a step inside its bucket, so it encodes to exactly our code."""
-    dim, kind = corpus.shape[1], faiss.ScalarQuantizer.QT_8bit
-    if search_index == "hnsw":
-        index = faiss.IndexHNSWSQ(dim, kind, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        quantizer = index.storage
-    else:
-        index = quantizer = faiss.IndexScalarQuantizer(dim, kind, faiss.METRIC_INNER_PRODUCT)
-    faiss.copy_array_to_vector(np.concatenate([ranges[0], ranges[1] - ranges[0]]).astype(np.float32),
-                               faiss.downcast_index(quantizer).sq.trained)  # QT_8bit's layout: mins, then ranges
-    quantizer.is_trained = index.is_trained = True
-    index.add(dequantize_int8(quantize_int8(corpus, ranges), ranges))
-    return index
-
-
-def binary_index(bits: np.ndarray, search_index: str) -> faiss.IndexBinary:
-    """Hamming distance over packed sign bits."""
-    dim = 8 * bits.shape[1]
-    index = faiss.IndexBinaryHNSW(dim, HNSW_M) if search_index == "hnsw" else faiss.IndexBinaryFlat(dim)
-    index.add(bits)
-    return index
-
-
-def top_k(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k) scores (higher is better) and corpus positions, best first, -1 padded; equal scores in corpus order."""
-    if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
-        index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
-    scores, ids = index.search(queries, min(k, index.ntotal))
-    if isinstance(index, faiss.IndexBinary):
-        scores = -scores.astype(np.int64)  # a Hamming distance: smaller is better
-    order = np.lexsort((ids, -scores), axis=-1)
-    return np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)
-
-
-def rescore(queries: np.ndarray, shortlist: np.ndarray, documents: Callable[[np.ndarray], np.ndarray],
-            block: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank each query's whole shortlist by the float query's inner product with `documents(ids)`: (scores,
-    ids). Only shortlisted ids can come back; -1 (no candidate) stays -1, last. Queries go in blocks to bound
-    memory."""
-    out = []
-    for start in range(0, len(queries), block):
-        ids = shortlist[start:start + block]
-        scores = np.matmul(documents(np.maximum(ids, 0)), queries[start:start + block, :, None])[..., 0]
-        scores[ids < 0] = -np.inf
-        order = np.lexsort((ids, -scores), axis=-1)
-        out.append((np.take_along_axis(scores, order, axis=-1), np.take_along_axis(ids, order, axis=-1)))
-    return np.concatenate([s for s, _ in out]), np.concatenate([i for _, i in out])
-
-
-def rescore_documents(corpus: np.ndarray, calibration: np.ndarray, codes: BinaryCodes,
-                      kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The document vectors rescoring reads, by corpus position: "bits" the documents' own codes as +-1 (their
-    reconstruction where a head makes several levels; sentence-transformers' semantic_search_faiss rescores with
-    0/1 bits, which rank the same), "int8" the stored codes decoded, "fp32" the vectors as they are."""
-    if kind == "bits":
-        return lambda ids: BinaryCodes(codes.bits[ids.ravel()], codes.dim, codes.weights).reconstruction(
-            normalize=False).reshape(*ids.shape, codes.dim)
-    if kind == "fp32":
-        return lambda ids: corpus[ids]
-    ranges = int8_ranges(calibration)
-    stored = quantize_int8(corpus, ranges)
-    return lambda ids: dequantize_int8(stored[ids], ranges)
-
-
-@dataclass(frozen=True)
-class Searcher:
-    """One cell's search index, and its scored search: (float32 queries, k) -> (n, k) scores (higher is better) and
-    corpus positions, -1 padded. `timed`: False where the search emulates a kernel it is not (multi-bit SDC as
-    float search). `copy_bytes`: the rescoring copy of the documents a binary+rescore-int8/-fp32 search reads
-    besides its index. `whole`: a rescoring search returns its whole shortlist (rescore_multiplier x k), ranked:
-    nothing past it can be served, so tie groups are never searched further (that would grow the shortlist)."""
-
-    index: object  # faiss.Index or faiss.IndexBinary: what the search holds in memory
-    scored: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-    timed: bool = True
-    copy_bytes: int = 0
-    whole: bool = False
-
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        """(n, k) corpus positions only."""
-        return self.scored(queries, k)[1]
-
-    def index_bytes(self) -> int:
-        binary = isinstance(self.index, faiss.IndexBinary)
-        return int((faiss.serialize_index_binary if binary else faiss.serialize_index)(self.index).nbytes) + \
-            self.copy_bytes
-
-
 def make_searcher(corpus: np.ndarray, calibration: np.ndarray, precision: str, spec: EvalSpec,
                   codes: tuple[BinaryCodes, BinaryCodes] | None = None) -> Searcher:
-    """Index the corpus at `precision` (bench/precisions.py says what each stores and compares); int8 ranges come
-    from `calibration` (the same for corpus and queries). `codes`: a head's (corpus, queries) codes of this cell for
-    the binary precisions; the search is then run with exactly those queries (the float queries passed to it are
-    only rescored). A rescoring search's shortlist is `rescore_multiplier` x the k it is asked for."""
+    """Index the corpus at `precision` (its record in bench/precisions.py builds the search); calibrated forms
+    (int8) take their ranges from `calibration` (the same for corpus and queries). `codes`: a head's (corpus,
+    queries) codes of this cell, for a form that takes them; the search is then run with exactly those queries (the
+    float queries passed to it are only rescored). A rescoring search's shortlist is `rescore_multiplier` x the k it
+    is asked for."""
     check_precision_dims((precision,), (corpus.shape[1],))
-    record = precision_record(precision)
-    if record.code == "fp32":
-        index = float_index(corpus, spec.search_index)
-        return Searcher(index, lambda q, k: top_k(index, q, k))
-    if record.code == "int8":
-        index = int8_index(corpus, int8_ranges(calibration), spec.search_index)
-        return Searcher(index, lambda q, k: top_k(index, q, k))
-    if codes is None:
-        codes = (sign_codes(corpus), None)
-        index, search_bits = shuffled_binary_search(codes[0].bits, spec)
-        shortlist, timed = (lambda q, k: search_bits(binarize(q), k)), True
-    else:
-        index, shortlist, timed = code_search(*codes, spec)
-    if record.rescore is None:
-        return Searcher(index, shortlist, timed)
-    documents = rescore_documents(corpus, calibration, codes[0], record.rescore)
-    copy_bytes = len(corpus) * record.copy_bytes(corpus.shape[1])
-    multiplier = spec.rescore_multiplier
-    return Searcher(index, lambda q, k: rescore(q, shortlist(q, k * multiplier)[1], documents), timed, copy_bytes,
-                    whole=True)
-
-
-def shuffled_binary_search(bits: np.ndarray, spec: EvalSpec):
-    """(index, search(query bits, k) -> (scores, corpus positions)) over the documents' bits, indexed in one fixed
-    seeded order (TIE_ORDER_SEED): faiss keeps the first-indexed of equal Hamming distances at the edge of its k,
-    so a rescoring shortlist's last tie group is cut by that order, the same for every method, never by an order
-    the corpus happens to have. Tie-aware metrics do not need it for plain binary (its groups are completed)."""
-    order = np.random.default_rng(TIE_ORDER_SEED).permutation(len(bits))
-    index = binary_index(bits[order], spec.search_index)
-
-    def search(query_bits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, positions = top_k(index, query_bits, k)
-        return scores, np.where(positions >= 0, order[np.maximum(positions, 0)], -1)
-    return index, search
-
-
-def code_search(corpus: BinaryCodes, queries: BinaryCodes, spec: EvalSpec):
-    """A head's codes: (index, search of the given queries' codes, timed). One level: Hamming over its bits;
-    several: SDC as an exact float inner-product search over the reconstructions, the binary index of the codes
-    standing for what a bitwise kernel would hold."""
-    if corpus.levels == 1:
-        index, search_bits = shuffled_binary_search(corpus.bits, spec)
-        return index, (lambda q, k: search_bits(queries.bits, k)), True
-    index = binary_index(corpus.bits, spec.search_index)
-    reconstructed = float_index(corpus.reconstruction(spec.normalize), spec.search_index)
-    query_vectors = queries.reconstruction(spec.normalize)
-
-    def sdc_search(q, k):
-        return top_k(reconstructed, query_vectors, k)
-    return index, sdc_search, False
+    return scored_by(precision, "retrieval").searcher(corpus, calibration, spec, codes)
 
 
 def timed_search(searcher: Searcher, queries: np.ndarray, k: int,
@@ -365,7 +208,8 @@ class RetrievalTask:
         corpus = truncate(arrays["corpus"][layer - 1], dim, spec.normalize)
         queries = truncate(arrays["queries"][layer - 1], dim, spec.normalize)
         calibration = corpus if spec.int8_calibration == "corpus" else queries
-        corpus_codes = head_codes(arrays["corpus"], layer, dim) if precision.startswith("binary") else None
+        takes_codes = scored_by(precision, "retrieval").form.takes_head_codes
+        corpus_codes = head_codes(arrays["corpus"], layer, dim) if takes_codes else None
         codes = None if corpus_codes is None else (corpus_codes, head_codes(arrays["queries"], layer, dim))
         searcher = make_searcher(corpus, calibration, precision, spec, codes)
         drop_self = self.meta.ignore_identical_ids  # one more needed, so TOP_K remain after the query's own

@@ -20,13 +20,12 @@ from typing import Callable
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
-from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
 from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb, sentence_identities
+from bench.precisions import scored_by
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
-from bench.transforms import (BinaryCodes, binarize, dequantize_int8, hamming_similarity, head_codes, int8_ranges,
-                              quantize_int8, truncate)
+from bench.transforms import BinaryCodes, head_codes, truncate
 
 
 def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
@@ -35,29 +34,11 @@ def sts_metrics(similarity: np.ndarray, gold: np.ndarray) -> dict[str, float]:
             "pearson": 100 * float(pearsonr(similarity, gold).statistic)}
 
 
-def paired_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return np.einsum("nd,nd->n", a, b)
-
-
 def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, precision: str,
                     codes: BinaryCodes | None = None) -> np.ndarray:
-    """Similarity of each (left, right) pair of rows of `vectors`, computed at `precision`; at binary, of the
-    head's `codes` of those rows where it makes its own."""
-    if precision == "fp32":
-        return paired_cosine(vectors[left], vectors[right])
-    if precision == "int8":
-        ranges = int8_ranges(vectors)
-        decoded = dequantize_int8(quantize_int8(vectors, ranges), ranges)
-        return paired_cosine(decoded[left], decoded[right])
-    if precision == "binary" and codes is not None and codes.levels > 1:
-        reconstructed = codes.reconstruction(normalize=True)
-        return paired_cosine(reconstructed[left], reconstructed[right])
-    if precision == "binary":
-        bits = binarize(vectors) if codes is None else codes.bits
-        return hamming_similarity(bits[left], bits[right], vectors.shape[1])
-    raise BenchError(f"STS cannot score precision {precision!r}; use fp32, int8 or binary")
+    """Similarity of each (left, right) pair of rows of `vectors`, computed at `precision` (its record's form);
+    `codes`: the head's own codes of those rows where it makes them."""
+    return scored_by(precision, "sts").form.pair_similarity(vectors, left, right, codes)
 
 
 @dataclass(frozen=True)
@@ -90,7 +71,8 @@ class STSTask:
                    spec: EvalSpec) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """Metrics of one cell, and per-example values (the pair similarities) for statistics."""
         vectors = truncate(arrays["sentences"][layer - 1], dim, spec.normalize)
-        codes = head_codes(arrays["sentences"], layer, dim) if precision == "binary" else None
+        takes_codes = scored_by(precision, "sts").form.takes_head_codes
+        codes = head_codes(arrays["sentences"], layer, dim) if takes_codes else None
         sim = pair_similarity(vectors, aux["left"], aux["right"], precision, codes)
         return sts_metrics(sim, data.scores), {"similarity": sim}
 

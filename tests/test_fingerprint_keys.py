@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = {"bench.data", "bench.data.beir", "bench.data.decontaminate", "bench.data.pairs", "bench.data.sts"}
 TRAINING = DATA | {"bench.losses", "bench.train", "methods", "methods._jobs"}
 ENCODING = {"bench.backbone", "bench.storage"}
-SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.tasks", "bench.transforms", "bench.data"}
+SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.search", "bench.tasks", "bench.transforms",
+           "bench.data"}
 
 
 @pytest.mark.parametrize("method, modules", [

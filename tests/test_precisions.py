@@ -25,7 +25,7 @@ from bench.export_mteb import cell_meta
 from bench.precisions import KNOWN, PRECISION_RECORDS, Decoded, Precision, bytes_per_vector, precision, supported
 from bench.report.interactive import SYMBOLS
 from bench.report.plots import MARKERS
-from bench.reproduce import tolerance
+from bench.drift import tolerance
 from bench.search import TIE_ORDER_SEED, float_index
 from bench.spec import PRECISIONS, EvalSpec, RunSpec
 from bench.tasks import TASKS

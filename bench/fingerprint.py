@@ -96,7 +96,7 @@ def task_code(task) -> str:
     bytes of a user's task file)."""
     code = source_hash(module_closure([type(task).__module__, *SCORING_MODULES], ("bench.tasks", "bench.data",
                                                                                  *SCORING_MODULES[1:])))
-    external = getattr(task, "external_code", "")
+    external = task.external_code
     return hashlib.sha256(f"{code}|{external}".encode()).hexdigest()[:12] if external else code
 
 

@@ -49,7 +49,7 @@ from bench.catalog import TASK_META, TaskMeta, local_beir_meta
 from bench.data.beir import RetrievalSet, load_beir
 from bench.precisions import precision as precision_record
 from bench.spec import EvalSpec, check_precision_dims
-from bench.tasks import TASKS
+from bench.tasks import TASKS, Task
 from bench.tasks.ranking import query_metrics
 from bench.transforms import (BinaryCodes, binarize, dequantize_int8, head_codes, int8_ranges,
                               quantize_int8, sign_codes, truncate)
@@ -334,12 +334,8 @@ def shortlist_metrics(searcher: Searcher, queries: np.ndarray, data: RetrievalSe
 
 
 @dataclass(frozen=True)
-class RetrievalTask:
+class RetrievalTask(Task):
     meta: TaskMeta
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
     @classmethod
     def local(cls, name: str) -> "RetrievalTask":

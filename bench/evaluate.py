@@ -23,11 +23,13 @@ from filelock import FileLock
 from bench import BenchError
 from bench.backbone import Encoder
 from bench.fingerprint import encoding_code
-from bench.heads import head_id, load_head
+from bench.heads import Head, head_id, load_head
 from bench.phases import timed
 from bench.precisions import KNOWN, bytes_per_vector
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
+from bench.tasks import Task
+from bench.transforms import BinaryCodes, LayersWithHead
 
 log = logging.getLogger("bench")
 
@@ -128,13 +130,6 @@ def _cached_array(path: Path, shape: tuple[int, int, int], dtype: str) -> np.nda
     return None
 
 
-def text_role(task, name: str) -> str | None:
-    """The role of a task's text set (`task.role(name)`: "query", "document", or None for texts without one, which
-    get the model's default prompt); a task that declares no roles has none."""
-    role = getattr(task, "role", None)
-    return role(name) if role is not None else None
-
-
 def _timing(encoder: Encoder, seconds: list[float] | None, n_texts: int) -> dict | None:
     if seconds is None:
         return None
@@ -152,12 +147,12 @@ def encode_time_rows(timings: list[dict | None], device: str) -> list[dict]:
             for layer, s in enumerate(seconds, 1)]
 
 
-class HeadedLayers:
+class HeadedLayers(LayersWithHead):
     """arrays[name][layer - 1] as the tasks read it, with the checkpoint's head applied to that layer (the last
     layer asked for is kept: cells are scored layer by layer); `codes(layer, dim)` the head's own binary codes of
     a cell, or None where it makes none (bench/transforms.head_codes)."""
 
-    def __init__(self, vectors: np.ndarray, head):
+    def __init__(self, vectors: StoredLayers, head: Head):
         self.vectors, self.head, self._last = vectors, head, (None, None)
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -168,13 +163,12 @@ class HeadedLayers:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def codes(self, layer: int, dim: int):
-        make = getattr(self.head, "codes", None)
-        return None if make is None else make(layer, self.vectors[layer - 1], dim)
+    def codes(self, layer: int, dim: int) -> BinaryCodes | None:
+        return self.head.codes(layer, self.vectors[layer - 1], dim)
 
 
 @timed("score")
-def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cache_dir: Path | None = None,
+def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None, world: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
     """Cell dicts (layer, dim, precision, metric, score, ...), per-layer encode-time dicts (layer, no dim) and
     run-level timing dicts (no layer), and the per-example values of every cell keyed "layer/dim/precision/name"
@@ -185,15 +179,15 @@ def evaluate_grid(encoder: Encoder, checkpoint, task, data, spec: EvalSpec, cach
     head = load_head(checkpoint.head) if checkpoint.head else None
     width = (head.out_dim if head is not None and head.out_dim else encoder.width)
     cells = cells_to_score(encoder.num_layers, width, spec, checkpoint.targets, checkpoint.only_targets)
-    served = getattr(head, "PRECISIONS", KNOWN)  # a head of binary codes has no float cells of its own
+    served = KNOWN if head is None else head.PRECISIONS  # a head of binary codes has no float cells of its own
     # a task scores the precisions its family can (STS has no search: no binary+rescore); unknown names raised above
     precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
-    bits_per_dim = getattr(head, "bits_per_dim", 1)
+    bits_per_dim = 1 if head is None else head.bits_per_dim
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     storage = Storage.for_cells(cells, spec.store_dtype, encoder.width if head is not None else None)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir, storage, world, role=text_role(task, name))
+                                   cache_dir, storage, world, role=task.role(name))
                for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
     if world[0] != 0:

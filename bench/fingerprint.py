@@ -169,7 +169,7 @@ def task_code(task) -> str:
     """What scores a task (scoring_modules); plus, for a task scored by code outside the project (mteb tasks), the
     `external_code` it names (mteb's version, the bytes of a user's task file)."""
     code = source_hash(scoring_modules(task))
-    external = getattr(task, "external_code", "")
+    external = task.external_code
     return hashlib.sha256(f"{code}|{external}".encode()).hexdigest()[:12] if external else code
 
 

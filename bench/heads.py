@@ -4,9 +4,9 @@ applied by evaluation to each layer's vectors before truncation, on the cached e
 Pure numpy, saved as safetensors (`safetensors.numpy`) with the head's kind in the file's metadata, so evaluation
 needs neither torch nor the method that fitted it. A head transforms the layers it has tensors for and passes the
 others through unchanged; its output width is the same for every layer (the grid's dims are checked against it).
-A new kind is one class with `KIND`, `from_tensors`, `tensors`, `out_dim` and `apply`, registered in KINDS. A head
-that makes its own binary codes also has `codes(layer, vectors, dim)`, `bits_per_dim` and the `PRECISIONS` it
-serves (evaluation scores it at those only).
+A new kind is one subclass of `Head` (`KIND`, `from_tensors`, `tensors`, `out_dim`, `apply`), registered in KINDS.
+A head that makes its own binary codes also overrides `codes(layer, vectors, dim)`, `bits_per_dim` and the
+`PRECISIONS` it serves (evaluation scores it at those only).
 
 Kinds: "linear" (pca), "residual-mlp" (matryoshka-adaptor), "residual-binary" (bebr). The torch modules that train
 the last two (methods/_heads.py) compute exactly these functions; tests check that they agree.
@@ -15,20 +15,58 @@ the last two (methods/_heads.py) compute exactly these functions; tests check th
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from bench import BenchError
-from bench.precisions import taking_head_codes
+from bench.precisions import KNOWN, taking_head_codes
 from bench.transforms import BinaryCodes
 
 
+class Head(ABC):
+    """What evaluation reads of every head kind (bench/evaluate.py); the defaults are those of a head that only
+    transforms the float vectors."""
+
+    KIND: ClassVar[str]  # the kind written into the file's metadata, which `load_head` reads back
+    PRECISIONS: ClassVar[tuple[str, ...]] = KNOWN  # the precisions evaluation scores it at
+
+    @classmethod
+    @abstractmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> "Head":
+        """The head from the tensors `tensors()` saved."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Its tensors, by name, as the file stores them."""
+
+    @property
+    @abstractmethod
+    def out_dim(self) -> int | None:
+        """The width of its output (the same for every layer), or None for a head with no layers."""
+
+    @abstractmethod
+    def apply(self, layer: int, vectors: np.ndarray) -> np.ndarray:
+        """The vectors of `layer` (1-based) through the head; a layer it has no tensors for passes unchanged."""
+
+    @property
+    def bits_per_dim(self) -> int:
+        """Sign bits its binary codes store per dimension (1: the plain sign bits of the vectors)."""
+        return 1
+
+    def codes(self, layer: int, vectors: np.ndarray, dim: int) -> BinaryCodes | None:
+        """Its own binary codes of a cell, from the layer's pooled vectors; None: the binary precisions are the sign
+        bits of the (truncated) vectors."""
+        return None
+
+
 @dataclass(frozen=True)
-class LinearHead:
+class LinearHead(Head):
     """y = x @ weight[l] + bias[l] per transformed layer l (a PCA rotation is one: weight = components^T,
     bias = -mean @ components^T)."""
 
@@ -76,7 +114,7 @@ def _blocks(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
 
 
 @dataclass(frozen=True)
-class ResidualMLPHead:
+class ResidualMLPHead(Head):
     """matryoshka-adaptor's f per transformed layer l: y = u + relu(u @ w1 + b1) @ w2 + b2 with u = x / |x| (each
     layer's pooled vector at unit length, as the paper's API embeddings are)."""
 
@@ -101,7 +139,7 @@ class ResidualMLPHead:
 
 
 @dataclass(frozen=True)
-class ResidualBinaryHead:
+class ResidualBinaryHead(Head):
     """bebr's recurrent residual binarization per layer (methods/bebr.py): u = x / |x|, r_0 = u; for each level
     t: z_t = block_t(r_t) (a residual MLP), code_t = sign bits of z_t, s_t = +-1 of code_t,
     r_{t+1} = u - sum_{v <= t} w_v s_v. The d-dim cell keeps the first d bits of every level: its codes'
@@ -159,7 +197,7 @@ class ResidualBinaryHead:
 KINDS = {kind.KIND: kind for kind in (LinearHead, ResidualMLPHead, ResidualBinaryHead)}
 
 
-def save_head(path: Path, head) -> Path:
+def save_head(path: Path, head: Head) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in head.tensors().items()}
@@ -169,7 +207,7 @@ def save_head(path: Path, head) -> Path:
     return path
 
 
-def load_head(path: str | Path):
+def load_head(path: str | Path) -> Head:
     """The head saved at `path`; a missing, corrupt or unknown-kind file is one error line."""
     path = Path(path)
     try:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 from sentence_transformers.util import cos_sim
 
@@ -23,10 +24,16 @@ KL_KINDS = ("embedding", "scores", "none")
 LAYER_WEIGHTINGS = ("uniform", "linear", "log")
 
 
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model an objective is given, unwrapped: under torchrun the loop (bench/train.py) wraps it in
+    DistributedDataParallel, and what the model itself holds (its final norm, a loss log) lives on the inner one."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def embed_columns(model: torch.nn.Module, batch: dict, pooling: str) -> list[torch.Tensor]:
     """Each column's pooled vectors of every layer, (L, batch, H): one forward pass per column, all layers from it.
     Columns are not padded together: padding short anchors to the candidates' length costs compute for nothing."""
-    norm = final_norm(getattr(model, "module", model))  # DDP wraps the model; the norm lives on the inner one
+    norm = final_norm(inner_model(model))
     return [pooled_all_layers(model, column, pooling, norm) for column in batch["columns"]]
 
 

@@ -28,8 +28,6 @@ from bench.suites import Suite
 from bench.tasks import TASKS
 from bench.train import claim, is_main_process, world
 from methods import METHODS, RunContext
-from methods._heads import check_head_config
-from methods._jobs import method_jobs
 
 log = logging.getLogger("bench")
 
@@ -49,7 +47,7 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
     for backbone in suite.backbones or (suite.backbone,):
         evaluation = resolve_eval(suite.eval, backbone, trust_remote_code)
         for method in METHODS.expand(methods or suite.methods):
-            trains = getattr(METHODS.get(method), "trains", True)
+            trains = METHODS.get(method).trains
             for point in (sweeps or {}).get(method, [{}]):
                 params = freeze_params({**dict(default_params(method)), **suite.method_params.get(method, {}),
                                         **point})
@@ -60,22 +58,15 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                                              budget=suite.budget if trains else Budget(steps=0), seed=seed,
                                              eval=evaluation, dtype=suite.dtype))
                 if trains and specs:  # a bad training config fails now, not after hours of other runs
-                    _check_config(method, specs[-1], trust_remote_code)
+                    METHODS.get(method)().check_config(specs[-1], trust_remote_code)
     return specs
-
-
-def _check_config(method: str, spec: RunSpec, trust_remote_code: bool) -> None:
-    if hasattr(METHODS.get(method), "jobs"):
-        method_jobs(METHODS.get(method)(), spec, trust_remote_code)
-    else:  # a head fitted on frozen vectors
-        check_head_config(METHODS.get(method)(), spec)
 
 
 def run_code(spec: RunSpec) -> str:
     """The fingerprint of everything that makes this spec's rows: the method (and its training), the encoder,
     the task and the evaluation."""
     method = METHODS.get(spec.method)
-    return stable_hash([method_code(method, getattr(method, "trains", True)), encoding_code(spec.backbone),
+    return stable_hash([method_code(method, method.trains), encoding_code(spec.backbone),
                         task_code(TASKS.get(spec.task))])
 
 
@@ -125,7 +116,7 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
         if rank != 0:
             continue
         rows += [make_row(shared, split="train", **entry) for entry in ck.train_log]
-        if getattr(method, "trains", True):
+        if method.trains:
             timings["train_seconds"] = timings.get("train_seconds", 0.0) + ck.train_seconds
         examples.update(per_example)
         for cell in cells:

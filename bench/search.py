@@ -65,7 +65,12 @@ def binary_index(bits: np.ndarray, search_index: str) -> faiss.IndexBinary:
 
 
 def top_k(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k) scores (higher is better) and corpus positions, best first, -1 padded; equal scores in corpus order."""
+    """(n, k) scores (higher is better) and the index's ids, best first, -1 padded (last). Equal scores are put in
+    the order of the ids, which are corpus positions for an index built over the corpus as it is, and positions in
+    the one seeded order (TIE_ORDER_SEED) for shuffled_binary_search's index, whose search maps them back. Which
+    members of a tie group that straddles the k-th place come back at all is faiss' rule: the first indexed for an
+    exact binary index (so shuffled_binary_search's seeded order decides a rescoring shortlist's edge), no fixed
+    order for a float one; tie-aware metrics search on until such a group is whole (complete_tie_groups)."""
     if isinstance(index, (faiss.IndexHNSW, faiss.IndexBinaryHNSW)):
         index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
     scores, ids = index.search(queries, min(k, index.ntotal))

@@ -12,6 +12,7 @@ truncated vectors. Without such a head nothing changes: the binary precisions ar
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,8 +106,20 @@ def sign_codes(vectors: np.ndarray) -> BinaryCodes:
     return BinaryCodes(binarize(vectors), vectors.shape[-1])
 
 
+class LayersWithHead(ABC):
+    """A text set's per-layer arrays with a checkpoint's head applied (bench/evaluate.HeadedLayers), as a task reads
+    them: `layers[layer - 1]`, and the head's own binary codes of a cell."""
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> np.ndarray:
+        """The vectors of layer index + 1, through the head."""
+
+    @abstractmethod
+    def codes(self, layer: int, dim: int) -> BinaryCodes | None:
+        """The head's codes of the cell (layer, dim), or None where it makes none."""
+
+
 def head_codes(layers, layer: int, dim: int) -> BinaryCodes | None:
-    """The codes a head makes itself for the cell (layer, dim), where the task's arrays carry such a head (see
-    bench/evaluate.HeadedLayers); None: the binary precisions are the sign bits of the truncated vectors."""
-    codes = getattr(layers, "codes", None)
-    return None if codes is None else codes(layer, dim)
+    """The codes a head makes itself for the cell (layer, dim), where the task's arrays carry a head
+    (`LayersWithHead`); None: the binary precisions are the sign bits of the truncated vectors."""
+    return layers.codes(layer, dim) if isinstance(layers, LayersWithHead) else None

@@ -1,20 +1,25 @@
-"""The method registry: one file per method in this package, registered with @METHODS.register(name).
+"""The method registry and the contract every method declares: one file per method in this package, a subclass of
+one of three contracts, registered with @METHODS.register(name).
 
-A method is a class with a frozen dataclass `Params` (its hyperparameters, recorded with every row) and
-`checkpoints(spec, ctx) -> list[Checkpoint]`: the model(s) to evaluate, training them first if needed. A method
-that trains either trains the encoder (`jobs`: methods/_jobs.py) or fits a post-hoc head on the frozen backbone
-(`fit`: methods/_heads.py).
+- `Method` (here): a frozen dataclass `Params` (its hyperparameters, recorded with every row) and
+  `checkpoints(spec, ctx) -> list[Checkpoint]`, the model(s) to evaluate. Subclassed directly by a method that does
+  not train (`pretrained`: `trains` False, so no training data, budget or seeds).
+- `TrainedMethod` (methods/_jobs.py): trains the encoder; declares `jobs`, the models it trains and their objectives.
+- `HeadMethod` (methods/_heads.py): fits a post-hoc head on the frozen backbone's vectors; declares `fit`.
+The runner and the evaluation call only what these declare (`trains`, `check_config`, `checkpoints`).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from bench.registry import Registry
-from bench.spec import SubModel
+from bench.spec import RunSpec, SubModel
 
 
 def _discover() -> None:
@@ -23,7 +28,7 @@ def _discover() -> None:
             importlib.import_module(f"{__name__}.{info.name}")
 
 
-METHODS: Registry = Registry("method", discover=_discover)
+METHODS: Registry[type[Method]] = Registry("method", discover=_discover)
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,22 @@ class RunContext:
     cache_dir: Path
     device: str | None = None
     trust_remote_code: bool = False  # a permission, not a score-moving choice: not in any spec
+
+
+class Method(ABC):
+    """Every method. As it stands, one that does not train: its checkpoints are the backbone as it is, so a suite
+    runs it once (first seed) with no training data and no budget."""
+
+    trains: ClassVar[bool] = False  # True: its checkpoints depend on the training data, the budget and the seed
+
+    @dataclass(frozen=True)
+    class Params:  # each method declares its own (a frozen dataclass of hyperparameters; none by default)
+        pass
+
+    @abstractmethod
+    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+        """The model(s) to evaluate for a spec, trained (or fitted) first where needed."""
+
+    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
+        """Fail with one line on a bad configuration, before anything runs (called once per method by the runner).
+        A method that does not train has nothing to check."""

@@ -30,8 +30,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from abc import abstractmethod
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from bench import BenchError
 from bench.backbone import Encoder, backbone_shape
 from bench.data.decontaminate import evaluation_sets
 from bench.evaluate import encode_cached
-from bench.heads import save_head
+from bench.heads import Head, save_head
 from bench.phases import phase
 from bench.spec import Budget, RunSpec
 from bench.train import (
@@ -53,12 +54,36 @@ from bench.train import (
     make_scheduler,
     micro_batch,
 )
-from methods import Checkpoint, RunContext
+from methods import Checkpoint, Method, RunContext
 from methods._jobs import training_key
 
 FIT_SENTENCES = 4096  # the fit set's default size: ample for a 384- or 768-dim PCA, one short encode
 FIT_ENCODE_BATCH = 64  # texts per encoding batch of the fit set (a constant: the head's key does not hold it)
 LOG_FILE = "fit_log.json"
+
+
+class HeadMethod(Method):
+    """The contract of a method that fits a post-hoc head (bench/heads.py) on the frozen backbone's vectors of the
+    fit set: it declares `fit`; its checkpoint is the backbone plus the head file (`head_checkpoints`). Its Params
+    have `fit_sentences`."""
+
+    trains = True  # fitted on the training set, so it depends on the training data, the budget and the seed
+    needs_steps: ClassVar[bool] = True  # False: fitted in closed form (pca), so a budget without steps is fine
+
+    @abstractmethod
+    def fit(self, params, vectors: np.ndarray, budget: Budget, seed: int) -> tuple[Head, list[dict]]:
+        """The head fitted on (layers, texts, width) vectors, and its loss rows."""
+
+    def loss_dims(self, params) -> tuple[int, ...] | None:
+        """The prefix dims its loss uses, checked inside the backbone before anything is encoded; None: none given
+        (the method's default) or no loss over dims."""
+        return None
+
+    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+        return head_checkpoints(self, spec, ctx)
+
+    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
+        check_head_config(self, spec)
 
 
 # ---- checks ------------------------------------------------------------------------------------------------------
@@ -90,7 +115,7 @@ def resolve_dims(method: str, dims, width: int, default: tuple[int, ...]) -> tup
     return dims
 
 
-def check_head_config(method, spec: RunSpec):
+def check_head_config(method: HeadMethod, spec: RunSpec):
     """Every bad config of a head method fails here with one line, before anything is encoded: the training data
     name (the fit set), steps for a head that trains, the hyperparameters, and loss dims outside the backbone.
     Returns the Params."""
@@ -100,8 +125,8 @@ def check_head_config(method, spec: RunSpec):
     if method.needs_steps and spec.budget.steps <= 0:
         raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
     params = method.Params(**dict(spec.params))
-    if getattr(params, "dims", None) is not None:
-        resolve_dims(spec.method, params.dims, backbone_shape(spec.backbone)[1], ())
+    if method.loss_dims(params) is not None:
+        resolve_dims(spec.method, method.loss_dims(params), backbone_shape(spec.backbone)[1], ())
     return params
 
 
@@ -141,12 +166,12 @@ def backbone_id(spec: RunSpec) -> str:
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 
-def head_dir(method, spec: RunSpec, ctx: RunContext) -> Path:
+def head_dir(method: HeadMethod, spec: RunSpec, ctx: RunContext) -> Path:
     key = training_key(method, spec, evaluation_sets(ctx.data_dir))
     return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / "head"
 
 
-def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+def head_checkpoints(method: HeadMethod, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
     """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too). One
     process fits it under a file lock (another job or terminal waits, then reuses it); under torchrun rank 0 fits
     and every rank gets the checkpoint, since evaluation encodes with all of them."""
@@ -162,7 +187,7 @@ def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]
                        train_seconds=meta["seconds"])]
 
 
-def _fit_and_save(method, params, spec: RunSpec, ctx: RunContext, path: Path, log_path: Path) -> None:
+def _fit_and_save(method: HeadMethod, params, spec: RunSpec, ctx: RunContext, path: Path, log_path: Path) -> None:
     vectors, removed = fit_vectors(spec, ctx, params.fit_sentences)  # encodes through encode_cached (phase "encode")
     t0 = time.perf_counter()
     with phase("train"):

@@ -1,5 +1,5 @@
-"""From a trained method's spec to its checkpoints: the jobs it declares, each trained (or reused, or resumed)
-through the one loop in bench/train.py, which knows no method.
+"""The contract of a method that trains the encoder (`TrainedMethod`), and from its spec to its checkpoints: the jobs
+it declares, each trained (or reused, or resumed) through the one loop in bench/train.py, which knows no method.
 
 A checkpoint folder is keyed by the spec's model fields AND the fingerprint of the code that trains it
 (bench/fingerprint.py): after an edit to the method, the loop or a loss, nothing trained by the old code is reused.
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from abc import abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from bench import BenchError
 from bench.backbone import backbone_shape, load_model, resolve_pooling
@@ -19,7 +21,10 @@ from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
 from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
-from methods import METHODS, Checkpoint, RunContext
+from methods import METHODS, Checkpoint, Method, RunContext
+
+if TYPE_CHECKING:  # bench.losses imports sentence-transformers' losses: loaded where a loss is built (method_jobs)
+    from bench.losses import BaseLoss
 
 
 REMOVED_FILE = "decontamination.json"  # in a job's checkpoint folder: how many training examples were dropped
@@ -43,6 +48,27 @@ class Job:
     same_as: str | None = None
 
 
+class TrainedMethod(Method):
+    """A method that trains the encoder: `jobs` says which models it trains under which objectives; the training,
+    caching and resuming are the same for every such method (`method_checkpoints`)."""
+
+    trains = True
+    # Params fields that act in a stage before the objective (starbucks' pre-training): the contract test that every
+    # field moves the loss skips them, and the method's own tests cover them
+    fields_outside_objective: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def jobs(self, params, num_layers: int, hidden_size: int, loss: BaseLoss, pooling: str) -> list[Job]:
+        """The models to train for `params` on a backbone of `num_layers` blocks and `hidden_size` dims, with the
+        base loss of the training data and the pooling the model is served with."""
+
+    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+        return method_checkpoints(self, spec, ctx)
+
+    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
+        method_jobs(self, spec, trust_remote_code)
+
+
 def training_key(method, spec: RunSpec, eval_sets: tuple[str, ...]) -> str:
     """The spec's model fields, the training code's fingerprint and the evaluation sets whose texts were kept out of
     the training data (bench/data/decontaminate.evaluation_sets): what names a method's checkpoint folders."""
@@ -62,7 +88,7 @@ def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
     return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / (job.name or "model")
 
 
-def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
+def method_jobs(method: TrainedMethod, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
     """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
     fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
     outside the backbone."""
@@ -82,7 +108,7 @@ def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple
     return jobs, num_layers, hidden
 
 
-def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
+def method_checkpoints(method: TrainedMethod, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
     """Train (or reuse, or resume) every model a method's jobs describe; a Checkpoint per model. The training
     data is only read when something is left to train; how many of its examples decontamination dropped is written
     beside the weights (REMOVED_FILE) and reaches the run's rows as `train_examples_removed`."""

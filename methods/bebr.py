@@ -39,15 +39,15 @@ import torch.nn.functional as F
 from bench import BenchError
 from bench.heads import ResidualBinaryHead
 from bench.losses import check_positive
-from bench.spec import Budget, RunSpec, default_dims
-from methods import METHODS, Checkpoint, RunContext
+from bench.spec import Budget, default_dims
+from methods import METHODS
 from methods._heads import (
     FIT_SENTENCES,
+    HeadMethod,
     ResidualMLP,
     check_count,
     check_dims,
     check_optional_count,
-    head_checkpoints,
     resolve_dims,
     train_head,
     unit_rows,
@@ -97,10 +97,7 @@ def nce_loss(reconstruction: torch.Tensor, original: torch.Tensor, dims: tuple[i
 
 
 @METHODS.register("bebr")
-class BEBR:
-    trains = True
-    needs_steps = True
-
+class BEBR(HeadMethod):
     @dataclass(frozen=True)
     class Params:
         bits: int = 2  # sign-bit codes per dimension (recurrent levels), e.g. 1, 2, 4
@@ -116,6 +113,9 @@ class BEBR:
             check_dims("bebr", self.dims)
             check_optional_count("bebr", "hidden", self.hidden)
             check_count("bebr", "fit_sentences", self.fit_sentences)
+
+    def loss_dims(self, params: Params) -> tuple[int, ...] | None:
+        return params.dims
 
     def fit(self, params: Params, vectors: np.ndarray, budget: Budget, seed: int) -> tuple[ResidualBinaryHead, list]:
         layers, n, width = vectors.shape
@@ -133,6 +133,3 @@ class BEBR:
             blocks[layer] = [block.block() for block in model.blocks]
             weights[layer] = model.weights.detach().numpy().copy()
         return ResidualBinaryHead(blocks, weights), log
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return head_checkpoints(self, spec, ctx)

@@ -54,9 +54,9 @@ from bench.losses import (
     kl_embedding,
     layer_weight,
 )
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 
 RELEASE_COMPRESSION_SIZE = 128  # AnglE's ese_compression_size default
 
@@ -114,9 +114,7 @@ class ESEObjective:
 
 
 @METHODS.register("ese")
-class ESE:
-    trains = True
-
+class ESE(TrainedMethod):
     @dataclass(frozen=True)
     class Params:
         compression_size: int | None = None  # k; None: 128 (AnglE's default) on backbones wider than 256, else H/2
@@ -154,6 +152,3 @@ class ESE:
         targets = sorted({SubModel(layer, objective.k) for layer in range(1, num_layers + 1)}
                          | {SubModel(num_layers, hidden_size)}, key=lambda t: (t.layer, t.dim))
         return [Job("", objective, targets=tuple(targets))]
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)

@@ -3,27 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bench.losses import BaseLoss, at, embed_columns
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 
 
 @METHODS.register("full")
-class Full:
-    trains = True
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def jobs(self, params: Params, num_layers: int, hidden_size: int, loss: BaseLoss, pooling: str) -> list[Job]:
+class Full(TrainedMethod):  # no hyperparameters: TrainedMethod's empty Params
+    def jobs(self, params: TrainedMethod.Params, num_layers: int, hidden_size: int, loss: BaseLoss,
+             pooling: str) -> list[Job]:
         def objective(model, batch, generator):
             return loss(at(embed_columns(model, batch, pooling), num_layers, hidden_size), batch["labels"])
 
         return [Job("", objective, targets=(SubModel(num_layers, hidden_size),))]
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)

@@ -29,15 +29,15 @@ import torch
 from bench import BenchError
 from bench.heads import ResidualMLPHead
 from bench.losses import check_choice, check_positive
-from bench.spec import Budget, RunSpec
-from methods import METHODS, Checkpoint, RunContext
+from bench.spec import Budget
+from methods import METHODS
 from methods._heads import (
     FIT_SENTENCES,
+    HeadMethod,
     ResidualMLP,
     check_count,
     check_dims,
     check_optional_count,
-    head_checkpoints,
     resolve_dims,
     train_head,
     unit_rows,
@@ -82,10 +82,7 @@ def nearest_neighbours(unit: np.ndarray, k: int, block: int = 1024) -> np.ndarra
 
 
 @METHODS.register("matryoshka-adaptor")
-class MatryoshkaAdaptor:
-    trains = True
-    needs_steps = True
-
+class MatryoshkaAdaptor(HeadMethod):
     @dataclass(frozen=True)
     class Params:
         k: int = 10  # neighbours per vector in L_topk
@@ -108,6 +105,9 @@ class MatryoshkaAdaptor:
     def objective(self, terms: dict[str, torch.Tensor], params: Params) -> torch.Tensor:
         return terms["topk"] + params.alpha * terms["pair"] + params.beta * terms["rec"]
 
+    def loss_dims(self, params: Params) -> tuple[int, ...] | None:
+        return params.dims
+
     def fit(self, params: Params, vectors: np.ndarray, budget: Budget, seed: int) -> tuple[ResidualMLPHead, list]:
         layers, n, width = vectors.shape
         if params.k >= n:
@@ -129,6 +129,3 @@ class MatryoshkaAdaptor:
             log += train_head(adaptor, batch_loss, n, budget, seed, {"layer": layer})
             blocks[layer] = adaptor.block()
         return ResidualMLPHead(blocks), log
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return head_checkpoints(self, spec, ctx)

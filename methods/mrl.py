@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from bench import BenchError
 from bench.losses import BaseLoss, at, embed_columns
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 from methods.starbucks_srl import target_dims
 
 
@@ -28,9 +28,7 @@ def resolve_dims(method: str, dims: tuple | None, num_layers: int, hidden_size: 
 
 
 @METHODS.register("mrl")
-class MRL:
-    trains = True
-
+class MRL(TrainedMethod):
     @dataclass(frozen=True)
     class Params:
         dims: tuple[int, ...] | None = None  # None: the dims of the Starbucks target rule, full width included
@@ -52,6 +50,3 @@ class MRL:
             return sum(w * loss(at(columns, num_layers, d), batch["labels"]) for d, w in zip(dims, weights))
 
         return [Job("", objective, targets=tuple(SubModel(num_layers, d) for d in sorted(dims)))]
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)

@@ -18,9 +18,9 @@ import numpy as np
 
 from bench import BenchError
 from bench.heads import LinearHead
-from bench.spec import Budget, RunSpec
-from methods import METHODS, Checkpoint, RunContext
-from methods._heads import FIT_SENTENCES, check_count, head_checkpoints
+from bench.spec import Budget
+from methods import METHODS
+from methods._heads import FIT_SENTENCES, HeadMethod, check_count
 
 
 def principal_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,9 +33,8 @@ def principal_components(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @METHODS.register("pca")
-class PCA:
-    trains = True  # fitted on the training set; nothing is trained by gradient (no steps)
-    needs_steps = False
+class PCA(HeadMethod):
+    needs_steps = False  # fitted in closed form on the training set: nothing is trained by gradient
 
     @dataclass(frozen=True)
     class Params:
@@ -55,6 +54,3 @@ class PCA:
             weights[layer] = components.T.astype(np.float32)
             biases[layer] = (-mean @ components.T).astype(np.float32)
         return LinearHead(weights, biases), []
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return head_checkpoints(self, spec, ctx)

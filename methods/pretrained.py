@@ -3,21 +3,13 @@ model (bench/models.py) has its trained (layer, dim) cells as targets, so report
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bench.models import trained_cells
 from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
+from methods import METHODS, Checkpoint, Method, RunContext
 
 
 @METHODS.register("pretrained")
-class Pretrained:
-    trains = False
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
+class Pretrained(Method):  # trains nothing and has no hyperparameters: Method's defaults
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         targets = tuple(SubModel(layer, dim) for layer, dim in trained_cells(spec.backbone))
         return [Checkpoint(model=spec.backbone, model_id=f"backbone:{spec.backbone}", targets=targets)]

@@ -100,8 +100,6 @@ def precision_aware(loss: BaseLoss, weights: dict[str, float]) -> BaseLoss:
 
 @METHODS.register("qat")
 class QAT(StarbucksSRL):
-    trains = True
-
     @dataclass(frozen=True)
     class Params(StarbucksSRL.Params):
         fp32_weight: float = 1.0  # the base loss on the float sub-model vector (starbucks-srl's term)

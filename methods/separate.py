@@ -10,18 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.losses import BaseLoss, at, check_choice, embed_columns
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 from methods.starbucks_srl import check_targets, resolve_targets
 
 TRAIN_WIDTHS = ("target", "full")
 
 
 @METHODS.register("separate")
-class Separate:
-    trains = True
-
+class Separate(TrainedMethod):
     @dataclass(frozen=True)
     class Params:
         targets: tuple[tuple[int, int], ...] | None = None  # None: the Starbucks target rule
@@ -49,6 +47,3 @@ class Separate:
                             targets=(target,), num_layers=target.layer, only_targets=True,
                             log_cell=target, same_as="full" if full_size else None))
         return jobs
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)

@@ -39,6 +39,7 @@ from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
 from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
+from bench.losses import inner_model
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
 from bench.train import is_trained, read_result, train, world
@@ -54,7 +55,6 @@ META_FILE = "smae.json"
 
 @METHODS.register("starbucks")
 class Starbucks(StarbucksSRL):
-    trains = True
     # the pre-training's fields: they act before the fine-tuning objective (tests/test_starbucks.py covers them)
     fields_outside_objective = ("mlm_rate", "mae_rate", "mae", "corpus", "pretrain_steps", "pretrain_batch_size",
                                 "pretrain_grad_accum", "pretrain_lr", "pretrain_schedule", "pretrain_warmup_ratio",
@@ -184,7 +184,7 @@ def smae_objective(targets: tuple[SubModel, ...], params: Starbucks.Params, mask
     processes x 1 micro-batch draw what 1 process x 2 accumulated micro-batches do (the loop's shared generator
     would give every process the same draws)."""
     def objective(model, tokens: dict, generator: torch.Generator) -> torch.Tensor:
-        trainee = getattr(model, "module", model)  # DDP wraps the model
+        trainee = inner_model(model)
         rank, size = world()
         step, micro = divmod(len(trainee.loss_log), params.pretrain_grad_accum)
         masks = torch.Generator().manual_seed(int(stable_hash([seed, step, micro * size + rank]), 16))

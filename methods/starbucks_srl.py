@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 
 from bench import BenchError
 from bench.losses import KL_KINDS, BaseLoss, at, check_choice, check_positive, embed_columns, kl_term
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 
 
 def default_targets(num_layers: int, hidden_size: int) -> tuple[SubModel, ...]:
@@ -63,9 +63,7 @@ def resolve_targets(targets: tuple | None, num_layers: int, hidden_size: int) ->
 
 
 @METHODS.register("starbucks-srl")
-class StarbucksSRL:
-    trains = True
-
+class StarbucksSRL(TrainedMethod):
     @dataclass(frozen=True)
     class Params:
         targets: tuple[tuple[int, int], ...] | None = None  # None: default_targets(L, H)
@@ -113,9 +111,6 @@ class StarbucksSRL:
         for target in targets:
             target.check_inside(num_layers, hidden_size)
         return [Job("", self.objective(params, targets, num_layers, hidden_size, loss, pooling), targets=targets)]
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)
 
 
 # The paper's retrieval recipe (KL over in-batch score distributions at the contrastive temperature, teacher detached)

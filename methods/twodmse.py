@@ -34,9 +34,9 @@ from bench.losses import (
     kl_embedding,
     layer_weight,
 )
-from bench.spec import RunSpec, SubModel
-from methods import METHODS, Checkpoint, RunContext
-from methods._jobs import Job, method_checkpoints
+from bench.spec import SubModel
+from methods import METHODS
+from methods._jobs import Job, TrainedMethod
 from methods.mrl import check_dims, resolve_dims
 
 
@@ -92,9 +92,7 @@ class TwoDMSEObjective:
 
 
 @METHODS.register("2dmse")
-class TwoDMSE:
-    trains = True
-
+class TwoDMSE(TrainedMethod):
     @dataclass(frozen=True)
     class Params:
         dims: tuple[int, ...] | None = None  # None: the dims of the Starbucks target rule, full width included
@@ -129,9 +127,6 @@ class TwoDMSE:
         dims = set(objective.dims) | ({hidden_size} if params.full_width else set())
         targets = tuple(SubModel(layer, d) for layer in range(1, num_layers + 1) for d in sorted(dims))
         return [Job("", objective, targets=targets)]
-
-    def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
-        return method_checkpoints(self, spec, ctx)
 
 
 SENTENCE_TRANSFORMERS = replace(TwoDMSE.Params(), full_width=False)

@@ -380,6 +380,6 @@ def test_head_files_round_trip(tmp_path):
         loaded = load_head(save_head(tmp_path / f"{head.KIND}.safetensors", head))
         assert type(loaded) is type(head)
         np.testing.assert_array_equal(loaded.apply(1, x), head.apply(1, x))
-        if hasattr(head, "codes"):
+        if head.codes(2, x, 16) is not None:
             np.testing.assert_array_equal(loaded.codes(2, x, 16).bits, head.codes(2, x, 16).bits)
             assert loaded.codes(2, x, 16).weights == head.codes(2, x, 16).weights

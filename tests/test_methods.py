@@ -37,15 +37,15 @@ from bench.runner import make_specs
 from bench.spec import Budget, RunSpec, SubModel, freeze_params
 from bench.suites import smoke, with_overrides
 from bench.train import TextCollate
-from methods import METHODS, RunContext
-from methods._heads import check_head_config
-from methods._jobs import method_jobs
+from methods import METHODS, Method, RunContext
+from methods._heads import HeadMethod, check_head_config
+from methods._jobs import TrainedMethod, method_jobs
 from methods.starbucks_srl import default_targets
 from methods.twodmse import SENTENCE_TRANSFORMERS, STARBUCKS_BASELINE, Draw
 
 LAYERS, HIDDEN = 4, 64
-TRAINED = [name for name in METHODS.names() if hasattr(METHODS.get(name), "jobs")]
-HEADS = [name for name in METHODS.names() if hasattr(METHODS.get(name), "fit")]
+TRAINED = [name for name in METHODS.names() if issubclass(METHODS.get(name), TrainedMethod)]
+HEADS = [name for name in METHODS.names() if issubclass(METHODS.get(name), HeadMethod)]
 LOSS = base_loss("triplets")
 
 
@@ -260,7 +260,7 @@ def test_every_hyperparameter_changes_the_loss_or_its_gradient(method, tiny4_mod
     defaults = cls().Params()
     base_loss_value, base_grad = run_jobs(method, defaults, tiny4_model, batch)
     for field in fields(defaults):
-        if field.name in getattr(cls, "fields_outside_objective", ()):
+        if field.name in cls.fields_outside_objective:
             continue
         params = replace(defaults, **{field.name: variant(method, field.name, getattr(defaults, field.name),
                                                             defaults)})
@@ -288,9 +288,13 @@ def test_default_hyperparameters_freeze_into_a_spec(method):
 
 # ---- contract tests over every registered post-hoc head ------------------------------------------------------------
 
-def test_every_trained_method_trains_the_encoder_or_fits_a_head():
-    trained = {name for name in METHODS.names() if getattr(METHODS.get(name), "trains", True)}
+def test_every_method_declares_one_contract():
+    """Every registered method is a Method; the ones that train either train the encoder or fit a head (never
+    both), and the others train nothing."""
+    assert all(issubclass(METHODS.get(name), Method) for name in METHODS.names())
+    trained = {name for name in METHODS.names() if METHODS.get(name).trains}
     assert trained == set(TRAINED) | set(HEADS) and not set(TRAINED) & set(HEADS)
+    assert trained < set(METHODS.names())  # pretrained
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +326,8 @@ def test_head_is_finite_keeps_the_backbone_and_is_reused_from_its_checkpoint(met
     x = np.random.default_rng(0).standard_normal((20, HIDDEN)).astype(np.float32)
     for layer in (1, 2):
         assert np.isfinite(head.apply(layer, x)).all()
-        if hasattr(head, "codes"):
-            codes = head.codes(layer, x, 32)
+        codes = head.codes(layer, x, 32)
+        if codes is not None:
             assert codes.bits.shape == (20, 32 * head.bits_per_dim // 8)
             assert np.isfinite(codes.reconstruction(normalize=True)).all()
     assert all(np.isfinite(row["score"]) for row in checkpoint.train_log)

@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoTokenizer
 from bench import BenchError
 from bench.backbone import Encoder, resolve_backbone, resolve_eval
 from bench.data.beir import RetrievalSet
-from bench.evaluate import encode_cached, evaluate_grid, text_role
+from bench.evaluate import encode_cached, evaluate_grid
 from bench.reproduce import reference_specs
 from bench.spec import POOLINGS, EvalSpec, RunSpec
 from bench.tasks import TASKS
@@ -105,7 +105,7 @@ def test_retrieval_roles_get_the_prompts_encode_prompt_name_gives(bert_dir, tmp_
     retrieval, sts = TASKS.get("scifact"), TASKS.get("stsb")
     for task, name, prompt_name in ((retrieval, "queries", "query"), (retrieval, "corpus", "document"),
                                     (sts, "sentences", "sts")):
-        ours, _ = encode_cached(encoder, "tiny", name, TEXTS, 512, 4, tmp_path / "cache", role=text_role(task, name))
+        ours, _ = encode_cached(encoder, "tiny", name, TEXTS, 512, 4, tmp_path / "cache", role=task.role(name))
         np.testing.assert_allclose(ours[-1], st.encode(TEXTS, prompt_name=prompt_name), atol=TOL)
     queries, _ = encode_cached(encoder, "tiny", "q", TEXTS, 512, 4, tmp_path / "cache", role="query")
     corpus, _ = encode_cached(encoder, "tiny", "c", TEXTS, 512, 4, tmp_path / "cache", role="document")

@@ -61,6 +61,7 @@ from bench.catalog import TaskMeta
 from bench.precisions import scored_by, supported
 from bench.spec import EvalSpec, stable_hash
 from bench.tasks import MTEB_PREFIX as PREFIX
+from bench.tasks import Task
 from bench.transforms import BinaryCodes, head_codes, truncate
 
 PRECISIONS = supported("mteb")  # fp32, int8, binary (bench/precisions.py)
@@ -126,7 +127,7 @@ def from_file(path: str, class_name: str) -> AbsTask:
         except Exception as exc:  # the user's code: any error is one line naming the file
             raise BenchError(f"cannot import {path}: {type(exc).__name__}: {exc}") from None
         sys.modules[module_name] = module
-    found = getattr(module, class_name, None)
+    found = vars(module).get(class_name)  # a name the user gave, looked up in their file
     if not (isinstance(found, type) and issubclass(found, AbsTask)):
         classes = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, AbsTask)
                          and v.__module__ == module_name)
@@ -262,12 +263,12 @@ class MtebData:
         self.task, self.texts, self.n_examples = task, texts, n_examples
 
 
-class MtebTask:
-    """The task-family protocol of bench.evaluate (load, texts, prepare, score_cell, gold) over one mteb task."""
+class MtebTask(Task):
+    """The task contract (bench.tasks.Task) over one mteb task, scored by mteb's code (`external_code`)."""
 
     def __init__(self, name: str, task: AbsTask, source_file: Path | None):
         md = task.metadata
-        self.name, self.task, self.split = name, task, _split(task)
+        self.task, self.split = task, _split(task)
         self.meta = TaskMeta(name, md.name, md.type, md.main_score, split=self.split,
                              source=md.dataset.get("path", ""), revision=md.dataset.get("revision"),
                              precisions=PRECISIONS, description=" ".join(md.description.split())[:200],
@@ -303,7 +304,7 @@ class MtebTask:
         return {role: (texts, max_length(role, spec)) for role, texts in data.texts.items()}
 
     def role(self, name: str) -> str | None:
-        """The role a text set is encoded in, which picks the model's prompt (bench.evaluate.text_role): its name;
+        """The role a text set is encoded in, which picks the model's prompt (bench.evaluate): its name;
         symmetric texts get the model's default prompt (None), as `SentenceTransformer.encode` gives them."""
         return None if name == "text" else name
 

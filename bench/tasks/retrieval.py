@@ -49,7 +49,7 @@ from bench.data.beir import RetrievalSet, load_beir
 from bench.precisions import scored_by
 from bench.search import Searcher
 from bench.spec import EvalSpec, check_precision_dims
-from bench.tasks import TASKS
+from bench.tasks import TASKS, Task
 from bench.tasks.ranking import query_metrics
 from bench.transforms import BinaryCodes, head_codes, truncate
 
@@ -177,12 +177,8 @@ def shortlist_metrics(searcher: Searcher, queries: np.ndarray, data: RetrievalSe
 
 
 @dataclass(frozen=True)
-class RetrievalTask:
+class RetrievalTask(Task):
     meta: TaskMeta
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
     @classmethod
     def local(cls, name: str) -> "RetrievalTask":

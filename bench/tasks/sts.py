@@ -24,7 +24,7 @@ from bench.catalog import TASK_META, TaskMeta
 from bench.data.sts import STSPairs, load_sickr, load_sts_year, load_stsb, sentence_identities
 from bench.precisions import scored_by
 from bench.spec import EvalSpec
-from bench.tasks import TASKS
+from bench.tasks import TASKS, Task
 from bench.transforms import BinaryCodes, head_codes, truncate
 
 
@@ -42,13 +42,9 @@ def pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray, pr
 
 
 @dataclass(frozen=True)
-class STSTask:
+class STSTask(Task):
     meta: TaskMeta
     loader: Callable[[Path], STSPairs]
-
-    @property
-    def name(self) -> str:
-        return self.meta.name
 
     def load(self, data_dir: Path, spec: EvalSpec) -> STSPairs:
         return self.loader(data_dir).head(spec.max_pairs)

@@ -143,4 +143,4 @@ def heading_lines(cell, digits: int) -> list[str]:
     """Which cell and its score: the first lines of a hover or tooltip."""
     seeds = "1 seed" if cell.n == 1 else f"mean of {int(cell.n)} seeds"
     return [f"{cell.method}: layer {int(cell.layer)}, dim {int(cell.dim)}, {cell.precision}",
-            f"{getattr(cell, 'display', None) or task_name(cell.task)} {score_text(cell, digits)} ({seeds})"]
+            f"{cell.display or task_name(cell.task)} {score_text(cell, digits)} ({seeds})"]

@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-# What every training goes through (the loop, the losses, pooling and the orchestration of jobs); SMAE and the
-# data loaders of training sets are reached from the methods that use them.
-TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data.pairs", "methods._jobs")
+# What every training goes through (the loop, its collectives, the losses, pooling and the orchestration of jobs);
+# SMAE and the data loaders of training sets are reached from the methods that use them.
+TRAINING_MODULES = ("bench.train", "bench.loop", "bench.dist", "bench.losses", "bench.backbone", "bench.data.pairs",
+                    "methods._jobs")
 # tokenization, the forward pass, pooling and head of every layer, the registry's prompts and extra steps, and how
 # encodings are chunked and which part is stored
 ENCODING_MODULES = ("bench.backbone", "bench.models", "bench.storage")

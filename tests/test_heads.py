@@ -30,7 +30,7 @@ from bench.suites import smoke, with_overrides
 from bench.tasks import TASKS
 from bench.tasks.retrieval import make_searcher
 from bench.tasks.sts import pair_similarity
-from bench.train import ExampleOrder, micro_batch
+from bench.loop import ExampleOrder, micro_batch
 from bench.transforms import BinaryCodes, bytes_per_vector
 from methods import METHODS, Checkpoint, RunContext
 from methods._heads import ResidualMLP, fit_texts, train_head, unit_rows

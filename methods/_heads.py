@@ -180,12 +180,14 @@ def train_head(module: torch.nn.Module, batch_loss: Callable[[torch.Tensor], tor
 
 
 class HeadTraining(TrainingLoop):
-    """The loop's recipe for a head: one process, float32 on the CPU, no checkpoints; the module leaves in eval
-    mode. Its clipping rule is `clip_only_when_on`, not the encoder's `clip_and_measure`: the encoder's loop measures
-    the gradient norm at every step for its grad_norm rows, while a head's log holds loss rows only, so the head's
-    loop keeps the rule both loops had before those rows (clip when on, measure nothing). For the max_grad_norm >= 0
-    a Budget allows, the two rules leave the same gradients (clipping at inf scales them by exactly 1) except when
-    a gradient is not finite, and a head's fit, its log and its RNG stay as they were."""
+    """The loop's recipe for a head: one process, float32 on the CPU, no checkpoints, one loss row per step; the
+    module leaves in eval mode.
+
+    Why its own clipping rule (`clip_only_when_on`, not the encoder's `clip_and_measure`): the encoder measures the
+    gradient norm at every step because it logs grad_norm rows; a head logs none, so it keeps the rule both loops had
+    before those rows. For any max_grad_norm >= 0 the two leave the same gradients (clipping at inf scales them by
+    exactly 1) except when one is not finite, where the encoder's rule turns them all NaN; the heads' fits stay as
+    they were."""
 
     loss_name, data_name = "the head's training loss", "the fit set"
 

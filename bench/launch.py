@@ -2,7 +2,7 @@
 
 A job is a checkpoint-sharing group (`checkpoint_groups`): the specs of one method, hyperparameters and seed, which
 train once and are evaluated on every task. Each job runs bench/runner.run_all in its own process and writes into
-the shared results and cache folders, whose file locks (bench/train.claim, the encode lock in bench/evaluate.py,
+the shared results and cache folders, whose file locks (bench/dist.claim, the encode lock in bench/evaluate.py,
 the result lock in bench/runner.py) let any number of jobs and terminals share them: one does a piece of work, the
 others wait for it and take it.
 
@@ -14,7 +14,7 @@ requeues the job (`GroupJob.checkpoint` resubmits it as it is) and the requeued 
 
 GPUs: a job with `gpus` > 1 runs that many processes (Slurm tasks, or local processes) and trains with DDP: each
 exports the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from submitit's
-JobEnvironment, which bench/train.world() reads. Local jobs get disjoint GPUs.
+JobEnvironment, which bench/dist.world() reads. Local jobs get disjoint GPUs.
 
 The runner stays in-process (`bench run` without --launcher); this module only adds the jobs around it.
 """
@@ -98,7 +98,7 @@ class GroupJob(submitit.helpers.Checkpointable):
         logging.getLogger("bench").setLevel(logging.INFO)
         env = submitit.JobEnvironment()
         runstate.set_job(env.job_id, str(env.paths.stderr))
-        if env.num_tasks > 1:  # DDP inside the job: the variables torchrun would set, for bench.train.world()
+        if env.num_tasks > 1:  # DDP inside the job: the variables torchrun would set, for bench.dist.world()
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         warning = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)  # submitit's warning signal (USR2)
         previous = signal.getsignal(warning)

@@ -11,7 +11,6 @@ that reaches the same run waits, then finds it finished. Unfinished runs leave a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,13 +19,13 @@ from bench import BenchError, phases, runstate
 from bench.backbone import Encoder, backbone_shape, check_dtype_supported, pick_device, resolve_eval
 from bench.data import use_data_dir
 from bench.data.fetch import ensure_data
+from bench.dist import claim, is_main_process, process_device, world
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
 from bench.results import is_finished, make_row, run_fields, run_path, write_run
 from bench.spec import Budget, RunSpec, freeze_params, stable_hash
 from bench.suites import Suite
 from bench.tasks import TASKS
-from bench.train import claim, is_main_process, world
 from methods import METHODS, RunContext
 
 log = logging.getLogger("bench")
@@ -68,13 +67,6 @@ def run_code(spec: RunSpec) -> str:
     method = METHODS.get(spec.method)
     return stable_hash([method_code(method, method.trains), encoding_code(spec.backbone),
                         task_code(TASKS.get(spec.task))])
-
-
-def process_device(device: str | None, size: int) -> str | None:
-    """Under torchrun on GPUs each process evaluates on its own GPU (LOCAL_RANK), as training does."""
-    if size > 1 and pick_device(device).type == "cuda":
-        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
-    return device
 
 
 def run_spec(spec: RunSpec, ctx: RunContext) -> Path | None:

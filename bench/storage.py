@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from bench import BenchError
 from bench.backbone import Encoder
+from bench.dist import barrier, from_rank0, sum_across
 from bench.spec import SubModel
 
 CHUNK_BATCHES = 16  # batches per chunk: the unit of work a rank takes, and the scope of the length sort
@@ -139,51 +139,21 @@ def encode_to_file(encoder: Encoder, texts: list[str], max_length: int, batch_si
     every rank calls it with the same arguments, and all return when `path` is there."""
     rank, size = world
     device = encoder.device
-    if not _from_rank0(not path.exists(), size, device):
+    if not from_rank0(not path.exists(), size, device):
         return
-    tmp = _from_rank0(path.with_suffix(f".tmp{os.getpid()}.npy"), size, device)  # one name for all ranks
+    tmp = from_rank0(path.with_suffix(f".tmp{os.getpid()}.npy"), size, device)  # one name for all ranks
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.lib.format.open_memmap(tmp, mode="w+", dtype=storage.dtype, shape=storage.shape(len(texts))).flush()
-    _barrier(size)
+    barrier(size)
     out = np.load(tmp, mmap_mode="r+")
     summed = encode_chunks(encoder, texts, max_length, batch_size, out, storage,
                            shard(len(texts), batch_size, rank, size), desc, role)
     out.flush()
     del out
-    summed = _sum_across(summed, size, device)
-    _barrier(size)  # every rank's rows are on disk
+    summed = sum_across(summed, size, device)
+    barrier(size)  # every rank's rows are on disk
     if rank == 0:
         before_publish(layer_seconds(summed))
         os.replace(tmp, path)
-    _barrier(size)
-
-
-# ---- collectives (no-ops in one process) ---------------------------------------------------------------------------
-
-def _collective_device(device: torch.device) -> torch.device:
-    """nccl moves GPU tensors only; gloo CPU tensors."""
-    return device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-
-
-def _from_rank0(value, size: int, device: torch.device):
-    """Rank 0's value on every rank: the ranks decide together, even when they would see a shared folder
-    differently (another job writing into it)."""
-    if size == 1:
-        return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0, device=_collective_device(device))
-    return box[0]
-
-
-def _sum_across(values: np.ndarray, size: int, device: torch.device) -> np.ndarray:
-    if size == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device(device))
-    torch.distributed.all_reduce(tensor)
-    return tensor.cpu().numpy()
-
-
-def _barrier(size: int) -> None:
-    if size > 1:
-        torch.distributed.barrier()
+    barrier(size)

@@ -1,12 +1,11 @@
-"""The one training loop every method goes through.
+"""Training an encoder: `train()`, the entry point every trained method goes through, and its checkpoints.
 
 `train()` is generic: it takes a model, a list of examples, a `collate` (examples -> batch) and an `objective`
-(model, batch, generator -> scalar loss), and runs them under a `Budget`: AdamW (no decay on biases and norms, as
-the HF trainer; or plain SGD, `budget.optimizer`, for tests of gradient scale), warmup + linear/cosine decay from
-transformers, gradient clipping, gradient accumulation, optional activation checkpointing, and the run's compute
-dtype (fp32, or bf16 autocast over float32 master weights, on CPU and CUDA alike). The data order is a seeded
-permutation per epoch and optimizer step `s` always reads the same examples, so a resumed run sees exactly what an
-uninterrupted one sees.
+(model, batch, generator -> scalar loss), and runs them under a `Budget` through the one loop of bench/loop.py (its
+recipe here, `EncoderTraining`, adds what training an encoder needs): optional activation checkpointing, the run's
+compute dtype (fp32, or bf16 autocast over float32 master weights, on CPU and CUDA alike), DDP, checkpoints and
+exact resume. The loop's data order makes optimizer step `s` always read the same examples, so a resumed run sees
+exactly what an uninterrupted one sees.
 
 Checkpoints: every `checkpoint_every` steps a `step-NNNNNN/` folder (model.safetensors + tokenizer + optimizer,
 scheduler and RNG states) is written atomically; a rerun resumes from the newest intact one. The finished model goes
@@ -15,10 +14,10 @@ damaged checkpoint (a cut file) is never loaded: an earlier one is resumed, or t
 holds, per optimizer step, `loss`, `lr` (the rate that step applied) and `grad_norm` (the total L2 norm of the
 gradients before clipping, as clip_grad_norm_ returns it; computed the same way when clipping is off).
 
-Concurrency: a folder is trained by one process at a time (`claim`, a file lock inside it); a second process that
-reaches it, another job or another terminal, waits and then takes the finished model. Pre-emption: a job launcher
-(bench/launch.py) can route its scheduler's warning signal through `preempt_at_step_boundary`, so the loop finishes
-its step, writes a checkpoint there and only then hands over to the launcher's requeue.
+Concurrency: a folder is trained by one process at a time (bench/dist.claim, a file lock inside it); a second
+process that reaches it, another job or another terminal, waits and then takes the finished model. Pre-emption: a
+job launcher (bench/launch.py) can route its scheduler's warning signal through `preempt_at_step_boundary`, so the
+loop finishes its step, writes a checkpoint there and only then hands over to the launcher's requeue.
 
 Distributed: under torchrun (WORLD_SIZE > 1) the same code wraps the model in DistributedDataParallel (gloo on CPU,
 nccl on CUDA); each process reads its own micro-batches of every step, rank 0 writes the checkpoints. The data of
@@ -35,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -45,14 +43,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
-from bench import BenchError
 from bench.backbone import autocast, pick_device
+from bench.dist import any_across, barrier, claim, mean_across, process_device, world
+from bench.loop import TrainingLoop, check_trainable, clip_and_measure
 from bench.phases import timed
 from bench.spec import Budget
 
@@ -60,7 +57,7 @@ Objective = Callable[[torch.nn.Module, dict, torch.Generator], torch.Tensor]
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.json"
 log = logging.getLogger("bench")
-LOCK_FILE = ".lock"  # inside the folder being trained (see `claim`)
+LOCK_FILE = ".lock"  # inside the folder being trained (see bench/dist.claim)
 
 
 @dataclass(frozen=True)
@@ -70,79 +67,7 @@ class TrainResult:
     seconds: float  # training wall time, summed over resumed segments
 
 
-# ---- distributed -----------------------------------------------------------------------------------------------
-
-def world() -> tuple[int, int]:
-    """(rank, world size); starts the process group under torchrun (gloo on CPU, nccl on CUDA)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank(), size) if size > 1 else (0, 1)
-
-
-def is_main_process() -> bool:
-    return world()[0] == 0
-
-
-def _barrier(size: int) -> None:
-    if size > 1:
-        torch.distributed.barrier()
-
-
-def _mean_across(value: float, size: int) -> float:
-    if size == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return float(t.item()) / size
-
-
-def _any_across(flag: bool, size: int) -> bool:
-    if size == 1:
-        return flag
-    t = torch.tensor([float(flag)])
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
-
-
-@contextlib.contextmanager
-def claim(lock_path: Path):
-    """Hold an exclusive file lock while the block runs: another process (a second job, a second terminal) that
-    claims the same path waits until this one is done, then runs the block itself, where it should find the work
-    finished. Under DDP the job's processes are one claimant: rank 0 holds the lock and the others start the block
-    once it does, so every rank sees the same state (a second DDP job waiting here longer than the process group's
-    timeout fails instead of waiting)."""
-    rank, size = world()
-    lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)) if rank == 0 else contextlib.nullcontext():
-        _barrier(size)
-        yield
-
-
-# ---- data order --------------------------------------------------------------------------------------------------
-
-class ExampleOrder:
-    """Position p of the endless stream -> example index: epoch after epoch, each a seeded permutation."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self._gen, self._perms = n, torch.Generator().manual_seed(seed), []
-
-    def __getitem__(self, position: int) -> int:
-        epoch, offset = divmod(position, self.n)
-        while len(self._perms) <= epoch:
-            self._perms.append(torch.randperm(self.n, generator=self._gen).tolist())
-        return self._perms[epoch][offset]
-
-
-def micro_batch(order: ExampleOrder, step: int, micro: int, rank: int, size: int, budget: Budget) -> list[int]:
-    """Example indices of one micro-batch. Step s reads examples [s*G, (s+1)*G) of the stream, G = batch x
-    accumulation x processes, whatever the split between accumulation and processes."""
-    per_step = budget.batch_size * budget.grad_accum * size
-    start = step * per_step + (micro * size + rank) * budget.batch_size
-    return [order[p] for p in range(start, start + budget.batch_size)]
-
+# ---- batches ----------------------------------------------------------------------------------------------------
 
 @dataclass
 class TextCollate:
@@ -294,7 +219,7 @@ def preempt_at_step_boundary(handler: Callable) -> Callable:
 
 def _preempted(size: int) -> bool:
     """Whether any process of the job was warned (all of them stop at the same step)."""
-    return _Preemption.watched and _any_across(_Preemption.pending is not None, size)
+    return _Preemption.watched and any_across(_Preemption.pending is not None, size)
 
 
 def _hand_over() -> None:
@@ -307,31 +232,6 @@ def _hand_over() -> None:
 
 
 # ---- the loop ------------------------------------------------------------------------------------------------------
-
-def make_optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": budget.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
-    if budget.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=budget.lr)
-    return torch.optim.AdamW(groups, lr=budget.lr)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, budget: Budget):
-    """The budget's schedule (transformers' names) with its warmup share of the steps."""
-    warmup = math.ceil(budget.warmup_ratio * budget.steps)
-    return get_scheduler(budget.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=budget.steps)
-
-
-def check_trainable(budget: Budget, n_examples: int, size: int) -> None:
-    if budget.steps <= 0:
-        raise BenchError(f"budget steps must be positive to train, got {budget.steps}")
-    if n_examples == 0:
-        raise BenchError("the training data is empty; point --data-dir at the training set or pick another one")
-    if n_examples < budget.batch_size * size:
-        raise BenchError(f"the training data has {n_examples} examples, fewer than one batch of "
-                         f"{budget.batch_size * size}; lower the batch size or use a larger training set")
-
 
 @timed("train")
 def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callable[[list], dict],
@@ -348,7 +248,8 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
         check_trainable(budget, len(examples), world()[1])
         _Preemption.training = True
         try:
-            _loop(model, tokenizer, examples, collate, objective, budget, seed, out_dir, device, desc, dtype)
+            EncoderTraining(model, tokenizer, examples, collate, objective, budget, seed, out_dir, device, desc,
+                            dtype).run()
         finally:
             _Preemption.training = False
     if _Preemption.pending is not None:  # warned during the last step: the final model is written, requeue now
@@ -356,79 +257,86 @@ def train(model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callab
     return read_result(out_dir)
 
 
-def _loop(model, tokenizer, examples, collate, objective, budget: Budget, seed: int, out_dir: Path, device, desc,
-          dtype: str):
-    rank, size = world()
-    dev = pick_device(device)
-    if size > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.manual_seed(seed)  # dropout; the same on every process, as the HF trainer does
-    generator = torch.Generator().manual_seed(seed)  # the objective's own draws (sampled layers and dims)
-    model.to(dev).train()
-    if budget.grad_checkpointing:
-        model.activation_checkpointing_enable()
-    optimizer = make_optimizer(model, budget)
-    scheduler = make_scheduler(optimizer, budget)
-    start, log, seconds = 0, [], 0.0
-    latest = _latest_step_dir(out_dir)
-    if latest is not None:
-        start, log, seconds = load_checkpoint(latest, model, optimizer, scheduler, generator)
-    wrapped = model
-    if size > 1:  # unused parameters: the pooler, and blocks above a sampled layer
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    order = ExampleOrder(len(examples), seed)
-    t0 = time.perf_counter()
-    bar = tqdm(total=budget.steps, initial=start, desc=desc, unit="step", leave=False,
-               disable=os.environ.get("BENCH_QUIET") == "1" or rank != 0)
-    for step in range(start, budget.steps):
-        loss, grad_norm = _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget,
-                                    generator, dev, dtype)
-        lr = scheduler.get_last_lr()[0]  # what optimizer.step() applies now (both parameter groups share it)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = _mean_across(loss, size)
-        log += [{"step": step + 1, "metric": "loss", "score": loss}, {"step": step + 1, "metric": "lr", "score": lr},
-                {"step": step + 1, "metric": "grad_norm", "score": grad_norm}]  # gradients are synced: one norm
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        last = step + 1 == budget.steps
-        preempted = not last and _preempted(size)
-        if not last and (preempted or (step + 1) % budget.checkpoint_every == 0):
-            if rank == 0:
-                save_checkpoint(out_dir, step + 1, model, tokenizer, optimizer, scheduler, generator, log,
-                                seconds + time.perf_counter() - t0)
-            _barrier(size)
-        if preempted:
-            bar.close()
+class EncoderTraining(TrainingLoop):
+    """The loop's recipe for an encoder: `objective` on collated text examples, on this process's device, in the
+    run's dtype, under DDP when there are several processes; a checkpoint every `checkpoint_every` steps (and at a
+    pre-emption), resumed exactly; the final model and its log in out_dir/final. Rows per step: the loss (mean over
+    processes), the lr and the gradient norm before clipping."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, examples: Sequence, collate: Callable[[list], dict],
+                 objective: Objective, budget: Budget, seed: int, out_dir: Path, device: str | None, desc: str,
+                 dtype: str):
+        rank, size = world()
+        super().__init__(model, budget, seed, len(examples), clip_and_measure, rank, size)
+        self.tokenizer, self.examples, self.collate, self.objective = tokenizer, examples, collate, objective
+        self.out_dir, self.desc, self.dtype = out_dir, desc, dtype
+        self.device = pick_device(process_device(device, size))
+        self.wrapped = model  # what the objective calls: the DDP wrapper under torchrun
+        self.seconds, self.preempted = 0.0, False
+
+    def set_up(self) -> None:
+        torch.manual_seed(self.seed)  # dropout; the same on every process, as the HF trainer does
+        self.generator = torch.Generator().manual_seed(self.seed)  # the objective's own draws (sampled layers, dims)
+        self.module.to(self.device).train()
+        if self.budget.grad_checkpointing:
+            self.module.activation_checkpointing_enable()
+        super().set_up()
+
+    def resume(self) -> None:
+        """From the newest intact checkpoint, if any; then DDP wraps the model (its first broadcast carries the
+        restored weights) and the clock starts."""
+        latest = _latest_step_dir(self.out_dir)
+        if latest is not None:
+            self.start, self.log, self.seconds = load_checkpoint(latest, self.module, self.optimizer, self.scheduler,
+                                                                 self.generator)
+        if self.size > 1:  # unused parameters: the pooler, and blocks above a sampled layer
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(self.module, find_unused_parameters=True)
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=self.budget.steps, initial=self.start, desc=self.desc, unit="step", leave=False,
+                        disable=os.environ.get("BENCH_QUIET") == "1" or self.rank != 0)
+
+    def batch(self, indices: list[int]) -> dict:
+        return to_device(self.collate([self.examples[i] for i in indices]), self.device)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return self.objective(self.wrapped, batch, self.generator)
+
+    def sync(self, last_micro_batch: bool):
+        return self.wrapped.no_sync() if self.size > 1 and not last_micro_batch else contextlib.nullcontext()
+
+    def precision(self):
+        return autocast(self.device, self.dtype)
+
+    def record(self, step: int, loss: float, lr: float, grad_norm: float | None) -> None:
+        loss = mean_across(loss, self.size)
+        self.log += [{"step": step, "metric": "loss", "score": loss}, {"step": step, "metric": "lr", "score": lr},
+                     {"step": step, "metric": "grad_norm", "score": grad_norm}]  # gradients are synced: one norm
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def save_due(self, done: int) -> bool:
+        """Every checkpoint_every steps, and when any process was warned of a pre-emption (asked of all of them),
+        but never after the last step: the final model follows."""
+        last = done == self.budget.steps
+        self.preempted = not last and _preempted(self.size)
+        return not last and (self.preempted or done % self.budget.checkpoint_every == 0)
+
+    def save(self, done: int) -> None:
+        """Rank 0 writes the checkpoint; after a pre-emption warning every process then hands over to the requeue."""
+        if self.rank == 0:
+            save_checkpoint(self.out_dir, done, self.module, self.tokenizer, self.optimizer, self.scheduler,
+                            self.generator, self.log, self.seconds + time.perf_counter() - self.t0)
+        barrier(self.size)
+        if self.preempted:
+            self.bar.close()
             _hand_over()
-    bar.close()
-    seconds += time.perf_counter() - t0
-    if rank == 0:
-        _save_final(out_dir, model, tokenizer, log, seconds)
-    _barrier(size)
 
-
-def _one_step(wrapped, model, examples, collate, objective, order, step, rank, size, budget, generator,
-              dev, dtype) -> tuple[float, float]:
-    """Forward and backward of every micro-batch of one optimizer step, then clipping; returns the step's loss (this
-    process's share) and the gradient norm before clipping."""
-    total = 0.0
-    for micro in range(budget.grad_accum):
-        batch = to_device(collate([examples[i] for i in micro_batch(order, step, micro, rank, size, budget)]), dev)
-        last = micro == budget.grad_accum - 1
-        sync = wrapped.no_sync() if size > 1 and not last else contextlib.nullcontext()
-        with sync:
-            with autocast(dev, dtype):
-                loss = objective(wrapped, batch, generator) / budget.grad_accum
-            if not torch.isfinite(loss):
-                raise BenchError(f"the training loss became {loss.item()} at step {step + 1}; lower the learning "
-                                 "rate or check the training data")
-            loss.backward()
-        total += loss.item()
-    # max_norm=inf when clipping is off: the same norm, and the gradients are scaled by exactly 1
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), budget.max_grad_norm or math.inf)
-    return total, float(grad_norm)
+    def finish(self) -> None:
+        self.bar.close()
+        self.seconds += time.perf_counter() - self.t0
+        if self.rank == 0:
+            _save_final(self.out_dir, self.module, self.tokenizer, self.log, self.seconds)
+        barrier(self.size)
 
 
 def _save_final(out_dir: Path, model, tokenizer, log: list[dict], seconds: float) -> None:

@@ -41,12 +41,13 @@ from bench.backbone import Encoder, autocast, cpu_has_native_bf16, load_model, p
 from bench.data import resolve_data_dir
 from bench.data.pairs import load_triplets
 from bench.evaluate import cells_to_score
+from bench.loop import make_optimizer
 from bench.losses import base_loss
 from bench.spec import EvalSpec
 from bench.storage import Storage, StoredLayers, encode_in_memory
 from bench.suites import default
 from bench.tasks import TASKS
-from bench.train import TextCollate, make_optimizer, to_device
+from bench.train import TextCollate, to_device
 from methods import METHODS
 
 ENCODE_BATCH = 64

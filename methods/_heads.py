@@ -13,12 +13,11 @@ once per backbone and pooling (every layer, `budget.max_seq_len` tokens, as trai
 encoding cache, so the three methods share one encode.
 
 A method here has `fit(params, vectors, budget, seed) -> (head, loss rows)` on the (layers, texts, width) fit
-vectors. The heads that train (the adaptor, bebr) go through `train_head`, a small loop over cached vectors that
-honours the Budget as bench/train.train does (steps, batch size, gradient accumulation, AdamW with the same decay
-groups, lr, warmup and schedule, clipping, and the same seeded data order: bench.train.ExampleOrder and
-micro_batch). It is not bench/train.train because that loop trains a Hugging Face model with a tokenizer and writes
-resumable step checkpoints of both; a head trains in seconds on vectors, so `checkpoint_every` (no resume) and
-`grad_checkpointing` do not apply, and `max_seq_len` acts on the fit encodings. Heads train on the CPU, in float32.
+vectors. The heads that train (the adaptor, bebr) go through `train_head`: the one loop of bench/loop.py (steps,
+batch size, gradient accumulation, AdamW with the same decay groups, lr, warmup and schedule, clipping, and the same
+seeded data order as bench/train.train) with a recipe of its own, `HeadTraining`, over cached vectors. A head trains
+in seconds, so it writes no step checkpoints: `checkpoint_every` (no resume) and `grad_checkpointing` do not apply,
+and `max_seq_len` acts on the fit encodings. Heads train on the CPU, in float32, and log one loss row per step.
 
 Head folder: cache/checkpoints/<training key>/<pooling>/head/{head.safetensors, fit_log.json}, keyed like a trained
 method's (methods/_jobs.training_key): the spec's model fields, the evaluation sets kept out of the fit set and the
@@ -40,20 +39,13 @@ import torch
 from bench import BenchError
 from bench.backbone import Encoder, backbone_shape
 from bench.data.decontaminate import evaluation_sets
+from bench.dist import claim, is_main_process
 from bench.evaluate import encode_cached
 from bench.heads import Head, save_head
+from bench.loop import TrainingLoop, check_trainable, clip_only_when_on
 from bench.phases import phase
 from bench.spec import Budget, RunSpec
-from bench.train import (
-    LOCK_FILE,
-    ExampleOrder,
-    check_trainable,
-    claim,
-    is_main_process,
-    make_optimizer,
-    make_scheduler,
-    micro_batch,
-)
+from bench.train import LOCK_FILE
 from methods import Checkpoint, Method, RunContext
 from methods._jobs import training_key
 
@@ -209,28 +201,41 @@ def train_head(module: torch.nn.Module, batch_loss: Callable[[torch.Tensor], tor
     """Train `module` for budget.steps steps; `batch_loss(indices)` is the loss of fit vectors [indices]. Returns
     one loss row per step (tagged, e.g. with the layer)."""
     check_trainable(budget, n_examples, 1)
-    order = ExampleOrder(n_examples, seed)
-    optimizer = make_optimizer(module, budget)
-    scheduler = make_scheduler(optimizer, budget)
-    module.train()
-    log = []
-    for step in range(budget.steps):
-        total = 0.0
-        for micro in range(budget.grad_accum):
-            loss = batch_loss(torch.tensor(micro_batch(order, step, micro, 0, 1, budget))) / budget.grad_accum
-            if not torch.isfinite(loss):
-                raise BenchError(f"the head's training loss became {loss.item()} at step {step + 1}; lower the "
-                                 "learning rate or check the fit set")
-            loss.backward()
-            total += loss.item()
-        if budget.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), budget.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        log.append({"step": step + 1, "metric": "loss", "score": total, **(tag or {})})
-    module.eval()
-    return log
+    return HeadTraining(module, batch_loss, n_examples, budget, seed, tag).run()
+
+
+class HeadTraining(TrainingLoop):
+    """The loop's recipe for a head: one process, float32 on the CPU, no checkpoints, one loss row per step; the
+    module leaves in eval mode.
+
+    Why its own clipping rule (`clip_only_when_on`, not the encoder's `clip_and_measure`): the encoder measures the
+    gradient norm at every step because it logs grad_norm rows; a head logs none, so it keeps the rule both loops had
+    before those rows. For any max_grad_norm >= 0 the two leave the same gradients (clipping at inf scales them by
+    exactly 1) except when one is not finite, where the encoder's rule turns them all NaN; the heads' fits stay as
+    they were."""
+
+    loss_name, data_name = "the head's training loss", "the fit set"
+
+    def __init__(self, module: torch.nn.Module, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+                 n_examples: int, budget: Budget, seed: int, tag: dict | None):
+        super().__init__(module, budget, seed, n_examples, clip_only_when_on)
+        self.batch_loss, self.tag = batch_loss, tag or {}
+
+    def set_up(self) -> None:
+        self.module.train()
+        super().set_up()
+
+    def batch(self, indices: list[int]) -> torch.Tensor:
+        return torch.tensor(indices)
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.batch_loss(batch)
+
+    def record(self, step: int, loss: float, lr: float, grad_norm: float | None) -> None:
+        self.log.append({"step": step, "metric": "loss", "score": loss, **self.tag})
+
+    def finish(self) -> None:
+        self.module.eval()
 
 
 class ResidualMLP(torch.nn.Module):

@@ -1,5 +1,6 @@
 """The contract of a method that trains the encoder (`TrainedMethod`), and from its spec to its checkpoints: the jobs
-it declares, each trained (or reused, or resumed) through the one loop in bench/train.py, which knows no method.
+it declares, each trained (or reused, or resumed) through bench/train.py's `train` (the one loop of bench/loop.py),
+which knows no method.
 
 A checkpoint folder is keyed by the spec's model fields AND the fingerprint of the code that trains it
 (bench/fingerprint.py): after an edit to the method, the loop or a loss, nothing trained by the old code is reused.

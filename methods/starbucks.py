@@ -38,11 +38,12 @@ from bench import BenchError
 from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
 from bench.data.decontaminate import evaluation_sets
+from bench.dist import world
 from bench.fingerprint import method_code
 from bench.losses import inner_model
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
-from bench.train import is_trained, read_result, train, world
+from bench.train import is_trained, read_result, train
 from methods import METHODS, Checkpoint, RunContext
 from methods._jobs import method_checkpoints
 from methods.starbucks_srl import StarbucksSRL, resolve_targets

@@ -56,7 +56,8 @@ SCRIPT = COMMON + """
 import sys
 from pathlib import Path
 from bench.spec import Budget
-from bench.train import TextCollate, train, world
+from bench.dist import world
+from bench.train import TextCollate, train
 
 out, data_dir, accum, lr, steps, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), \\
     int(sys.argv[5]), int(sys.argv[6])

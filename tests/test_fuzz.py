@@ -283,13 +283,13 @@ def test_a_damaged_cached_encoding_is_rebuilt_never_trusted(tiny_encoder, good_c
 # ---- checkpoints --------------------------------------------------------------------------------------------------
 
 def train_tiny(data_dir: Path, out: Path, steps_run: list | None = None, die_at: int | None = None):
-    import bench.train
+    from bench.train import EncoderTraining
 
     model, tokenizer = load_model("tiny-random-bert")
     srl = METHODS.get("starbucks-srl")()
     objective = srl.jobs(srl.Params(), 2, 64, base_loss("triplets"), "mean")[0].objective
     examples = [(t, None) for t in load_training_set(data_dir, "snli").texts[:64]]
-    real_step = bench.train._one_step
+    real_step = EncoderTraining.compute_gradients
 
     def counted(*args):
         if die_at is not None and len(steps_run) + 1 == die_at:
@@ -298,7 +298,7 @@ def train_tiny(data_dir: Path, out: Path, steps_run: list | None = None, die_at:
         return real_step(*args)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench.train, "_one_step", counted)
+        patch.setattr(EncoderTraining, "compute_gradients", counted)
         return train(model, tokenizer, examples, TextCollate(tokenizer, 32), objective,
                      Budget(steps=4, batch_size=8, lr=1e-4, checkpoint_every=2), 0, out)
 

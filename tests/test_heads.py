@@ -30,7 +30,7 @@ from bench.suites import smoke, with_overrides
 from bench.tasks import TASKS
 from bench.tasks.retrieval import make_searcher
 from bench.tasks.sts import pair_similarity
-from bench.train import ExampleOrder, micro_batch
+from bench.loop import ExampleOrder, micro_batch
 from bench.precisions import bytes_per_vector
 from bench.transforms import BinaryCodes
 from methods import METHODS, Checkpoint, RunContext

@@ -204,7 +204,8 @@ from bench.backbone import resolve_backbone
 from bench.data.corpus import load_local_corpus
 from bench.smae import mlm_head_for, tokenize
 from bench.spec import Budget, SubModel
-from bench.train import train, world
+from bench.dist import world
+from bench.train import train
 
 out, data_dir, accum = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 headless = resolve_backbone("tiny-random-bert")  # (writing it, the first time, reseeds torch)

@@ -41,7 +41,7 @@ from bench.backbone import Encoder
 from bench.data.sts import load_stsb
 from bench.evaluate import encode_cached
 from bench.storage import Storage
-from bench.train import world
+from bench.dist import world
 
 out, data_dir = Path(sys.argv[1]), sys.argv[2]
 rank, size = world()

@@ -25,7 +25,8 @@ from bench.results import load_results
 from bench.runner import make_specs, run_all
 from bench.spec import Budget, RunSpec
 from bench.suites import smoke, with_overrides
-from bench.train import ExampleOrder, TextCollate, micro_batch, train
+from bench.loop import ExampleOrder, micro_batch
+from bench.train import TextCollate, train
 from methods import METHODS, RunContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,10 +140,10 @@ def test_a_killed_run_resumes_from_its_checkpoint_to_identical_rows(data_dir, tm
     checkpoints = list((killed / "cache" / "checkpoints").rglob("step-000004"))
     assert checkpoints and not list((killed / "cache" / "checkpoints").rglob("final"))
 
-    import bench.train
+    from bench.train import EncoderTraining
     steps_run = []
-    one_step = bench.train._one_step
-    monkeypatch.setattr(bench.train, "_one_step", lambda *a: steps_run.append(1) or one_step(*a))
+    one_step = EncoderTraining.compute_gradients
+    monkeypatch.setattr(EncoderTraining, "compute_gradients", lambda *a: steps_run.append(1) or one_step(*a))
     run_all(specs, RunContext(data_dir, killed / "results", killed / "cache", "cpu"))
     jobs = 2 if method == "separate" else 1
     assert len(steps_run) == 4 + 8 * (jobs - 1)  # the killed job resumed at step 5; the other trained in full
@@ -166,8 +167,8 @@ def test_separate_models_hold_only_their_blocks_and_the_full_size_one_is_fulls(d
         (cell,) = ck.targets
         assert ck.only_targets
         assert json.loads((Path(ck.model) / "config.json").read_text())["num_hidden_layers"] == cell.layer
-    import bench.train
-    monkeypatch.setattr(bench.train, "_one_step", lambda *a: pytest.fail("full retrained separate's model"))
+    from bench.train import EncoderTraining
+    monkeypatch.setattr(EncoderTraining, "compute_gradients", lambda *a: pytest.fail("full retrained separate's model"))
     (full,) = METHODS.get("full")().checkpoints(specs[1], ctx)
     assert full.model == checkpoints[-1].model and checkpoints[-1].targets == full.targets
 

@@ -193,8 +193,8 @@ def cmd_run(args) -> int:
     if args.compare_with not in (None, "none") and not Path(args.compare_with).is_dir():
         raise BenchError(f"--compare-with {args.compare_with}: no such results folder; pass an existing folder or "
                          "none")
-    from bench.backbone import cache_root
     from bench.data import resolve_data_dir
+    from bench.hub import cache_root
     from bench.runner import run_all
     from methods import RunContext
 
@@ -204,7 +204,7 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return _print_plan(specs, args)
     if args.launcher != "slurm":  # runs on this machine: a dtype it cannot compute fails before any work
-        from bench.backbone import check_dtype_supported, pick_device
+        from bench.devices import check_dtype_supported, pick_device
 
         for dtype in sorted({spec.dtype for spec in specs}):
             check_dtype_supported(dtype, pick_device(args.device))

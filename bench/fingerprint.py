@@ -24,10 +24,12 @@ from types import ModuleType
 
 # What every training goes through (the loop, the losses, pooling and the orchestration of jobs); SMAE and the
 # data loaders of training sets are reached from the methods that use them.
-TRAINING_MODULES = ("bench.train", "bench.losses", "bench.backbone", "bench.data.pairs", "methods._jobs")
+TRAINING_MODULES = ("bench.train", "bench.losses", "bench.hub", "bench.devices", "bench.pooling", "bench.serving",
+                    "bench.data.pairs", "methods._jobs")
 # tokenization, the forward pass, pooling and head of every layer, the registry's prompts and extra steps, and how
 # encodings are chunked and which part is stored
-ENCODING_MODULES = ("bench.backbone", "bench.models", "bench.storage")
+ENCODING_MODULES = ("bench.hub", "bench.devices", "bench.pooling", "bench.serving", "bench.encoder", "bench.models",
+                    "bench.storage")
 # slicing, heads, quantization, and what each precision stores and compares
 SCORING_MODULES = ("bench.evaluate", "bench.transforms", "bench.heads", "bench.precisions")
 PROJECT_PACKAGES = ("bench", "methods")

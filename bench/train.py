@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from bench import BenchError
-from bench.backbone import autocast, pick_device
+from bench.devices import autocast, pick_device
 from bench.phases import timed
 from bench.spec import Budget
 

@@ -63,7 +63,7 @@ def run_variant(variant: str, methods: tuple[str, ...] | None, data_dir: Path, o
 
 def _encode_in_two_halves() -> None:
     """Patch Encoder.encode: texts 0, 2, 4, ... and 1, 3, 5, ... are encoded separately, then interleaved."""
-    from bench.backbone import Encoder
+    from bench.encoder import Encoder
 
     original = Encoder.encode
 

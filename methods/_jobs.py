@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import BenchError
-from bench.backbone import backbone_shape, load_model, resolve_pooling
 from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
+from bench.hub import Backbone, backbone_shape, load_model
+from bench.serving import resolve_pooling
 from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
 from methods import METHODS, Checkpoint, RunContext
@@ -62,10 +63,10 @@ def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
     return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / (job.name or "model")
 
 
-def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
+def method_jobs(method, spec: RunSpec, backbone: Backbone) -> tuple[list[Job], int, int]:
     """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
     fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
-    outside the backbone."""
+    outside the backbone. `backbone`: the spec's, with the run's remote-code permission."""
     from bench.data.pairs import training_kind
     from bench.losses import base_loss
 
@@ -73,8 +74,8 @@ def method_jobs(method, spec: RunSpec, trust_remote_code: bool = False) -> tuple
         raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
     loss = base_loss(training_kind(spec.train_data))
     params = method.Params(**dict(spec.params))
-    num_layers, hidden = backbone_shape(spec.backbone, trust_remote_code)
-    pooling = resolve_pooling(spec.eval.pooling, spec.backbone, trust_remote_code)
+    num_layers, hidden = backbone_shape(backbone)
+    pooling = resolve_pooling(spec.eval.pooling, backbone)
     jobs = method.jobs(params, num_layers, hidden, loss, pooling)
     for job in jobs:
         for target in job.targets:
@@ -88,7 +89,7 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
     beside the weights (REMOVED_FILE) and reaches the run's rows as `train_examples_removed`."""
     from bench.data.pairs import load_training_set
 
-    jobs, _, _ = method_jobs(method, spec, ctx.trust_remote_code)
+    jobs, _, _ = method_jobs(method, spec, Backbone(spec.backbone, ctx.trust_remote_code))
     data, out = None, []
     for job in jobs:
         folder = checkpoint_dir(method, spec, ctx, job)
@@ -117,7 +118,7 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> TrainResult:
-    model, tokenizer = load_model(spec.backbone, job.num_layers, ctx.trust_remote_code)
+    model, tokenizer = load_model(Backbone(spec.backbone, ctx.trust_remote_code), job.num_layers)
     labels = data.labels or [None] * len(data)
     examples = list(zip(data.texts, labels))
     desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")

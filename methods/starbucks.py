@@ -35,10 +35,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench import BenchError
-from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
 from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
+from bench.hub import Backbone, backbone_shape, load_model
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
 from bench.train import is_trained, read_result, train, world
@@ -95,7 +95,7 @@ class Starbucks(StarbucksSRL):
 
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         params = self.Params(**dict(spec.params))
-        targets = resolve_targets(params.targets, *backbone_shape(spec.backbone))
+        targets = resolve_targets(params.targets, *backbone_shape(Backbone(spec.backbone, ctx.trust_remote_code)))
         stage = pretrain(spec, ctx, params, targets)
         tuned = method_checkpoints(self, replace(spec, backbone=str(stage.encoder_dir)), ctx)
         return [replace(ck, train_log=stage.rows + ck.train_log, train_seconds=ck.train_seconds + stage.seconds)
@@ -153,13 +153,11 @@ def pretrain(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: 
 
 def _train_smae(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: tuple[SubModel, ...],
                 fields: dict, out_dir: Path) -> None:
-    from bench.backbone import load_model, resolve_backbone
-
     budget = pretrain_budget(params, spec.budget)
-    encoder, tokenizer = load_model(spec.backbone)
-    path = resolve_backbone(spec.backbone)
+    backbone = Backbone(spec.backbone, ctx.trust_remote_code)
+    encoder, tokenizer = load_model(backbone)
     torch.manual_seed(spec.seed)  # the head's initialisation, when the backbone ships none
-    head, shipped = mlm_head_for(path, encoder)
+    head, shipped = mlm_head_for(backbone, encoder)
     if not shipped:
         log.warning("backbone %s ships no MLM head: SMAE starts from a freshly initialised one", spec.backbone)
     n_texts = budget.steps * budget.batch_size * budget.grad_accum * world()[1]

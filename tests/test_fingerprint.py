@@ -22,7 +22,7 @@ def test_a_method_depends_on_the_files_it_builds_on_and_on_the_training_code_onl
     starbucks = set(module_closure(["methods.starbucks", *fp.TRAINING_MODULES],
                                    ("methods", "bench.smae", "bench.data", "bench.losses")))
     assert {"methods.starbucks", "methods.starbucks_srl", "bench.smae", "bench.train", "bench.losses",
-            "bench.backbone", "bench.data.corpus", "methods._jobs"} <= starbucks
+            "bench.hub", "bench.data.corpus", "methods._jobs"} <= starbucks
     assert "methods.mrl" not in starbucks and "bench.evaluate" not in starbucks
     assert set(module_closure(["methods.pretrained"], ("methods",))) == {"methods.pretrained", "methods"}
     sts = set(module_closure(["bench.tasks.sts"], ("bench.tasks", "bench.data")))

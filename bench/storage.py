@@ -1,5 +1,8 @@
 """What an encoding stores, and how several processes share one encode.
 
+An encode runs by a `Plan`: texts per batch, what is stored (`Storage`), and the world (rank, size) of processes
+that encode together; the texts themselves travel as one `bench.encoder.Texts` (with their role and token budget).
+
 Storage. Evaluation keeps only what its cells read: the evaluated layers and their first `width` dims (the largest
 evaluated dim, or the full width when a head maps each layer's whole vector), in float32 or float16
 (EvalSpec.store_dtype). bert-base evaluated on 6 layers at dims <= 768 stores 6 x 768 numbers per text instead of

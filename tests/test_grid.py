@@ -11,7 +11,7 @@ import pytest
 
 from bench import BenchError
 from bench.data.sts import load_stsb
-from bench.encoder import Encoder
+from bench.encoder import Encoder, Texts
 from bench.evaluate import evaluate_grid, grid
 from bench.spec import EvalSpec, SubModel, default_dims
 from bench.tasks import TASKS
@@ -71,6 +71,16 @@ def test_encoder_streams_to_a_memmap(tmp_path):
     out = enc.vectors(["one", "two", "three"], 16, out_path=tmp_path / "x.npy")
     assert isinstance(out, np.memmap) and out.shape == (2, 3, 64)
     np.testing.assert_allclose(np.load(tmp_path / "x.npy"), out)
+
+
+def test_encode_returns_the_time_to_each_layer_and_keeps_none():
+    """`encode` hands back its per-layer times (time from a batch's start to the end of block l: non-decreasing in
+    l) with the vectors; nothing of the last encode stays on the encoder for another caller to read."""
+    enc = Encoder.named("tiny-random-bert", device="cpu")
+    vectors, seconds = enc.encode(Texts(["one", "two", "three"], 16), batch_size=2)
+    assert vectors.shape == (2, 3, 64) and len(seconds) == enc.num_layers
+    assert 0 < seconds[0] <= seconds[1]
+    assert not hasattr(enc, "layer_seconds")
 
 
 def test_loading_a_truncated_model_restores_the_transformers_log_level():

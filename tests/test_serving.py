@@ -24,7 +24,7 @@ from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached, evaluate_grid, text_role
 from bench.hub import Backbone, resolve_backbone
 from bench.reproduce import reference_specs
-from bench.serving import resolve_eval
+from bench.serving import Serving, resolve_eval
 from bench.spec import POOLINGS, EvalSpec, RunSpec
 from bench.storage import Plan
 from bench.tasks import TASKS
@@ -226,3 +226,15 @@ def test_unknown_pooling_and_unknown_role_are_one_line():
         EvalSpec(prompts=(("qeury", "q: "),))
     with pytest.raises(BenchError, match="unknown text role"):
         Encoder.named("tiny-random-bert", device="cpu").prompt_for("passage")
+
+
+def test_the_encoder_serves_the_resolved_spec_as_written():
+    """Serving.of reads a resolved spec without looking anything up again: a prompt written "@@..." (a literal
+    "@...", escaped so the spec is not read as naming one of the model's prompts) is served as "@...", and the
+    written spec keeps the escaped form (its run_id)."""
+    backbone = Backbone("tiny-random-bert")
+    spec = resolve_eval(EvalSpec(prompts=(("query", "@@at: "),)), backbone)
+    assert dict(spec.prompts) == {"default": "", "query": "@@at: ", "document": ""}
+    assert resolve_eval(spec, backbone) == spec  # a written spec resolves to itself
+    serving = Serving.of(backbone, spec)
+    assert (serving.prompt_for("query"), serving.pooling, serving.sentence_transformers) == ("@at: ", "mean", False)

@@ -23,7 +23,6 @@ from transformers import AutoModel, AutoTokenizer
 from bench import BenchError
 from bench.models import public_model
 
-DEFAULT_BACKBONE = "minilm"
 TINY_CONFIG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
 
 

@@ -49,7 +49,8 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
     tasks = TASKS.expand(list(suite.tasks))
     specs = []
     for backbone in suite.backbones or (suite.backbone,):
-        evaluation = resolve_eval(suite.eval, Backbone(backbone, trust_remote_code))
+        handle = Backbone(backbone, trust_remote_code)
+        evaluation = resolve_eval(suite.eval, handle)
         for method in METHODS.expand(methods or suite.methods):
             trains = getattr(METHODS.get(method), "trains", True)
             for point in (sweeps or {}).get(method, [{}]):
@@ -62,15 +63,15 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                                              budget=suite.budget if trains else Budget(steps=0), seed=seed,
                                              eval=evaluation, dtype=suite.dtype))
                 if trains and specs:  # a bad training config fails now, not after hours of other runs
-                    _check_config(method, specs[-1], trust_remote_code)
+                    _check_config(method, specs[-1], handle)
     return specs
 
 
-def _check_config(method: str, spec: RunSpec, trust_remote_code: bool) -> None:
+def _check_config(method: str, spec: RunSpec, backbone: Backbone) -> None:
     if hasattr(METHODS.get(method), "jobs"):
-        method_jobs(METHODS.get(method)(), spec, Backbone(spec.backbone, trust_remote_code))
+        method_jobs(METHODS.get(method)(), spec, backbone)
     else:  # a head fitted on frozen vectors
-        check_head_config(METHODS.get(method)(), spec, Backbone(spec.backbone, trust_remote_code))
+        check_head_config(METHODS.get(method)(), spec, backbone)
 
 
 def run_code(spec: RunSpec) -> str:
@@ -119,7 +120,7 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     with phases.phase("load"):  # a checkpoint to train is charged to "train" (bench.train.train is timed)
         checkpoints = method.checkpoints(spec, ctx)
     rank, size = world()  # under torchrun every process trains and encodes its shard; rank 0 scores and writes
-    backbone = Backbone(spec.backbone, ctx.trust_remote_code)
+    backbone = ctx.backbone(spec.backbone)
     full_depth = backbone_shape(backbone)[0]  # a `separate` checkpoint holds fewer blocks
     for ck in checkpoints:
         encoder = _encoder_for(ck, spec, ctx, process_device(ctx.device, size))
@@ -165,7 +166,7 @@ def _encoder_for(ck, spec: RunSpec, ctx: RunContext, device: str | None) -> Enco
            spec.eval.head_layers, spec.dtype)
     if key not in _kept_encoders:
         with phases.phase("load"):
-            model = Backbone(ck.model, ctx.trust_remote_code)  # the backbone, or a checkpoint trained from it
+            model = ctx.backbone(ck.model)  # the backbone, or a checkpoint trained from it
             _kept_encoders[key] = Encoder.load(model, Serving.of(model, spec.eval), device, dtype=spec.dtype)
     return _kept_encoders[key]
 

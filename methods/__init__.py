@@ -53,3 +53,10 @@ class RunContext:
     cache_dir: Path
     device: str | None = None
     trust_remote_code: bool = False  # a permission, not a score-moving choice: not in any spec
+
+    def backbone(self, name: str):
+        """The model `name` (a backbone or a checkpoint folder) as this run may load it: a bench.hub.Backbone
+        carrying the run's remote-code permission, so no load can drop it."""
+        from bench.hub import Backbone  # torch and transformers only where a model is loaded
+
+        return Backbone(name, self.trust_remote_code)

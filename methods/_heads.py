@@ -129,7 +129,7 @@ def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> tuple[np.ndarray,
 
     data = load_training_set(ctx.data_dir, spec.train_data)
     texts = fit_texts(data.texts, limit)
-    backbone = Backbone(spec.backbone, ctx.trust_remote_code)
+    backbone = ctx.backbone(spec.backbone)
     encoder = Encoder.load(backbone, Serving.of(backbone, spec.eval), ctx.device, dtype=spec.dtype)  # as evaluated
     vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}",
                                Texts(texts, spec.budget.max_seq_len), Plan(FIT_ENCODE_BATCH),
@@ -153,7 +153,7 @@ def head_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]
     """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too). One
     process fits it under a file lock (another job or terminal waits, then reuses it); under torchrun rank 0 fits
     and every rank gets the checkpoint, since evaluation encodes with all of them."""
-    params = check_head_config(method, spec, Backbone(spec.backbone, ctx.trust_remote_code))
+    params = check_head_config(method, spec, ctx.backbone(spec.backbone))
     folder = head_dir(method, spec, ctx)
     path, log_path = folder / "head.safetensors", folder / LOG_FILE
     with claim(folder / LOCK_FILE):

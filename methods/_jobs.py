@@ -89,7 +89,7 @@ def method_checkpoints(method, spec: RunSpec, ctx: RunContext) -> list[Checkpoin
     beside the weights (REMOVED_FILE) and reaches the run's rows as `train_examples_removed`."""
     from bench.data.pairs import load_training_set
 
-    jobs, _, _ = method_jobs(method, spec, Backbone(spec.backbone, ctx.trust_remote_code))
+    jobs, _, _ = method_jobs(method, spec, ctx.backbone(spec.backbone))
     data, out = None, []
     for job in jobs:
         folder = checkpoint_dir(method, spec, ctx, job)
@@ -118,7 +118,7 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> TrainResult:
-    model, tokenizer = load_model(Backbone(spec.backbone, ctx.trust_remote_code), job.num_layers)
+    model, tokenizer = load_model(ctx.backbone(spec.backbone), job.num_layers)
     labels = data.labels or [None] * len(data)
     examples = list(zip(data.texts, labels))
     desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")

@@ -38,7 +38,7 @@ from bench import BenchError
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
 from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
-from bench.hub import Backbone, backbone_shape, load_model
+from bench.hub import backbone_shape, load_model
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
 from bench.train import is_trained, read_result, train, world
@@ -95,7 +95,7 @@ class Starbucks(StarbucksSRL):
 
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         params = self.Params(**dict(spec.params))
-        targets = resolve_targets(params.targets, *backbone_shape(Backbone(spec.backbone, ctx.trust_remote_code)))
+        targets = resolve_targets(params.targets, *backbone_shape(ctx.backbone(spec.backbone)))
         stage = pretrain(spec, ctx, params, targets)
         tuned = method_checkpoints(self, replace(spec, backbone=str(stage.encoder_dir)), ctx)
         return [replace(ck, train_log=stage.rows + ck.train_log, train_seconds=ck.train_seconds + stage.seconds)
@@ -154,7 +154,7 @@ def pretrain(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: 
 def _train_smae(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: tuple[SubModel, ...],
                 fields: dict, out_dir: Path) -> None:
     budget = pretrain_budget(params, spec.budget)
-    backbone = Backbone(spec.backbone, ctx.trust_remote_code)
+    backbone = ctx.backbone(spec.backbone)
     encoder, tokenizer = load_model(backbone)
     torch.manual_seed(spec.seed)  # the head's initialisation, when the backbone ships none
     head, shipped = mlm_head_for(backbone, encoder)

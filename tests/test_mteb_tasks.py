@@ -213,7 +213,7 @@ def test_one_encode_per_role_serves_the_whole_grid(tmp_path):
     plain = encoder.encode
 
     def counting(texts, *args, **kwargs):
-        calls.append(list(texts))
+        calls.append(list(texts.items))
         return plain(texts, *args, **kwargs)
 
     encoder.encode = counting

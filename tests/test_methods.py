@@ -352,7 +352,7 @@ def test_every_hyperparameter_changes_the_head(method, head_ctx):
 def test_head_dims_outside_the_backbone_fail_before_fitting(method, params, message):
     spec = head_spec(method, **params)
     with pytest.raises(BenchError, match=re.escape(message)):
-        check_head_config(METHODS.get(method)(), spec)
+        check_head_config(METHODS.get(method)(), spec, Backbone(spec.backbone))
 
 
 # ---- bad hyperparameters: one clear line each ---------------------------------------------------------------------

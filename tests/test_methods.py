@@ -389,7 +389,7 @@ def test_targets_outside_the_backbone_fail_before_training(method, params, messa
     spec = RunSpec(method, "stsb", backbone="tiny-random-bert", train_data="snli", budget=Budget(steps=2),
                    params=freeze_params(params))
     with pytest.raises(BenchError, match=re.escape(message)):
-        method_jobs(METHODS.get(method)(), spec)
+        method_jobs(METHODS.get(method)(), spec, Backbone(spec.backbone))
 
 
 def test_2dmse_sub_models_cover_every_layer_at_its_dims():

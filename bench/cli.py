@@ -203,7 +203,7 @@ def cmd_run(args) -> int:
 
 def _run(args, data_dir: Path) -> int:
     from bench import phases
-    from bench.backbone import cache_root
+    from bench.hub import cache_root
     from bench.runner import run_all
     from methods import RunContext
 
@@ -211,7 +211,7 @@ def _run(args, data_dir: Path) -> int:
     if args.dry_run:
         return _print_plan(specs, args)
     if args.launcher != "slurm":  # runs on this machine: a dtype it cannot compute fails before any work
-        from bench.backbone import check_dtype_supported, pick_device
+        from bench.devices import check_dtype_supported, pick_device
 
         for dtype in sorted({spec.dtype for spec in specs}):
             check_dtype_supported(dtype, pick_device(args.device))

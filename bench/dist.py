@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from bench.backbone import pick_device
+from bench.devices import pick_device
 
 
 def world() -> tuple[int, int]:

@@ -21,13 +21,13 @@ import numpy as np
 from filelock import FileLock
 
 from bench import BenchError
-from bench.backbone import Encoder
+from bench.encoder import Encoder, Texts
 from bench.fingerprint import encoding_code
 from bench.heads import Head, head_id, load_head
 from bench.phases import timed
 from bench.precisions import KNOWN, bytes_per_vector
 from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
-from bench.storage import Storage, StoredLayers, encode_in_memory, encode_to_file
+from bench.storage import Plan, Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.tasks import Task
 from bench.transforms import BinaryCodes, LayersWithHead
 
@@ -68,36 +68,36 @@ def texts_key(model_id: str, serving: str, max_length: int, texts: list[str], st
 
 
 @timed("encode")
-def encode_cached(encoder: Encoder, model_id: str, name: str, texts: list[str], max_length: int,
-                  batch_size: int, cache_dir: Path | None, storage: Storage | None = None,
-                  world: tuple[int, int] = (0, 1), *, role: str | None = None) -> tuple[np.ndarray, dict | None]:
-    """(layers, N, width) vectors of `texts` in `role` (query, document, or None: the model's default prompt) as
-    `storage` says (default: every layer, full width, float32), and the measured encode time per layer
+def encode_cached(encoder: Encoder, model_id: str, name: str, texts: Texts, plan: Plan,
+                  cache_dir: Path | None) -> tuple[np.ndarray, dict | None]:
+    """(layers, N, width) vectors of `texts` (in their role: query, document, or None: the model's default prompt)
+    as `plan.storage` says (default: every layer, full width, float32), and the measured encode time per layer
     ({"device", "layer_seconds", "n_texts"}, or None). With a cache dir the vectors are streamed to a memmap there
     and reused by any later run of the same model on the same texts with the same prompt (model_id must identify
     the weights: backbone name or checkpoint key); a damaged cached file is encoded again, never trusted; the timing
-    of the encode that made them is kept beside them. `world` (rank, size) > 1 process: collective, each rank
+    of the encode that made them is kept beside them. `plan.world` (rank, size) > 1 process: collective, each rank
     encodes its shard (bench/storage.py); the timing is then summed over the ranks (device-seconds)."""
-    storage = storage or Storage.everything(encoder.num_layers, encoder.width)
+    plan = plan.for_encoder(encoder)
     if cache_dir is None:
-        if world[1] > 1:
+        if plan.world[1] > 1:
             raise BenchError("a sharded encode writes one shared file: pass a cache dir")
-        vectors, seconds = encode_in_memory(encoder, texts, max_length, batch_size, storage, f"encode {name}", role)
+        vectors, seconds = encode_in_memory(encoder, texts, plan, f"encode {name}")
         return vectors, _timing(encoder, seconds, len(texts))
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(cache_dir) / f"{texts_key(model_id, encoder.serving_tag(role), max_length, texts, storage)}.npy"
-    if world[1] > 1:  # the ranks of one job encode together (bench/storage.py coordinates them): no lock
-        return _encode_into(encoder, texts, max_length, batch_size, path, storage, world, name, role)
+    key = texts_key(model_id, encoder.serving_tag(texts.role), texts.max_length, texts.items, plan.storage)
+    path = Path(cache_dir) / f"{key}.npy"
+    if plan.world[1] > 1:  # the ranks of one job encode together (bench/storage.py coordinates them): no lock
+        return _encode_into(encoder, texts, plan, path, name)
     # Two processes (jobs, terminals) that reach the same encoding at once: the first encodes under a file lock
     # keyed like the file, the second waits for it and then reads the finished file instead of encoding again.
     with FileLock(str(path.with_suffix(".lock"))):
-        return _encode_into(encoder, texts, max_length, batch_size, path, storage, world, name, role)
+        return _encode_into(encoder, texts, plan, path, name)
 
 
-def _encode_into(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, path: Path, storage: Storage,
-                 world: tuple[int, int], name: str, role: str | None) -> tuple[np.ndarray, dict | None]:
+def _encode_into(encoder: Encoder, texts: Texts, plan: Plan, path: Path, name: str) -> tuple[np.ndarray, dict | None]:
     timing_path = path.with_suffix(".timing.json")
-    if world[0] == 0 and path.exists() and _cached_array(path, storage.shape(len(texts)), storage.dtype) is None:
+    storage = plan.storage
+    if plan.world[0] == 0 and path.exists() and _cached_array(path, storage.shape(len(texts)), storage.dtype) is None:
         path.unlink()  # rank 0 decides for every rank whether the file is there (bench/storage.encode_to_file)
 
     def write_timing(seconds: list[float] | None) -> None:
@@ -107,7 +107,7 @@ def _encode_into(encoder: Encoder, texts: list[str], max_length: int, batch_size
             tmp_timing.write_text(json.dumps(timing))
             os.replace(tmp_timing, timing_path)
 
-    encode_to_file(encoder, texts, max_length, batch_size, path, storage, world, f"encode {name}", write_timing, role)
+    encode_to_file(encoder, texts, plan, path, f"encode {name}", write_timing)
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else None
     return np.load(path, mmap_mode="r"), timing
 
@@ -186,8 +186,9 @@ def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
     storage = Storage.for_cells(cells, spec.store_dtype, encoder.width if head is not None else None)
-    encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}", t, max_len, spec.batch_size,
-                                   cache_dir, storage, world, role=task.role(name))
+    plan = Plan(spec.batch_size, storage, world)
+    encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}",
+                                   Texts(t, max_len, task.role(name)), plan, cache_dir)
                for name, (t, max_len) in texts.items()}
     encode_s = time.perf_counter() - t0
     if world[0] != 0:

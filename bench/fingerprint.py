@@ -47,8 +47,9 @@ TRAINING_REACH = (
     "bench.train", "bench.loop", "bench.dist", "bench.losses",  # the loop, its collectives, the objectives
     "bench.smae",  # starbucks' pre-training
     "bench.data",  # the training sets and the sentence corpus, with the decontamination that filters them
-    "bench.pooling", "bench.hub", "bench.devices",  # training pooling, model loading, devices: where they are used
-)  # bench/backbone.py is out of reach: it holds the encoder (its training parts move to the three above)
+    "bench.pooling", "bench.hub", "bench.devices",  # training pooling, model loading, devices
+    "bench.serving",  # the training pooling mode ("auto": the model's own, methods/_jobs.method_jobs)
+)  # bench/encoder.py is out of reach: training never runs the encoder (a head method's key adds it, below)
 
 # A method that encodes to train (a head fitted on the frozen backbone's vectors: methods/_heads.fit_vectors) runs
 # the encoder to make its checkpoint, so its training key covers the encoding code too (a head refits in seconds).
@@ -57,12 +58,12 @@ ENCODES_TO_TRAIN = ("methods._heads",)
 # Encoding: what makes an encoding (evaluate.texts_key) and the vectors of every result. The served model's public
 # entry joins by content (encoding_code(backbone)), never the whole table: adding a model changes no key.
 ENCODING_ROOTS = (
-    "bench.backbone",  # the encoder: tokenization, the forward pass, pooling and head of every layer, prompts and
-    # extra steps (after the split: bench.encoder, bench.serving and bench.pooling, each a root)
+    "bench.encoder",  # tokenization, the forward pass and the head of every layer, the extra steps
+    "bench.serving",  # how the model is served: pooling, prompts by role, head layers, max length, EOS
+    "bench.pooling",  # pooling and the final-norm rule the encoder applies
     "bench.storage",  # how encodings are chunked and which part (layers, dims, dtype) is stored
 )
-ENCODING_REACH = ("bench.backbone", "bench.encoder", "bench.serving", "bench.pooling", "bench.hub", "bench.devices",
-                  "bench.storage")
+ENCODING_REACH = ("bench.encoder", "bench.serving", "bench.pooling", "bench.hub", "bench.devices", "bench.storage")
 
 # Scoring: what turns encodings into a task's scores (task_code), beside the task's family file and its loaders.
 SCORING_ROOTS = (
@@ -131,8 +132,10 @@ def training_modules(method_class: type, trains: bool) -> list[str]:
     return modules
 
 
-def method_code(method_class: type, trains: bool) -> str:
-    return source_hash(training_modules(method_class, trains))
+def method_code(method_class: type, trains: bool, backbone: str | None = None) -> str:
+    """The training code's fingerprint; with a backbone, joined with its public entry's content: a checkpoint trained
+    from another pinned revision (or shape, pooling...) of the same model name is another checkpoint."""
+    return _with_entry(source_hash(training_modules(method_class, trains)), backbone)
 
 
 def encoding_modules() -> list[str]:
@@ -142,7 +145,10 @@ def encoding_modules() -> list[str]:
 def encoding_code(backbone: str | None = None) -> str:
     """The encoding code's fingerprint; with a backbone, joined with its public entry's content (none: a folder or
     a hub id the table does not know)."""
-    code = source_hash(encoding_modules())
+    return _with_entry(source_hash(encoding_modules()), backbone)
+
+
+def _with_entry(code: str, backbone: str | None) -> str:
     entry = _entry_content(backbone) if backbone else ""
     return hashlib.sha256(f"{code}|{entry}".encode()).hexdigest()[:12] if entry else code
 

@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.losses import CoSENTLoss, Multip
 from sentence_transformers.util import cos_sim
 
 from bench import BenchError
-from bench.backbone import final_norm, pooled_all_layers
+from bench.pooling import final_norm, pooled_all_layers
 
 BaseLoss = Callable[[list[torch.Tensor], "torch.Tensor | None"], torch.Tensor]
 KL_KINDS = ("embedding", "scores", "none")

@@ -16,13 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import BenchError, phases, runstate
-from bench.backbone import Encoder, backbone_shape, check_dtype_supported, pick_device, resolve_eval
 from bench.data import use_data_dir
 from bench.data.fetch import ensure_data
+from bench.devices import check_dtype_supported, pick_device
 from bench.dist import claim, is_main_process, process_device, world
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid
 from bench.fingerprint import encoding_code, method_code, task_code
+from bench.hub import Backbone, backbone_shape
 from bench.results import is_finished, make_row, run_fields, run_path, write_run
+from bench.serving import Serving, resolve_eval
 from bench.spec import Budget, RunSpec, freeze_params, stable_hash
 from bench.suites import Suite
 from bench.tasks import TASKS
@@ -39,12 +42,13 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                trust_remote_code: bool = False) -> list[RunSpec]:
     """backbones x methods x sweep points x seeds x tasks -> RunSpecs (methods None: the suite's). A method's
     hyperparameters: its defaults, then the suite's, then one point of its `--set` sweep (bench/overrides.py:
-    {method: [{field: value}, ...]}). The evaluation is resolved against each backbone (bench.backbone.resolve_eval:
+    {method: [{field: value}, ...]}). The evaluation is resolved against each backbone (bench.serving.resolve_eval:
     its pooling and prompts), so a spec records how the model was served."""
     tasks = TASKS.expand(list(suite.tasks))
     specs = []
     for backbone in suite.backbones or (suite.backbone,):
-        evaluation = resolve_eval(suite.eval, backbone, trust_remote_code)
+        handle = Backbone(backbone, trust_remote_code)
+        evaluation = resolve_eval(suite.eval, handle)
         for method in METHODS.expand(methods or suite.methods):
             trains = METHODS.get(method).trains
             for point in (sweeps or {}).get(method, [{}]):
@@ -57,7 +61,7 @@ def make_specs(suite: Suite, methods: str | None = None, sweeps: dict[str, list[
                                              budget=suite.budget if trains else Budget(steps=0), seed=seed,
                                              eval=evaluation, dtype=suite.dtype))
                 if trains and specs:  # a bad training config fails now, not after hours of other runs
-                    METHODS.get(method)().check_config(specs[-1], trust_remote_code)
+                    METHODS.get(method)().check_config(specs[-1], handle)
     return specs
 
 
@@ -100,7 +104,8 @@ def _run(spec: RunSpec, code: str, ctx: RunContext) -> Path | None:
     with phases.phase("load"):  # a checkpoint to train is charged to "train" (bench.train.train is timed)
         checkpoints = method.checkpoints(spec, ctx)
     rank, size = world()  # under torchrun every process trains and encodes its shard; rank 0 scores and writes
-    full_depth = backbone_shape(spec.backbone, ctx.trust_remote_code)[0]  # a `separate` checkpoint holds fewer blocks
+    backbone = ctx.backbone(spec.backbone)
+    full_depth = backbone_shape(backbone)[0]  # a `separate` checkpoint holds fewer blocks
     for ck in checkpoints:
         encoder = _encoder_for(ck, spec, ctx, process_device(ctx.device, size))
         cells, per_example = evaluate_grid(encoder, ck, task, data, spec.eval, ctx.cache_dir / "encodings",
@@ -145,9 +150,8 @@ def _encoder_for(ck, spec: RunSpec, ctx: RunContext, device: str | None) -> Enco
            spec.eval.head_layers, spec.dtype)
     if key not in _kept_encoders:
         with phases.phase("load"):
-            _kept_encoders[key] = Encoder.load(ck.model, spec.eval.pooling, device,
-                                                   trust_remote_code=ctx.trust_remote_code, prompts=spec.eval.prompts,
-                                                   head_layers=spec.eval.head_layers, dtype=spec.dtype)
+            model = ctx.backbone(ck.model)  # the backbone, or a checkpoint trained from it
+            _kept_encoders[key] = Encoder.load(model, Serving.of(model, spec.eval), device, dtype=spec.dtype)
     return _kept_encoders[key]
 
 

@@ -28,6 +28,7 @@ from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 
 from bench import BenchError
+from bench.hub import Backbone
 from bench.spec import SubModel
 
 IGNORE = -100  # label of positions without a loss (cross_entropy's ignore_index)
@@ -187,7 +188,7 @@ class SMAEModel(nn.Module):
         return self.encoder.get_input_embeddings().weight
 
 
-def mlm_head_for(model_path: str, encoder: nn.Module) -> tuple[SlicedMLMHead, bool]:
+def mlm_head_for(backbone: Backbone, encoder: nn.Module) -> tuple[SlicedMLMHead, bool]:
     """The backbone's own pre-trained MLM head when it ships one (BERT layout: cls.predictions), else a freshly
     initialised one (BERT's init: normal(0, initializer_range), zero bias). -> (head, was_pretrained)."""
     from transformers import AutoModelForMaskedLM
@@ -200,7 +201,9 @@ def mlm_head_for(model_path: str, encoder: nn.Module) -> tuple[SlicedMLMHead, bo
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the head as missing when there is none: expected
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(model_path, output_loading_info=True)
+        mlm, info = AutoModelForMaskedLM.from_pretrained(backbone.path, revision=backbone.revision,
+                                                         trust_remote_code=backbone.trust_remote_code,
+                                                         output_loading_info=True)
     except (OSError, ValueError):
         return head, False
     finally:

@@ -1,5 +1,8 @@
 """What an encoding stores, and how several processes share one encode.
 
+An encode runs by a `Plan`: texts per batch, what is stored (`Storage`), and the world (rank, size) of processes
+that encode together; the texts themselves travel as one `bench.encoder.Texts` (with their role and token budget).
+
 Storage. Evaluation keeps only what its cells read: the evaluated layers and their first `width` dims (the largest
 evaluated dim, or the full width when a head maps each layer's whole vector), in float32 or float16
 (EvalSpec.store_dtype). bert-base evaluated on 6 layers at dims <= 768 stores 6 x 768 numbers per text instead of
@@ -27,15 +30,15 @@ batch 64, SciFact's documents at 256 tokens get 0.2% more padded tokens (none at
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from bench import BenchError
-from bench.backbone import Encoder
 from bench.dist import barrier, from_rank0, sum_across
+from bench.encoder import Encoder, Texts
 from bench.spec import SubModel
 
 CHUNK_BATCHES = 16  # batches per chunk: the unit of work a rank takes, and the scope of the length sort
@@ -69,6 +72,22 @@ class Storage:
         return f"layers={','.join(map(str, self.layers))}|width={self.width}|dtype={self.dtype}|chunk={CHUNK_BATCHES}"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How one encoding runs: texts per batch, what is stored (None: every layer at full width, float32), and the
+    world (rank, size) of processes that encode it together (bench/storage.py's sharding)."""
+
+    batch_size: int
+    storage: Storage | None = None
+    world: tuple[int, int] = (0, 1)
+
+    def for_encoder(self, encoder: Encoder) -> "Plan":
+        """This plan with its storage filled in for `encoder` when it names none."""
+        if self.storage is not None:
+            return self
+        return replace(self, storage=Storage.everything(encoder.num_layers, encoder.width))
+
+
 class StoredLayers:
     """`arrays[name][layer - 1]` as the tasks read it, from an encoding holding only `layers`."""
 
@@ -96,23 +115,23 @@ def shard(n_texts: int, batch_size: int, rank: int, size: int) -> list[tuple[int
     return every[rank * len(every) // size:(rank + 1) * len(every) // size]
 
 
-def encode_chunks(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, out: np.ndarray,
-                  storage: Storage, spans: list[tuple[int, int]], desc: str, role: str | None = None) -> np.ndarray:
+def encode_chunks(encoder: Encoder, texts: Texts, plan: Plan, out: np.ndarray, spans: list[tuple[int, int]],
+                  desc: str) -> np.ndarray:
     """Encode the rows of `spans` into `out`, one encoder call per chunk. Returns [seconds of layer 1..L summed
     over the chunks, number of chunks the model's blocks could not be timed in]."""
     seconds = np.zeros(encoder.num_layers + 1)
     for k, (start, stop) in enumerate(spans, 1):
         rows = out[:, start:stop]
         with np.errstate(over="ignore"):  # an overflowing float16 cast is refused just below, in one line
-            encoder.encode(texts[start:stop], max_length, batch_size, desc=f"{desc} {k}/{len(spans)}", role=role,
-                           layers=storage.layers, max_dim=storage.width, out=rows)
-        if storage.dtype == "float16" and not np.isfinite(rows).all():
+            _, timed = encoder.encode(texts.rows(start, stop), plan.batch_size, desc=f"{desc} {k}/{len(spans)}",
+                                      layers=plan.storage.layers, max_dim=plan.storage.width, out=rows)
+        if plan.storage.dtype == "float16" and not np.isfinite(rows).all():
             raise BenchError("the encoding does not fit float16 storage (values beyond +-65504, or not finite); "
                              "evaluate with store_dtype float32 (bench run --store-dtype float32)")
-        if encoder.layer_seconds is None:
+        if timed is None:
             seconds[-1] += 1
         else:
-            seconds[:-1] += encoder.layer_seconds
+            seconds[:-1] += timed
     return seconds
 
 
@@ -121,34 +140,31 @@ def layer_seconds(summed: np.ndarray) -> list[float] | None:
     return None if summed[-1] else summed[:-1].tolist()
 
 
-def encode_in_memory(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, storage: Storage,
-                     desc: str, role: str | None = None) -> tuple[np.ndarray, list[float] | None]:
+def encode_in_memory(encoder: Encoder, texts: Texts, plan: Plan, desc: str) -> tuple[np.ndarray, list[float] | None]:
     """One process, no file: the stored array and its per-layer encode seconds."""
-    out = np.empty(storage.shape(len(texts)), dtype=storage.dtype)
-    summed = encode_chunks(encoder, texts, max_length, batch_size, out, storage, chunks(len(texts), batch_size), desc,
-                           role)
+    out = np.empty(plan.storage.shape(len(texts)), dtype=plan.storage.dtype)
+    summed = encode_chunks(encoder, texts, plan, out, chunks(len(texts), plan.batch_size), desc)
     return out, layer_seconds(summed)
 
 
-def encode_to_file(encoder: Encoder, texts: list[str], max_length: int, batch_size: int, path: Path,
-                   storage: Storage, world: tuple[int, int], desc: str,
-                   before_publish: Callable[[list[float] | None], None], role: str | None = None) -> None:
-    """Write the stored array of `texts` to `path` unless it exists: every rank of `world` (rank, size) encodes
-    its shard into one memory-mapped file under a temporary name; rank 0 created it, and once all ranks are done
-    it calls `before_publish(per-layer seconds summed over ranks)` and renames the file to `path`. Collective:
+def encode_to_file(encoder: Encoder, texts: Texts, plan: Plan, path: Path, desc: str,
+                   before_publish: Callable[[list[float] | None], None]) -> None:
+    """Write the stored array of `texts` to `path` unless it exists: every rank of `plan.world` (rank, size)
+    encodes its shard into one memory-mapped file under a temporary name; rank 0 created it, and once all ranks are
+    done it calls `before_publish(per-layer seconds summed over ranks)` and renames the file to `path`. Collective:
     every rank calls it with the same arguments, and all return when `path` is there."""
-    rank, size = world
+    rank, size = plan.world
     device = encoder.device
     if not from_rank0(not path.exists(), size, device):
         return
     tmp = from_rank0(path.with_suffix(f".tmp{os.getpid()}.npy"), size, device)  # one name for all ranks
     if rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=storage.dtype, shape=storage.shape(len(texts))).flush()
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=plan.storage.dtype,
+                                  shape=plan.storage.shape(len(texts))).flush()
     barrier(size)
     out = np.load(tmp, mmap_mode="r+")
-    summed = encode_chunks(encoder, texts, max_length, batch_size, out, storage,
-                           shard(len(texts), batch_size, rank, size), desc, role)
+    summed = encode_chunks(encoder, texts, plan, out, shard(len(texts), plan.batch_size, rank, size), desc)
     out.flush()
     del out
     summed = sum_across(summed, size, device)

@@ -47,7 +47,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from bench.backbone import autocast, pick_device
+from bench.devices import autocast, pick_device
 from bench.dist import any_across, barrier, claim, mean_across, process_device, world
 from bench.loop import TrainingLoop, check_trainable, clip_and_measure
 from bench.phases import timed

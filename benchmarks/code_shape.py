@@ -19,16 +19,16 @@ from pathlib import Path
 PACKAGES = ("bench", "methods")
 MAX_LINES = 400
 
-# (file, receiver as ast.unparse writes it) -> why probing that library object is right. Files use today's names;
-# a probe that moves with its code needs its row moved too (the tool then reports it as a project probe).
+# (file, receiver as ast.unparse writes it) -> why probing that library object is right. A probe that moves to
+# another file needs its row moved too (the tool then reports it as a project probe).
 LIBRARY_PROBES = {
-    ("bench/backbone.py", "torch.cpu"): "torch.cpu's private feature checks (_is_avx512_bf16_supported...) "
+    ("bench/devices.py", "torch.cpu"): "torch.cpu's private feature checks (_is_avx512_bf16_supported...) "
                                         "come and go between torch versions",
-    ("bench/backbone.py", "self.pooler"): "sentence-transformers' Pooling: include_prompt is missing in older "
+    ("bench/encoder.py", "self.pooler"): "sentence-transformers' Pooling: include_prompt is missing in older "
                                           "versions",
-    ("bench/backbone.py", "m"): "sentence-transformers' modules after Pooling: only some report their output "
+    ("bench/encoder.py", "m"): "sentence-transformers' modules after Pooling: only some report their output "
                                 "dimension",
-    ("bench/backbone.py", "module"): "Hugging Face architectures name their block list differently (encoder.layer, "
+    ("bench/pooling.py", "module"): "Hugging Face architectures name their block list differently (encoder.layer, "
                                      "layers, h...)",
     ("bench/smae.py", "encoder"): "Hugging Face architectures: SMAE needs BERT's embeddings and encoder.layer",
     ("bench/smae.py", "getattr(encoder, 'encoder', None)"): "the same BERT layout, one level down",

@@ -37,14 +37,17 @@ import pandas as pd
 import torch
 import transformers
 
-from bench.backbone import Encoder, autocast, cpu_has_native_bf16, load_model, pick_device, resolve_pooling
 from bench.data import resolve_data_dir
 from bench.data.pairs import load_triplets
+from bench.devices import autocast, cpu_has_native_bf16, pick_device
+from bench.encoder import Encoder, Texts
 from bench.evaluate import cells_to_score
 from bench.loop import make_optimizer
+from bench.hub import Backbone, load_model
 from bench.losses import base_loss
+from bench.serving import resolve_pooling
 from bench.spec import EvalSpec
-from bench.storage import Storage, StoredLayers, encode_in_memory
+from bench.storage import Plan, Storage, StoredLayers, encode_in_memory
 from bench.suites import default
 from bench.tasks import TASKS
 from bench.train import TextCollate, to_device
@@ -74,8 +77,8 @@ def timed(device: torch.device, work) -> float:
 
 def encode_ratios(backbone: str, docs: list[str], doc_len: int, repeats: int, device: torch.device) -> None:
     """fp32, bf16 autocast and the bf16-cast transformer, interleaved per round; medians and ratios."""
-    plain = Encoder.load(backbone, device=str(device))
-    cast = Encoder.load(backbone, device=str(device))
+    plain = Encoder.named(backbone, device=str(device))
+    cast = Encoder.named(backbone, device=str(device))
     cast.model.to(torch.bfloat16)  # pooling and head stay float32: Encoder casts the hidden states back
     variants = {"fp32": (plain, "fp32"), "bf16 autocast": (plain, "bf16"), "bf16 cast": (cast, "fp32")}
     seconds = {name: [] for name in variants}
@@ -83,7 +86,7 @@ def encode_ratios(backbone: str, docs: list[str], doc_len: int, repeats: int, de
         for name, (encoder, dtype) in variants.items():
             encoder.dtype = dtype
             texts = docs[:ENCODE_BATCH] if round_ == 0 else docs
-            spent = timed(device, lambda: encoder.encode(texts, doc_len, ENCODE_BATCH))
+            spent = timed(device, lambda: encoder.vectors(texts, doc_len, ENCODE_BATCH))
             if round_:
                 seconds[name].append(spent)
     base = statistics.median(seconds["fp32"])
@@ -99,12 +102,12 @@ def train_ratio(backbone: str, data_dir: Path, steps: int, device: torch.device)
     budget = default().budget
     models, optimizers = {}, {}
     for dtype in ("fp32", "bf16"):
-        model, tokenizer = load_model(backbone)
+        model, tokenizer = load_model(Backbone(backbone))
         models[dtype] = model.to(device).train()
         optimizers[dtype] = make_optimizer(model, budget)
     srl = METHODS.get("starbucks-srl")()
     layers, hidden = models["fp32"].config.num_hidden_layers, models["fp32"].config.hidden_size
-    pooling = resolve_pooling("auto", backbone)
+    pooling = resolve_pooling("auto", Backbone(backbone))
     objective = srl.jobs(srl.Params(), layers, hidden, base_loss("triplets"), pooling)[0].objective
     collate, triplets = TextCollate(tokenizer, budget.max_seq_len), load_triplets(data_dir)
     seconds = {dtype: [] for dtype in models}
@@ -130,10 +133,10 @@ def train_ratio(backbone: str, data_dir: Path, steps: int, device: torch.device)
 def sts_drift(backbone: str, data_dir: Path, max_pairs: int | None, device: torch.device) -> None:
     """Every cell of the grid scored from one fp32 and one bf16 encode of STS-B test."""
     spec = default().eval if backbone == default().backbone else EvalSpec(example_cells=None)
-    spec = replace(spec, pooling=resolve_pooling(spec.pooling, backbone), max_pairs=max_pairs)
+    spec = replace(spec, pooling=resolve_pooling(spec.pooling, Backbone(backbone)), max_pairs=max_pairs)
     task = TASKS.get("stsb")
     data = task.load(data_dir, spec)
-    encoder = Encoder.load(backbone, spec.pooling, device=str(device))
+    encoder = Encoder.named(backbone, spec.pooling, device=str(device))
     cells = cells_to_score(encoder.num_layers, encoder.width, spec)
     storage = Storage.for_cells(cells, "float32")
     texts = task.texts(data, spec)
@@ -141,8 +144,8 @@ def sts_drift(backbone: str, data_dir: Path, max_pairs: int | None, device: torc
     scores = {}
     for dtype in ("fp32", "bf16"):
         encoder.dtype = dtype
-        arrays = {name: StoredLayers(encode_in_memory(encoder, t, max_len, spec.batch_size, storage, name)[0],
-                                     storage.layers) for name, (t, max_len) in texts.items()}
+        arrays = {name: StoredLayers(encode_in_memory(encoder, Texts(t, max_len), Plan(spec.batch_size, storage),
+                                                      name)[0], storage.layers) for name, (t, max_len) in texts.items()}
         scores[dtype] = {(c.layer, c.dim, p): task.score_cell(data, arrays, aux, c.layer, c.dim, p, spec)[0]["spearman"]
                          for c in cells for p in spec.precisions if p in task.meta.precisions}
     print(f"STS-B test ({len(data)} pairs), {len(cells)} cells x precisions, Spearman x100, "

@@ -17,19 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.backbone import Encoder, cache_root
 from bench.data import resolve_data_dir
+from bench.encoder import Encoder, Texts
 from bench.evaluate import cells_to_score, encode_cached
+from bench.hub import cache_root
 from bench.reproduce import reference_suite
-from bench.storage import Storage, StoredLayers
+from bench.storage import Plan, Storage, StoredLayers
 from bench.tasks import TASKS
 
 MAIN_METRIC = {"stsb": "spearman", "scifact": "ndcg@10"}
 
 
 def encodings(encoder: Encoder, task, data, spec, cache: Path, storage: Storage) -> dict[str, np.ndarray]:
-    return {name: encode_cached(encoder, f"backbone:{reference_suite().backbone}", f"{task.name}/{name}", texts,
-                                max_len, spec.batch_size, cache, storage)[0]
+    return {name: encode_cached(encoder, f"backbone:{reference_suite().backbone}", f"{task.name}/{name}",
+                                Texts(texts, max_len), Plan(spec.batch_size, storage), cache)[0]
             for name, (texts, max_len) in task.texts(data, spec).items()}
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     data_dir, cache = resolve_data_dir(args.data_dir), (args.cache_dir or cache_root()) / "encodings"
     suite = reference_suite()
     spec = suite.eval
-    encoder = Encoder.load(suite.backbone, spec.pooling, device="cpu")
+    encoder = Encoder.named(suite.backbone, spec.pooling, device="cpu")
     cells = cells_to_score(encoder.num_layers, encoder.hidden_size, spec)
     storage = Storage.for_cells(cells, "float32")
     print(f"float16 vs float32 storage, {suite.backbone} (stored: layers {storage.layers}, dims <= {storage.width}), "
@@ -66,8 +67,8 @@ def main() -> None:
         fp16 = {side: np.asarray(v).astype(np.float16) for side, v in fp32.items()}
         if name == "scifact":  # what float16 storage writes is the rounded float32 encode, bit for bit
             texts, max_len = task.texts(data, spec)["queries"]
-            real, _ = encode_cached(encoder, f"backbone:{suite.backbone}", "scifact/queries", texts, max_len,
-                                    spec.batch_size, cache, Storage(storage.layers, storage.width, "float16"))
+            real, _ = encode_cached(encoder, f"backbone:{suite.backbone}", "scifact/queries", Texts(texts, max_len),
+                                    Plan(spec.batch_size, Storage(storage.layers, storage.width, "float16")), cache)
             assert np.array_equal(np.asarray(real), fp16["queries"]), "float16 storage != rounded float32"
         base = scores(task, data, fp32, storage, cells, spec)
         half = scores(task, data, fp16, storage, cells, spec)

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import torch
 
-from bench.backbone import Encoder, autocast, load_model, pick_device
 from bench.data import resolve_data_dir
 from bench.data.pairs import load_triplets
 from bench.data.sts import load_stsb
+from bench.devices import autocast, pick_device
+from bench.encoder import Encoder
+from bench.hub import Backbone, load_model
 from bench.losses import base_loss
 from bench.train import TextCollate, to_device
 from methods import METHODS
@@ -73,10 +75,10 @@ def mfu(flops_per_s: float, peak: float | None) -> float | None:
 
 def measure_encode(encoder: Encoder, texts: list[str], seq_len: int, batch_size: int, peak: float | None) -> dict:
     tokens = sum(len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=seq_len)["input_ids"])
-    encoder.encode(texts[:batch_size], seq_len, batch_size)  # warm-up: kernels, allocator
+    encoder.vectors(texts[:batch_size], seq_len, batch_size)  # warm-up: kernels, allocator
     synchronize(encoder.device)
     t0 = time.perf_counter()
-    encoder.encode(texts, seq_len, batch_size)
+    encoder.vectors(texts, seq_len, batch_size)
     synchronize(encoder.device)
     seconds = time.perf_counter() - t0
     flops = 2 * matmul_params(encoder.model) * tokens
@@ -86,7 +88,7 @@ def measure_encode(encoder: Encoder, texts: list[str], seq_len: int, batch_size:
 
 def measure_train(backbone: str, data_dir: Path, device: torch.device, batch: int, steps: int,
                   peak: float | None, dtype: str = "fp32") -> dict:
-    model, tokenizer = load_model(backbone)
+    model, tokenizer = load_model(Backbone(backbone))
     model.to(device).train()
     num_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     srl = METHODS.get("starbucks-srl")()
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     train_pairs = load_stsb(data_dir, "train")
     sentences = list(dict.fromkeys(train_pairs.sentences1 + train_pairs.sentences2))
     texts = (sentences * (args.texts // len(sentences) + 1))[:args.texts]
-    encoder = Encoder.load(args.backbone, device=str(device), dtype=dtype)
+    encoder = Encoder.named(args.backbone, device=str(device), dtype=dtype)
     print(f"model FLOPs: inference 2 x N x tokens, training 6 x N x tokens; N = {matmul_params(encoder.model):,} "
           f"parameters of {args.backbone} outside the embeddings and pooler; real tokens only")
     encode = measure_encode(encoder, texts, args.seq_len, args.batch_size, peak)

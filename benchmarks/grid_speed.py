@@ -17,15 +17,18 @@ import time
 import numpy as np
 import torch
 
-from bench.backbone import Encoder, pool, resolve_eval
 from bench.data import resolve_data_dir
 from bench.data.sts import load_stsb
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid, grid
+from bench.hub import Backbone
+from bench.pooling import pool
+from bench.serving import resolve_eval
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
 from methods import Checkpoint
 
-SPEC = resolve_eval(EvalSpec(precisions=("fp32",)), "minilm")  # MiniLM's own pooling (mean)
+SPEC = resolve_eval(EvalSpec(precisions=("fp32",)), Backbone("minilm"))  # MiniLM's own pooling (mean)
 
 
 def plain_encode(encoder: Encoder, texts: list[str], spec: EvalSpec = SPEC) -> np.ndarray:
@@ -46,8 +49,8 @@ def naive_grid(task, pairs, texts: list[str]) -> float:
     t0 = time.perf_counter()
     aux = task.prepare(pairs, {"sentences": (texts, SPEC.max_seq_len)})
     for cell in grid(6, 384, SPEC):
-        model = Encoder.load("minilm", device="cpu", num_layers=cell.layer)
-        vectors = model.encode(texts, SPEC.max_seq_len, SPEC.batch_size)[-1:]
+        model = Encoder.named("minilm", device="cpu", num_layers=cell.layer)
+        vectors = model.vectors(texts, SPEC.max_seq_len, SPEC.batch_size)[-1:]
         arrays = {"sentences": np.broadcast_to(vectors, (cell.layer, *vectors.shape[1:]))}
         task.score_cell(pairs, arrays, aux, cell.layer, cell.dim, "fp32", SPEC)
     return time.perf_counter() - t0
@@ -73,7 +76,7 @@ def main() -> None:
     pairs = load_stsb(resolve_data_dir(args.data_dir), "test").head(args.pairs)
     task = TASKS.get("stsb")
     texts = task.texts(pairs, SPEC)["sentences"][0]
-    encoder = Encoder.load("minilm", device="cpu")
+    encoder = Encoder.named("minilm", device="cpu")
     plain_encode(encoder, texts[:64])  # warm-up
     one = timed(lambda: plain_encode(encoder, texts), args.repeats)
     whole = timed(lambda: evaluate_grid(encoder, Checkpoint("minilm", "minilm"), task, pairs, SPEC), args.repeats)

@@ -26,12 +26,12 @@ import tempfile
 import tracemalloc
 from pathlib import Path
 
-from bench.backbone import Encoder
 from bench.data import resolve_data_dir
 from bench.data.beir import load_beir
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached
 from bench.spec import SubModel
-from bench.storage import Storage, StoredLayers
+from bench.storage import Plan, Storage, StoredLayers
 from bench.transforms import truncate
 
 MSMARCO_PASSAGES = 8_841_823
@@ -56,7 +56,8 @@ def shape_text(storage: Storage) -> str:
 
 def measure(encoder: Encoder, texts: list[str], storage: Storage, cache: Path) -> dict:
     """Disk and memory of one stored encoding of `texts`, and the cell-preparation peak of its largest cell."""
-    vectors, _ = encode_cached(encoder, "memory-benchmark", "corpus", texts, DOC_LEN, BATCH_SIZE, cache, storage)
+    vectors, _ = encode_cached(encoder, "memory-benchmark", "corpus", Texts(texts, DOC_LEN), Plan(BATCH_SIZE, storage),
+                               cache)
     (path,) = cache.glob("*.npy")  # a fresh cache folder per choice
     layers = StoredLayers(vectors, storage.layers)
     tracemalloc.start()
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--dims", default="32,64,128", help="evaluated dims of the selected choice")
     args = parser.parse_args()
     texts = load_beir(resolve_data_dir(args.data_dir), "scifact").corpus_texts[:args.docs]
-    encoder = Encoder.load(args.backbone, device="cpu")
+    encoder = Encoder.named(args.backbone, device="cpu")
     selected = [SubModel(int(layer), int(dim)) for layer in args.layers.split(",") for dim in args.dims.split(",")]
     for cell in selected:
         cell.check_inside(encoder.num_layers, encoder.hidden_size)

@@ -25,8 +25,10 @@ import torch
 from grid_speed import plain_encode, timed  # the same plain encode and timer (benchmarks/ is the script's path)
 from transformers.utils import logging as hf_logging
 
-from bench.backbone import Encoder, resolve_eval
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid, grid
+from bench.hub import Backbone
+from bench.serving import resolve_eval
 from bench.spec import EvalSpec
 from bench.tasks import TASKS
 from bench.tasks.mteb import CellEncoder, MtebTask, TextEncoder, from_file, model_meta, run_mteb
@@ -43,11 +45,11 @@ class TruncatedModel(TextEncoder):
     list of texts mteb asks for."""
 
     def __init__(self, backbone: str, layer: int, dim: int, spec: EvalSpec):
-        self.encoder, self.dim, self.spec = Encoder.load(backbone, device="cpu", num_layers=layer), dim, spec
+        self.encoder, self.dim, self.spec = Encoder.named(backbone, device="cpu", num_layers=layer), dim, spec
         self.mteb_model_meta = model_meta(f"naive-l{layer}-d{dim}", dim)
 
     def vectors(self, role: str, texts: list[str]) -> np.ndarray:
-        last = self.encoder.encode(texts, self.spec.max_seq_len, self.spec.batch_size)[-1]
+        last = self.encoder.vectors(texts, self.spec.max_seq_len, self.spec.batch_size)[-1]
         return truncate(last, self.dim, self.spec.normalize)
 
 
@@ -62,19 +64,19 @@ def main() -> None:
     hf_logging.disable_progress_bar()  # the naive way loads a model per cell
     torch.manual_seed(0)
     spec = resolve_eval(EvalSpec(precisions=("fp32",), dims=tuple(int(d) for d in args.dims.split(",")) if args.dims
-                                 else None), args.backbone)  # the model's own pooling and prompts
+                                 else None), Backbone(args.backbone))  # the model's own pooling and prompts
     task = TASKS.get(args.task)
     data = task.load(None, spec)  # mteb loads the data and the discovery run records its texts (not timed)
     texts = task.texts(data, spec)
-    encoder = Encoder.load(args.backbone, device="cpu")
+    encoder = Encoder.named(args.backbone, device="cpu")
     cells = grid(encoder.num_layers, encoder.hidden_size, spec)
     n_texts = sum(len(t) for t, _ in texts.values())
-    encoder.encode(next(iter(texts.values()))[0][:64], spec.max_seq_len, spec.batch_size)  # warm-up
+    encoder.vectors(next(iter(texts.values()))[0][:64], spec.max_seq_len, spec.batch_size)  # warm-up
 
     def one_encode():
         return [plain_encode(encoder, t, spec) for t, _ in texts.values()]
 
-    ready = {role: encoder.encode(t, max_len, spec.batch_size) for role, (t, max_len) in texts.items()}
+    ready = {role: encoder.vectors(t, max_len, spec.batch_size) for role, (t, max_len) in texts.items()}
     aux = task.prepare(data, texts)
 
     def scoring():  # mteb on every cell, its vectors already made

@@ -64,22 +64,24 @@ def run_variant(variant: str, methods: tuple[str, ...] | None, data_dir: Path, o
 
 def _encode_in_two_halves() -> None:
     """Patch Encoder.encode: texts 0, 2, 4, ... and 1, 3, 5, ... are encoded separately, then interleaved."""
-    from bench.backbone import Encoder
+    from bench.encoder import Encoded, Encoder
 
     original = Encoder.encode
 
-    def encode(self, texts, max_length, batch_size=64, out_path=None, desc="encode", role=None, *, layers=None,
-               max_dim=None, out=None):
+    def encode(self, texts, batch_size=64, *, out_path=None, desc="encode", layers=None, max_dim=None, out=None):
         halves = [np.arange(0, len(texts), 2), np.arange(1, len(texts), 2)]
-        parts = [original(self, [texts[i] for i in half], max_length, batch_size, desc=desc, role=role,
+        parts = [original(self, replace(texts, items=[texts.items[i] for i in half]), batch_size, desc=desc,
                           layers=layers, max_dim=max_dim) for half in halves if len(half)]
-        result = np.empty(parts[0].shape[:1] + (len(texts),) + parts[0].shape[2:], dtype=parts[0].dtype)
+        result = np.empty(parts[0].vectors.shape[:1] + (len(texts),) + parts[0].vectors.shape[2:],
+                          dtype=parts[0].vectors.dtype)
         for half, part in zip(halves, parts):
-            result[:, half] = part
+            result[:, half] = part.vectors
+        timed = [part.layer_seconds for part in parts]
+        seconds = None if None in timed else np.sum(timed, axis=0).tolist()
         if out is None:
-            return result
+            return Encoded(result, seconds)
         out[...] = result
-        return out
+        return Encoded(out, seconds)
 
     Encoder.encode = encode
 

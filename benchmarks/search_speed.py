@@ -23,10 +23,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bench.backbone import Encoder, cache_root
 from bench.data import resolve_data_dir
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached
+from bench.hub import cache_root
 from bench.spec import EvalSpec
+from bench.storage import Plan
 from bench.tasks import TASKS
 from bench.tasks.retrieval import make_searcher, per_query_metrics
 from bench.transforms import truncate
@@ -38,9 +40,10 @@ def full_size_vectors(backbone: str, data_dir: Path, cache_dir: Path, spec: Eval
     """SciFact test data and its (corpus, queries) vectors at the backbone's last layer and full width."""
     task = TASKS.get("scifact")
     data = task.load(data_dir, spec)
-    encoder = Encoder.load(backbone, spec.pooling)
-    arrays = {name: encode_cached(encoder, f"backbone:{backbone}", f"scifact/{name}", texts, max_len,
-                                  spec.batch_size, cache_dir / "encodings", role=task.role(name))[0]
+    encoder = Encoder.named(backbone, spec.pooling)
+    arrays = {name: encode_cached(encoder, f"backbone:{backbone}", f"scifact/{name}",
+                                  Texts(texts, max_len, task.role(name)), Plan(spec.batch_size),
+                                  cache_dir / "encodings")[0]
               for name, (texts, max_len) in task.texts(data, spec).items()}
     layer, dim = encoder.num_layers, encoder.width
     vectors = {name: truncate(a[layer - 1], dim, spec.normalize) for name, a in arrays.items()}

@@ -20,9 +20,9 @@ from functools import partial
 
 import torch
 
-from bench.backbone import load_model, resolve_backbone
 from bench.data.corpus import load_local_corpus
 from bench.data.pairs import load_triplets
+from bench.hub import Backbone, load_model
 from bench.losses import base_loss
 from bench.smae import SMAEModel, mlm_head_for, tokenize
 from bench.suites import default
@@ -46,12 +46,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="measured steps per variant (after 2 warm-up steps)")
     args = parser.parse_args()
 
-    encoder, tokenizer = load_model("minilm")
+    encoder, tokenizer = load_model(Backbone("minilm"))
     num_layers, hidden = encoder.config.num_hidden_layers, encoder.config.hidden_size
     targets = default_targets(num_layers, hidden)
     starbucks = METHODS.get("starbucks")()
     params = starbucks.Params()
-    head, _ = mlm_head_for(resolve_backbone("minilm"), encoder)
+    head, _ = mlm_head_for(Backbone("minilm"), encoder)
 
     class Recording(SMAEModel):  # smae_objective counts steps by, and records per-pair losses on, the model
         loss_log = ()

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from bench.backbone import load_model
 from bench.data.pairs import load_triplets
+from bench.hub import Backbone, load_model
 from bench.losses import at, base_loss, embed_columns
 from bench.train import TextCollate
 from methods import METHODS
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    model, tokenizer = load_model("minilm")
+    model, tokenizer = load_model(Backbone("minilm"))
     num_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     loss = base_loss("triplets")
     targets = default_targets(num_layers, hidden)

@@ -16,10 +16,13 @@ import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.registry import Registry
 from bench.spec import RunSpec, SubModel
+
+if TYPE_CHECKING:  # a type only: torch and transformers load where a model is loaded (RunContext.backbone)
+    from bench.hub import Backbone
 
 
 def _discover() -> None:
@@ -59,6 +62,12 @@ class RunContext:
     device: str | None = None
     trust_remote_code: bool = False  # a permission, not a score-moving choice: not in any spec
 
+    def backbone(self, name: str):
+        """The model `name` (a backbone or a checkpoint folder) as this run may load it: a bench.hub.Backbone
+        carrying the run's remote-code permission, so no load can drop it."""
+        from bench.hub import Backbone  # torch and transformers only where a model is loaded
+
+        return Backbone(name, self.trust_remote_code)
 
 class Method(ABC):
     """Every method. As it stands, one that does not train: its checkpoints are the backbone as it is, so a suite
@@ -74,6 +83,6 @@ class Method(ABC):
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         """The model(s) to evaluate for a spec, trained (or fitted) first where needed."""
 
-    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
+    def check_config(self, spec: RunSpec, backbone: Backbone) -> None:
         """Fail with one line on a bad configuration, before anything runs (called once per method by the runner).
         A method that does not train has nothing to check."""

@@ -37,14 +37,17 @@ import numpy as np
 import torch
 
 from bench import BenchError
-from bench.backbone import Encoder, backbone_shape
 from bench.data.decontaminate import evaluation_sets
 from bench.dist import claim, is_main_process
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached
 from bench.heads import Head, save_head
+from bench.hub import Backbone, backbone_shape
 from bench.loop import TrainingLoop, check_trainable, clip_only_when_on
 from bench.phases import phase
+from bench.serving import Serving
 from bench.spec import Budget, RunSpec
+from bench.storage import Plan
 from bench.train import LOCK_FILE
 from methods import Checkpoint, Method, RunContext
 from methods._jobs import training_key
@@ -107,10 +110,10 @@ def resolve_dims(method: str, dims, width: int, default: tuple[int, ...]) -> tup
     return dims
 
 
-def check_head_config(method: HeadMethod, spec: RunSpec):
+def check_head_config(method: HeadMethod, spec: RunSpec, backbone: Backbone):
     """Every bad config of a head method fails here with one line, before anything is encoded: the training data
     name (the fit set), steps for a head that trains, the hyperparameters, and loss dims outside the backbone.
-    Returns the Params."""
+    `backbone`: the spec's, with the run's remote-code permission. Returns the Params."""
     from bench.data.pairs import training_kind
 
     training_kind(spec.train_data)
@@ -118,7 +121,7 @@ def check_head_config(method: HeadMethod, spec: RunSpec):
         raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
     params = method.Params(**dict(spec.params))
     if method.loss_dims(params) is not None:
-        resolve_dims(spec.method, method.loss_dims(params), backbone_shape(spec.backbone)[1], ())
+        resolve_dims(spec.method, method.loss_dims(params), backbone_shape(backbone)[1], ())
     return params
 
 
@@ -143,11 +146,11 @@ def fit_vectors(spec: RunSpec, ctx: RunContext, limit: int) -> tuple[np.ndarray,
 
     data = load_training_set(ctx.data_dir, spec.train_data)
     texts = fit_texts(data.texts, limit)
-    encoder = Encoder.load(spec.backbone, spec.eval.pooling, ctx.device, trust_remote_code=ctx.trust_remote_code,
-                           prompts=spec.eval.prompts, head_layers=spec.eval.head_layers,
-                           dtype=spec.dtype)  # as evaluation serves it
-    vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}", texts, spec.budget.max_seq_len,
-                               FIT_ENCODE_BATCH, Path(ctx.cache_dir) / "encodings")
+    backbone = ctx.backbone(spec.backbone)
+    encoder = Encoder.load(backbone, Serving.of(backbone, spec.eval), ctx.device, dtype=spec.dtype)  # as evaluated
+    vectors, _ = encode_cached(encoder, backbone_id(spec), f"fit/{spec.train_data}",
+                               Texts(texts, spec.budget.max_seq_len), Plan(FIT_ENCODE_BATCH),
+                               Path(ctx.cache_dir) / "encodings")
     return vectors, data.removed
 
 
@@ -167,7 +170,7 @@ def head_checkpoints(method: HeadMethod, spec: RunSpec, ctx: RunContext) -> list
     """The backbone with the method's head: fitted once per key, then reused (its loss rows and seconds too). One
     process fits it under a file lock (another job or terminal waits, then reuses it); under torchrun rank 0 fits
     and every rank gets the checkpoint, since evaluation encodes with all of them."""
-    params = check_head_config(method, spec)
+    params = check_head_config(method, spec, ctx.backbone(spec.backbone))
     folder = head_dir(method, spec, ctx)
     path, log_path = folder / "head.safetensors", folder / LOG_FILE
     with claim(folder / LOCK_FILE):

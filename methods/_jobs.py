@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from bench import BenchError
-from bench.backbone import backbone_shape, load_model, resolve_pooling
 from bench.data.decontaminate import evaluation_sets
 from bench.fingerprint import method_code
+from bench.hub import Backbone, backbone_shape, load_model
+from bench.serving import resolve_pooling
 from bench.spec import RunSpec, SubModel, freeze_params, stable_hash
 from bench.train import Objective, TextCollate, TrainResult, is_trained, read_result, train
 from methods import METHODS, Checkpoint, Method, RunContext
@@ -66,15 +67,15 @@ class TrainedMethod(Method):
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         return method_checkpoints(self, spec, ctx)
 
-    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
-        method_jobs(self, spec, trust_remote_code)
+    def check_config(self, spec: RunSpec, backbone: Backbone) -> None:
+        method_jobs(self, spec, backbone)
 
 
 def training_key(method, spec: RunSpec, eval_sets: tuple[str, ...]) -> str:
     """The spec's model fields, the training code's fingerprint and the evaluation sets whose texts were kept out of
     the training data (bench/data/decontaminate.evaluation_sets): what names a method's checkpoint folders."""
-    return stable_hash({"model": spec.model_key, "code": method_code(type(method), trains=True),
-                        "decontaminated": list(eval_sets)})
+    code = method_code(type(method), trains=True, backbone=spec.backbone)  # with the model's pinned revision
+    return stable_hash({"model": spec.model_key, "code": code, "decontaminated": list(eval_sets)})
 
 
 def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
@@ -89,10 +90,10 @@ def checkpoint_dir(method, spec: RunSpec, ctx: RunContext, job: Job) -> Path:
     return Path(ctx.cache_dir) / "checkpoints" / key / spec.eval.pooling / (job.name or "model")
 
 
-def method_jobs(method: TrainedMethod, spec: RunSpec, trust_remote_code: bool = False) -> tuple[list[Job], int, int]:
+def method_jobs(method: TrainedMethod, spec: RunSpec, backbone: Backbone) -> tuple[list[Job], int, int]:
     """A trained method's jobs for a spec, and the backbone's (layers, hidden size). Every bad training config
     fails here with one line, before anything is trained: steps, training data name, hyperparameters, targets
-    outside the backbone."""
+    outside the backbone. `backbone`: the spec's, with the run's remote-code permission."""
     from bench.data.pairs import training_kind
     from bench.losses import base_loss
 
@@ -100,8 +101,8 @@ def method_jobs(method: TrainedMethod, spec: RunSpec, trust_remote_code: bool = 
         raise BenchError(f"method {spec.method} trains, so the budget needs steps > 0; got {spec.budget.steps}")
     loss = base_loss(training_kind(spec.train_data))
     params = method.Params(**dict(spec.params))
-    num_layers, hidden = backbone_shape(spec.backbone, trust_remote_code)
-    pooling = resolve_pooling(spec.eval.pooling, spec.backbone, trust_remote_code)
+    num_layers, hidden = backbone_shape(backbone)
+    pooling = resolve_pooling(spec.eval.pooling, backbone)
     jobs = method.jobs(params, num_layers, hidden, loss, pooling)
     for job in jobs:
         for target in job.targets:
@@ -115,7 +116,7 @@ def method_checkpoints(method: TrainedMethod, spec: RunSpec, ctx: RunContext) ->
     beside the weights (REMOVED_FILE) and reaches the run's rows as `train_examples_removed`."""
     from bench.data.pairs import load_training_set
 
-    jobs, _, _ = method_jobs(method, spec, ctx.trust_remote_code)
+    jobs, _, _ = method_jobs(method, spec, ctx.backbone(spec.backbone))
     data, out = None, []
     for job in jobs:
         folder = checkpoint_dir(method, spec, ctx, job)
@@ -144,7 +145,7 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def _train_job(job: Job, spec: RunSpec, data, folder: Path, ctx: RunContext) -> TrainResult:
-    model, tokenizer = load_model(spec.backbone, job.num_layers, ctx.trust_remote_code)
+    model, tokenizer = load_model(ctx.backbone(spec.backbone), job.num_layers)
     labels = data.labels or [None] * len(data)
     examples = list(zip(data.texts, labels))
     desc = f"train {spec.method}" + (f" {job.name}" if job.name else "")

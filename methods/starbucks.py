@@ -35,12 +35,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bench import BenchError
-from bench.backbone import backbone_shape
 from bench.data.corpus import DEFAULT_CORPUS, HUB_PREFIX, LOCAL_SOURCES, corpus_texts
 from bench.data.decontaminate import evaluation_sets
 from bench.dist import world
 from bench.fingerprint import method_code
 from bench.losses import inner_model
+from bench.hub import backbone_shape, load_model
 from bench.smae import SMAELosses, SMAEModel, mask_batch, mlm_head_for, tokenize
 from bench.spec import Budget, RunSpec, SubModel, stable_hash
 from bench.train import is_trained, read_result, train
@@ -96,7 +96,7 @@ class Starbucks(StarbucksSRL):
 
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         params = self.Params(**dict(spec.params))
-        targets = resolve_targets(params.targets, *backbone_shape(spec.backbone))
+        targets = resolve_targets(params.targets, *backbone_shape(ctx.backbone(spec.backbone)))
         stage = pretrain(spec, ctx, params, targets)
         tuned = method_checkpoints(self, replace(spec, backbone=str(stage.encoder_dir)), ctx)
         return [replace(ck, train_log=stage.rows + ck.train_log, train_seconds=ck.train_seconds + stage.seconds)
@@ -123,7 +123,8 @@ def pretrain_spec(spec: RunSpec, params: Starbucks.Params, targets: tuple[SubMod
         budget.pop(no_effect)
     return {"stage": "smae", "backbone": spec.backbone, "targets": [[t.layer, t.dim] for t in targets],
             "mlm_rate": params.mlm_rate, "mae_rate": params.mae_rate, "mae": params.mae, "corpus": params.corpus,
-            "budget": budget, "seed": spec.seed, "code": method_code(Starbucks, trains=True),
+            "budget": budget, "seed": spec.seed,
+            "code": method_code(Starbucks, trains=True, backbone=spec.backbone),
             **({"decontaminated": list(eval_sets)} if local else {}),
             **({} if spec.dtype == "fp32" else {"dtype": spec.dtype})}  # fp32: the folders of before the field
 
@@ -154,13 +155,11 @@ def pretrain(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: 
 
 def _train_smae(spec: RunSpec, ctx: RunContext, params: Starbucks.Params, targets: tuple[SubModel, ...],
                 fields: dict, out_dir: Path) -> None:
-    from bench.backbone import load_model, resolve_backbone
-
     budget = pretrain_budget(params, spec.budget)
-    encoder, tokenizer = load_model(spec.backbone)
-    path = resolve_backbone(spec.backbone)
+    backbone = ctx.backbone(spec.backbone)
+    encoder, tokenizer = load_model(backbone)
     torch.manual_seed(spec.seed)  # the head's initialisation, when the backbone ships none
-    head, shipped = mlm_head_for(path, encoder)
+    head, shipped = mlm_head_for(backbone, encoder)
     if not shipped:
         log.warning("backbone %s ships no MLM head: SMAE starts from a freshly initialised one", spec.backbone)
     n_texts = budget.steps * budget.batch_size * budget.grad_accum * world()[1]

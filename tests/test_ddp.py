@@ -30,8 +30,8 @@ LR, STEPS, BATCH = 0.5, 3, 4
 COMMON = """
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
-from bench.backbone import resolve_backbone
 from bench.data.pairs import load_triplets
+from bench.hub import resolve_backbone
 from bench.losses import base_loss
 from methods import METHODS
 

@@ -18,12 +18,13 @@ import pandas as pd
 import pytest
 import torch
 
-import bench.backbone as backbone
+import bench.devices as devices
 import bench.evaluate as evaluate
 from bench import BenchError
-from bench.backbone import Encoder, autocast, check_dtype_supported
 from bench.catalog import main_rows, method_labels
 from bench.cli import main
+from bench.devices import autocast, check_dtype_supported
+from bench.encoder import Encoder
 from bench.evaluate import texts_key
 from bench.results import COLUMNS, load_results, read_run_file
 from bench.runner import make_specs
@@ -53,7 +54,7 @@ def test_fp32_keeps_the_run_ids_checkpoint_keys_and_cache_keys_of_before(monkeyp
     full = _spec(smoke(), "full", "stsb")
     assert (full.run_id, full.model_key) == ("f299e155479a", "57c800928ed8")
     monkeypatch.setattr(evaluate, "encoding_code", lambda: "pinned")
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
     assert encoder.serving_tag() == '["mean", true, "", "", "every", [], null, false, null]'
     assert texts_key("m", encoder.serving_tag("document"), 64, ["a", "b"]) == "10b42892b33737a9"
 
@@ -67,7 +68,7 @@ def test_bf16_changes_the_run_id_checkpoint_smae_and_cache_keys(monkeypatch):
     params = Starbucks.Params(**dict(fp32.params))
     assert "dtype" not in pretrain_spec(fp32, params, (), ()) and pretrain_spec(bf16, params, (), ())["dtype"] == "bf16"
     monkeypatch.setattr(evaluate, "encoding_code", lambda: "pinned")
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
     keys = {dtype: texts_key("m", replace(encoder, dtype=dtype).serving_tag(), 64, ["a"]) for dtype in ("fp32", "bf16")}
     assert keys["fp32"] != keys["bf16"]
 
@@ -86,20 +87,20 @@ def test_fp32_runs_the_plain_float32_code(monkeypatch):
 
     monkeypatch.setattr(torch, "autocast", refuse)
     assert isinstance(autocast(torch.device("cuda"), "fp32"), type(autocast(torch.device("cpu"))))
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
-    features = encoder._tokenize(["a sentence", "another one here"], "", 16)
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
+    features = encoder.tokenize(["a sentence", "another one here"], "", 16)
     with torch.inference_mode():
-        states = encoder._hidden_states(features)
+        states = encoder.hidden_states(features)
         plain = encoder.model(**features, output_hidden_states=True).hidden_states[1:]
     assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(states, plain))
 
 
 def test_bf16_encoding_computes_in_bf16_and_pools_in_float32():
-    encoder = Encoder.load("tiny-random-bert", device="cpu", dtype="bf16")
+    encoder = Encoder.named("tiny-random-bert", device="cpu", dtype="bf16")
     texts = ["a sentence", "another one here", "and a third, longer than the other two"]
-    bf16 = encoder.encode(texts, 16)
+    bf16 = encoder.vectors(texts, 16)
     encoder.dtype = "fp32"
-    fp32 = encoder.encode(texts, 16)
+    fp32 = encoder.vectors(texts, 16)
     assert bf16.dtype == fp32.dtype == "float32"
     assert 0 < abs(bf16 - fp32).max() < 0.05 * abs(fp32).max()  # bf16 rounding (2^-8 relative), not another model
 
@@ -117,7 +118,7 @@ def _scores(rows: pd.DataFrame) -> pd.Series:
 
 
 def test_a_bf16_run_is_recorded_keyed_apart_and_close_to_fp32(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(backbone, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     fp32, bf16 = (_run_smoke(data_dir, tmp_path / dtype, dtype) for dtype in ("fp32", "bf16"))
     assert set(fp32["dtype"]) == {"fp32"} and set(bf16["dtype"]) == {"bf16"}
     expected = {s.run_id for s in make_specs(with_overrides(smoke(), tasks=("stsb",), dtype="bf16"), "pretrained,full")}
@@ -134,7 +135,7 @@ def test_a_bf16_run_is_recorded_keyed_apart_and_close_to_fp32(data_dir, tmp_path
     assert set(method_labels(main_rows(fp32))) == {"pretrained", "full"}
 
 
-@pytest.mark.skipif(not backbone.cpu_has_native_bf16(), reason="this CPU has no native bf16 (CPU flags avx512_bf16 "
+@pytest.mark.skipif(not devices.cpu_has_native_bf16(), reason="this CPU has no native bf16 (CPU flags avx512_bf16 "
                     "or amx_bf16): bench run refuses --dtype bf16 here")
 def test_a_bf16_run_on_a_native_cpu(data_dir, tmp_path):
     assert set(_run_smoke(data_dir, tmp_path, "bf16")["dtype"]) == {"bf16"}
@@ -146,7 +147,7 @@ def test_bad_dtypes_are_one_error_line(data_dir, tmp_path, monkeypatch, capsys):
     assert main([*base, "--dtype", "fp16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: unknown dtype 'fp16'; choose from fp32, bf16 (e.g. --dtype bf16)"
-    monkeypatch.setattr(backbone, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert main([*base, "--dtype", "bf16"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "avx512_bf16" in err and "amx_bf16" in err and "--dtype fp32" in err
@@ -159,20 +160,20 @@ def test_bad_dtypes_are_one_error_line(data_dir, tmp_path, monkeypatch, capsys):
 def test_native_bf16_reads_torch_or_else_the_cpu_flags(monkeypatch, tmp_path):
     """torch's checks are private names: where they are missing or fail, /proc/cpuinfo's flags decide."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert backbone.cpu_has_native_bf16()
+    assert devices.cpu_has_native_bf16()
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.delattr(torch.cpu, name, raising=False)
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(backbone, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(devices, "CPUINFO", cpuinfo)
     cpuinfo.write_text("flags\t\t: fpu avx512f avx512_vnni\n")
-    assert not backbone.cpu_has_native_bf16()
+    assert not devices.cpu_has_native_bf16()
     cpuinfo.write_text("flags\t\t: fpu avx512f avx512_bf16\n")
-    assert backbone.cpu_has_native_bf16()
+    assert devices.cpu_has_native_bf16()
 
     def broken():
         raise RuntimeError("changed")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
-    assert backbone.cpu_has_native_bf16()
+    assert devices.cpu_has_native_bf16()
 
 
 def test_results_from_before_the_dtype_column_read_as_fp32(tmp_path):

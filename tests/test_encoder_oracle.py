@@ -2,7 +2,7 @@
 
 Oracle: sentence-transformers' `SentenceTransformer(<all-MiniLM-L6-v2 dir>).encode(..., normalize_embeddings=True)`
 (the model folder's own modules.json: Transformer, mean Pooling, Normalize; its own max_seq_length 256 and
-batching). Ours: bench.backbone.Encoder ('minilm', mean pooling), layer 6 at all 384 dims, L2-normalized by
+batching). Ours: bench.encoder.Encoder ('minilm', mean pooling), layer 6 at all 384 dims, L2-normalized by
 bench.transforms.truncate, in batches of 7 so that batches mix lengths differently from the oracle's 32. This
 checks what the mteb oracle cannot: tokenization, padding, truncation at max length, pooling and normalization.
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from bench.backbone import Encoder
 from bench.data.sts import load_stsb
+from bench.encoder import Encoder
 from bench.transforms import truncate
 
 
@@ -37,8 +37,8 @@ def test_minilm_vectors_equal_sentence_transformers_encode(texts):
     assert len(oracle.tokenizer(texts[-1])["input_ids"]) > oracle.max_seq_length  # the long text is truncated
     expected = oracle.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
-    encoder = Encoder.load("minilm", pooling="mean", device="cpu")
-    vectors = encoder.encode(texts, max_length=oracle.max_seq_length, batch_size=7)
+    encoder = Encoder.named("minilm", pooling="mean", device="cpu")
+    vectors = encoder.vectors(texts, max_length=oracle.max_seq_length, batch_size=7)
     assert vectors.shape == (6, len(texts), 384)
     ours = truncate(vectors[-1], 384, normalize=True)
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)

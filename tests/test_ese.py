@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench import BenchError
+from bench.hub import Backbone
 from bench.losses import base_loss
 from bench.spec import Budget, RunSpec, SubModel, freeze_params
 from methods import METHODS
@@ -132,4 +133,4 @@ def test_a_compression_size_outside_the_backbone_fails_before_training():
     spec = RunSpec("ese", "stsb", backbone="tiny-random-bert", train_data="snli", budget=Budget(steps=2),
                    params=freeze_params({"compression_size": 128}))
     with pytest.raises(BenchError, match=re.escape("dim 128 is outside the backbone (1..64)")):
-        method_jobs(METHODS.get("ese")(), spec)
+        method_jobs(METHODS.get("ese")(), spec, Backbone(spec.backbone))

@@ -13,8 +13,10 @@ import pytest
 import torch
 from tiny_models import save_hf, tiny_bert, tiny_decoder, tiny_modernbert
 
-from bench.backbone import Encoder, final_norm, load_model
+from bench.encoder import Encoder
+from bench.hub import Backbone, load_model
 from bench.losses import at, base_loss, embed_columns
+from bench.pooling import final_norm
 from bench.train import TextCollate
 from methods import METHODS
 from methods.starbucks_srl import default_targets
@@ -53,11 +55,11 @@ def test_final_norm_is_found_by_what_it_is_not_its_name():
 
 def test_every_layer_is_served_through_the_final_norm(folder):
     """Mean pooling at layers 1 and 2 equals the model cut to that many blocks."""
-    ours = Encoder.load(folder, device="cpu", pooling="mean").encode(TEXTS, 512)
+    ours = Encoder.named(folder, device="cpu", pooling="mean").vectors(TEXTS, 512)
     for layers in (1, 2):
-        truncated = Encoder.load(folder, device="cpu", pooling="mean", num_layers=layers)
+        truncated = Encoder.named(folder, device="cpu", pooling="mean", num_layers=layers)
         assert truncated.num_layers == layers
-        np.testing.assert_allclose(ours[layers - 1], truncated.encode(TEXTS, 512)[-1], atol=TOL)
+        np.testing.assert_allclose(ours[layers - 1], truncated.vectors(TEXTS, 512)[-1], atol=TOL)
 
 
 def test_training_loss_reaches_every_layer_through_the_final_norm(folder):
@@ -65,7 +67,7 @@ def test_training_loss_reaches_every_layer_through_the_final_norm(folder):
     the base loss of models cut to 1, 2 and 3 blocks; and the loss of the middle target alone has a gradient on
     the final norm's weight (which only reaches it if the norm is applied to that layer's states)."""
     srl = METHODS.get("starbucks-srl")()
-    model, tokenizer = load_model(folder)
+    model, tokenizer = load_model(Backbone(folder))
     batch = TextCollate(tokenizer, 32)([(t, None) for t in TRIPLETS])
     width = model.config.hidden_size
     targets = default_targets(3, width)
@@ -74,7 +76,7 @@ def test_training_loss_reaches_every_layer_through_the_final_norm(folder):
                                                                                 torch.Generator())
     expected = 0.0
     for target in targets:
-        truncated, _ = load_model(folder, num_layers=target.layer)
+        truncated, _ = load_model(Backbone(folder), num_layers=target.layer)
         expected += LOSS(at(embed_columns(truncated.eval(), batch, "mean"), target.layer, target.dim), None).item()
     assert ours.item() == pytest.approx(expected, abs=TOL)
 

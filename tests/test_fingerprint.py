@@ -21,8 +21,8 @@ from methods._jobs import training_key
 def test_a_method_depends_on_the_files_it_builds_on_and_on_the_training_code_only():
     starbucks = set(module_closure(["methods.starbucks", *fp.TRAINING_ROOTS], fp.TRAINING_REACH))
     assert {"methods.starbucks", "methods.starbucks_srl", "bench.smae", "bench.train", "bench.losses",
-            "bench.data.corpus", "methods._jobs"} <= starbucks
-    assert not {"methods.mrl", "bench.evaluate", "bench.backbone"} & starbucks  # tests/test_fingerprint_keys.py
+            "bench.hub", "bench.data.corpus", "methods._jobs"} <= starbucks
+    assert not {"methods.mrl", "bench.evaluate", "bench.encoder"} & starbucks  # tests/test_fingerprint_keys.py
     assert set(module_closure(["methods.pretrained"], ("methods",))) == {"methods.pretrained", "methods"}
     sts = set(module_closure(["bench.tasks.sts"], ("bench.tasks", "bench.data")))
     assert "bench.data.sts" in sts and "bench.tasks.retrieval" not in sts

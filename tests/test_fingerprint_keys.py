@@ -18,14 +18,16 @@ import pytest
 
 import bench.fingerprint as fp
 import bench.models
-from bench.backbone import Encoder
+from bench.encoder import Encoder
 from bench.tasks import TASKS
 from methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = {"bench.data", "bench.data.beir", "bench.data.decontaminate", "bench.data.pairs", "bench.data.sts"}
-TRAINING = DATA | {"bench.losses", "bench.train", "methods", "methods._jobs"}
-ENCODING = {"bench.backbone", "bench.storage"}
+# the loop and its collectives, training pooling, model loading, devices, and serving's "auto" pooling mode
+TRAINING = DATA | {"bench.devices", "bench.dist", "bench.hub", "bench.loop", "bench.losses", "bench.pooling",
+                   "bench.serving", "bench.train", "methods", "methods._jobs"}
+ENCODING = {"bench.devices", "bench.encoder", "bench.hub", "bench.pooling", "bench.serving", "bench.storage"}
 SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.search", "bench.tasks", "bench.transforms",
            "bench.data"}
 
@@ -54,12 +56,13 @@ def test_the_scoring_key_covers_evaluation_and_the_tasks_family(task, modules):
     assert set(fp.scoring_modules(TASKS.get(task))) == modules
 
 
-def test_a_public_model_entry_moves_only_that_models_encoding_key(monkeypatch):
+def test_a_public_model_entry_moves_only_that_models_keys(monkeypatch):
     """Adding an entry to the table (an edit to bench/models.py) changes no key; changing an entry's content changes
-    the encoding key of that model alone."""
+    the encoding key, and the training key, of that model alone (a checkpoint of another revision is another)."""
     names = [entry.name for entry in bench.models.ENTRIES[:2]]
     before = ([fp.method_code(METHODS.get(m), True) for m in ("full", "pca")],
               [fp.encoding_code(b) for b in ("minilm", *names)])
+    trained = [fp.method_code(METHODS.get("full"), True, b) for b in (*names[:1], "minilm", *names[1:])]
     real = fp._file_hash
     monkeypatch.setattr(fp, "_file_hash", lambda p: "edited" if p == bench.models.__file__ else real(p))
     assert ([fp.method_code(METHODS.get(m), True) for m in ("full", "pca")],
@@ -68,6 +71,8 @@ def test_a_public_model_entry_moves_only_that_models_encoding_key(monkeypatch):
     monkeypatch.setitem(bench.models.PUBLIC_MODELS, names[0], replace(entry, revision="another"))
     assert [fp.encoding_code(b) for b in ("minilm", *names)] != before[1]
     assert [fp.encoding_code(b) for b in ("minilm", *names[1:])] == [before[1][0], *before[1][2:]]
+    assert fp.method_code(METHODS.get("full"), True, names[0]) != trained[0]
+    assert [fp.method_code(METHODS.get("full"), True, b) for b in ("minilm", *names[1:])] == trained[1:]
     monkeypatch.setitem(bench.models.PUBLIC_MODELS, names[0], replace(entry, notes="another note"))
     assert fp.encoding_code(names[0]) == before[1][1]  # prose serves nothing
 

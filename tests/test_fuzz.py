@@ -32,14 +32,16 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from bench import BenchError
-from bench.backbone import Encoder, load_model
 from bench.data.beir import load_beir
 from bench.data.pairs import load_mrpc, load_training_set, load_triplets
 from bench.data.sts import load_sickr, load_sts_year, load_stsb
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached
+from bench.hub import Backbone, load_model
 from bench.losses import base_loss
 from bench.results import examples_path, load_results, make_row, read_examples, read_run_file, run_fields, write_run
 from bench.spec import Budget, RunSpec
+from bench.storage import Plan
 from bench.train import TextCollate, train
 from methods import METHODS
 
@@ -251,13 +253,13 @@ TEXTS = ["A man plays a flute.", "Two dogs run.", "Stocks fell sharply today aft
 
 @pytest.fixture(scope="module")
 def tiny_encoder() -> Encoder:
-    return Encoder.load("tiny-random-bert", device="cpu")
+    return Encoder.named("tiny-random-bert", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def good_cache(tiny_encoder, tmp_path_factory) -> tuple[Path, np.ndarray]:
     folder = tmp_path_factory.mktemp("encodings")
-    vectors = np.array(encode_cached(tiny_encoder, "tiny", "t", TEXTS, 32, 8, folder)[0])
+    vectors = np.array(encode_cached(tiny_encoder, "tiny", "t", Texts(TEXTS, 32), Plan(8), folder)[0])
     (path,) = folder.glob("*.npy")
     return path, vectors
 
@@ -273,7 +275,7 @@ def test_a_damaged_cached_encoding_is_rebuilt_never_trusted(tiny_encoder, good_c
     damage = data.draw(st.one_of(damaged(valid), st.just(other_shape.getvalue()), st.just(b"")))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / path.name).write_bytes(damage)
-        again, _ = encode_cached(tiny_encoder, "tiny", "t", TEXTS, 32, 8, Path(tmp))
+        again, _ = encode_cached(tiny_encoder, "tiny", "t", Texts(TEXTS, 32), Plan(8), Path(tmp))
         assert again.shape == vectors.shape
         if not np.array_equal(again, vectors):  # it kept a changed file: only values changed in place (no checksum)
             header = np.load(path, mmap_mode="r").offset
@@ -285,7 +287,7 @@ def test_a_damaged_cached_encoding_is_rebuilt_never_trusted(tiny_encoder, good_c
 def train_tiny(data_dir: Path, out: Path, steps_run: list | None = None, die_at: int | None = None):
     from bench.train import EncoderTraining
 
-    model, tokenizer = load_model("tiny-random-bert")
+    model, tokenizer = load_model(Backbone("tiny-random-bert"))
     srl = METHODS.get("starbucks-srl")()
     objective = srl.jobs(srl.Params(), 2, 64, base_loss("triplets"), "mean")[0].objective
     examples = [(t, None) for t in load_training_set(data_dir, "snli").texts[:64]]

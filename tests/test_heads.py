@@ -18,10 +18,10 @@ import torch
 from scipy.spatial.distance import hamming
 from sklearn.decomposition import PCA as SklearnPCA
 
-from bench.backbone import Encoder
 from bench.data.beir import RetrievalSet
 from bench.data.pairs import load_training_set
 from bench.data.sts import STSPairs
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid
 from bench.heads import LinearHead, ResidualBinaryHead, ResidualMLPHead, load_head, save_head
 from bench.runner import make_specs
@@ -44,7 +44,7 @@ TIMING = {"search_ms_per_query"}  # measured, so never equal between two runs
 
 @pytest.fixture(scope="module")
 def tiny() -> Encoder:
-    return Encoder.load("tiny-random-bert", device="cpu")
+    return Encoder.named("tiny-random-bert", device="cpu")
 
 
 def sts_slice() -> STSPairs:
@@ -97,7 +97,7 @@ def base_vectors(encoder, data: STSPairs) -> tuple[np.ndarray, np.ndarray, np.nd
     """The base model's vectors of every layer, of the task's distinct sentences (its order), and the pairs' rows."""
     (texts, max_len), = TASKS.get("stsb").texts(data, SPEC).values()
     index = {t: i for i, t in enumerate(texts)}
-    return (encoder.encode(texts, max_len), np.array([index[s] for s in data.sentences1]),
+    return (encoder.vectors(texts, max_len), np.array([index[s] for s in data.sentences1]),
             np.array([index[s] for s in data.sentences2]))
 
 
@@ -167,7 +167,7 @@ def test_pca_is_fitted_on_the_suites_training_sentences(data_dir, tmp_path):
     head = load_head(checkpoint.head)
     limit = dict(spec.params)["fit_sentences"]
     texts = list(dict.fromkeys(t for triplet in load_training_set(data_dir, "snli").texts for t in triplet))[:limit]
-    vectors = Encoder.load("tiny-random-bert", device="cpu").encode(texts, spec.budget.max_seq_len)
+    vectors = Encoder.named("tiny-random-bert", device="cpu").vectors(texts, spec.budget.max_seq_len)
     for layer in (1, 2):
         oracle = SklearnPCA(svd_solver="full").fit(vectors[layer - 1].astype(np.float64))
         np.testing.assert_allclose(head.apply(layer, vectors[layer - 1]), oracle.transform(vectors[layer - 1]),

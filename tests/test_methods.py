@@ -29,9 +29,9 @@ from sentence_transformers.sentence_transformer.modules import Pooling, Transfor
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from bench import BenchError
-from bench.backbone import load_model, resolve_backbone
 from bench.data.pairs import load_triplets
 from bench.heads import load_head
+from bench.hub import Backbone, load_model, resolve_backbone
 from bench.losses import at, base_loss, embed_columns
 from bench.runner import make_specs
 from bench.spec import Budget, RunSpec, SubModel, freeze_params
@@ -138,12 +138,12 @@ def test_srl_target_losses_equal_truly_truncated_models(tiny4, triplets):
     loss of a model loaded with only `layer` blocks, at its first `dim` dims."""
     srl = METHODS.get("starbucks-srl")()
     params = srl.Params(kl="none")
-    model, tokenizer = load_model(tiny4)
+    model, tokenizer = load_model(Backbone(tiny4))
     batch = TextCollate(tokenizer, 32)([(t, None) for t in triplets])
     ours = srl.jobs(params, LAYERS, HIDDEN, LOSS, "mean")[0].objective(model.eval(), batch, torch.Generator())
     expected = 0.0
     for target in default_targets(LAYERS, HIDDEN):
-        truncated, _ = load_model(tiny4, num_layers=target.layer)
+        truncated, _ = load_model(Backbone(tiny4), num_layers=target.layer)
         columns = embed_columns(truncated.eval(), batch, "mean")
         expected += LOSS(at(columns, target.layer, target.dim), None).item()
     assert ours.item() == pytest.approx(expected, abs=1e-5)
@@ -152,7 +152,7 @@ def test_srl_target_losses_equal_truly_truncated_models(tiny4, triplets):
 def test_srl_uses_one_forward_pass_per_column(tiny4, triplets):
     """Every target from ONE forward pass per column (3 for triplets), not one per target."""
     srl = METHODS.get("starbucks-srl")()
-    model, tokenizer = load_model(tiny4)
+    model, tokenizer = load_model(Backbone(tiny4))
     calls = []
     model.register_forward_hook(lambda *args: calls.append(1))
     batch = TextCollate(tokenizer, 32)([(t, None) for t in triplets])
@@ -206,7 +206,7 @@ def variant(method: str, name: str, value, params):
 
 @pytest.fixture(scope="module")
 def tiny4_model(tiny4):
-    return load_model(tiny4)[0].eval()
+    return load_model(Backbone(tiny4))[0].eval()
 
 
 def run_jobs(method: str, params, base_model, batch: dict) -> tuple[float, torch.Tensor]:
@@ -223,7 +223,7 @@ def run_jobs(method: str, params, base_model, batch: dict) -> tuple[float, torch
 
 @pytest.fixture(scope="module")
 def batch(tiny4, triplets) -> dict:
-    _, tokenizer = load_model(tiny4)
+    _, tokenizer = load_model(Backbone(tiny4))
     return TextCollate(tokenizer, 32)([(t, None) for t in triplets])
 
 
@@ -356,7 +356,7 @@ def test_every_hyperparameter_changes_the_head(method, head_ctx):
 def test_head_dims_outside_the_backbone_fail_before_fitting(method, params, message):
     spec = head_spec(method, **params)
     with pytest.raises(BenchError, match=re.escape(message)):
-        check_head_config(METHODS.get(method)(), spec)
+        check_head_config(METHODS.get(method)(), spec, Backbone(spec.backbone))
 
 
 # ---- bad hyperparameters: one clear line each ---------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_targets_outside_the_backbone_fail_before_training(method, params, messa
     spec = RunSpec(method, "stsb", backbone="tiny-random-bert", train_data="snli", budget=Budget(steps=2),
                    params=freeze_params(params))
     with pytest.raises(BenchError, match=re.escape(message)):
-        method_jobs(METHODS.get(method)(), spec)
+        method_jobs(METHODS.get(method)(), spec, Backbone(spec.backbone))
 
 
 def test_2dmse_sub_models_cover_every_layer_at_its_dims():

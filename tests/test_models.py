@@ -22,12 +22,14 @@ from tiny_models import needs_remote_code, save_hf, st_folder, tiny_bert, tiny_d
 
 import bench.models
 from bench import BenchError
-from bench.backbone import Encoder, resolve_eval
 from bench.cli import main
 from bench.data.sts import load_stsb
+from bench.encoder import Encoder
+from bench.hub import Backbone
 from bench.models import PUBLIC_MODELS, validate
 from bench.results import examples_path, load_results
 from bench.runner import make_specs
+from bench.serving import resolve_eval
 from bench.spec import EvalSpec, RunSpec, SubModel, default_dims
 from bench.suites import default, get_suite, with_overrides
 from methods import METHODS, RunContext
@@ -105,19 +107,19 @@ def registered(monkeypatch, tmp_path):
 def test_entry_loading_path_on_a_local_folder_laid_out_like_it(name, registered, tmp_path):
     entry, folder = registered(name)
     trust = entry.needs_remote_code
-    encoder = Encoder.load(name, device="cpu", trust_remote_code=trust)
-    assert encoder.pooling == entry.pooling and encoder.revision == entry.revision
+    encoder = Encoder.named(name, device="cpu", trust_remote_code=trust)
+    assert encoder.pooling == entry.pooling and encoder.serving.revision == entry.revision
     assert [type(m).__name__ for m in encoder.head] == list(entry.modules[1:])
-    assert encoder.prompts == entry.role_prompts() and encoder.extra == entry.extra
+    assert encoder.prompts == entry.role_prompts() and encoder.serving.extra == entry.extra
     st = SentenceTransformer(folder, device="cpu", trust_remote_code=trust)
     for role in ("default", "query", "document"):
         theirs = torch.tensor(st.encode(TEXTS, prompt=entry.role_prompts()[role]))
         if "layer_norm" in entry.extra:  # what the model card (and mteb) do after encode
             theirs = torch.nn.functional.layer_norm(theirs, (theirs.shape[1],))
-        ours = encoder.encode(TEXTS, 512, role=None if role == "default" else role)[-1]
+        ours = encoder.vectors(TEXTS, 512, role=None if role == "default" else role)[-1]
         np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
 
-    spec = resolve_eval(EvalSpec(), name, trust_remote_code=trust)
+    spec = resolve_eval(EvalSpec(), Backbone(name, trust))
     assert spec.pooling == entry.pooling and dict(spec.prompts) == entry.role_prompts()
     assert set(default_dims(entry.width)) | {d for _, d in entry.cells()} == set(spec.dims)
     run = RunSpec("pretrained", "stsb", backbone=name, eval=spec)
@@ -130,7 +132,7 @@ def test_an_entrys_extra_step_applies_to_every_layer(registered):
     SentenceTransformer cut to 1 block (its head still applies), then the layer norm, as the model card does."""
     entry, folder = registered("nomic-embed-text-v1.5")
     assert entry.extra == ("layer_norm",)
-    ours = Encoder.load(entry.name, device="cpu", trust_remote_code=True).encode(TEXTS, 512, role="query")
+    ours = Encoder.named(entry.name, device="cpu", trust_remote_code=True).vectors(TEXTS, 512, role="query")
     cut = SentenceTransformer(folder, device="cpu", trust_remote_code=True, config_kwargs={"num_hidden_layers": 1})
     theirs = torch.tensor(cut.encode(TEXTS, prompt=entry.role_prompts()["query"]))
     np.testing.assert_allclose(ours[0], torch.nn.functional.layer_norm(theirs, (theirs.shape[1],)).numpy(),
@@ -141,7 +143,7 @@ def test_an_entrys_extra_step_applies_to_every_layer(registered):
 def test_an_entry_whose_model_serves_another_pooling_fails_loudly(registered):
     registered("Starbucks_STS", pooling="cls")  # the folder serves mean
     with pytest.raises(BenchError, match="registry entry 'Starbucks_STS' says cls pooling but .* serves mean"):
-        Encoder.load("Starbucks_STS", device="cpu")
+        Encoder.named("Starbucks_STS", device="cpu")
 
 
 def test_bench_ls_lists_the_registered_models(capsys):
@@ -255,4 +257,4 @@ def test_a_default_prompt_name_the_model_lacks_is_one_line(tmp_path):
     config = tmp_path / "st" / "config_sentence_transformers.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "default_prompt_name": "sts"}))
     with pytest.raises(BenchError, match="names default prompt 'sts', which is not one of its prompts"):
-        Encoder.load(folder, device="cpu")
+        Encoder.named(folder, device="cpu")

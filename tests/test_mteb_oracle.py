@@ -21,12 +21,12 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ModelMeta
 from mteb.types import PromptType
 
-from bench.backbone import Encoder
 from bench.data.beir import RetrievalSet, load_beir
 from bench.data.sts import load_stsb
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached, evaluate_grid
 from bench.spec import EvalSpec, SubModel
-from bench.storage import Storage, StoredLayers
+from bench.storage import Plan, Storage, StoredLayers
 from bench.tasks import TASKS
 from bench.transforms import truncate
 from methods import Checkpoint
@@ -65,7 +65,8 @@ def evaluate_ours(encoder: Encoder, task, data, cache_dir) -> tuple[dict, dict]:
     scores = {(r["layer"], r["dim"], r["metric"]): r["score"] for r in rows if r.get("precision") == "fp32"}
     lookup, storage = {}, Storage.for_cells(CELLS, SPEC.store_dtype)  # what evaluate_grid stored: layers 3, 6
     for side, (texts, max_len) in task.texts(data, SPEC).items():
-        arrays, _ = encode_cached(encoder, "minilm", side, texts, max_len, SPEC.batch_size, cache_dir, storage)
+        arrays, _ = encode_cached(encoder, "minilm", side, Texts(texts, max_len), Plan(SPEC.batch_size, storage),
+                                  cache_dir)
         lookup[side] = {t: StoredLayers(arrays[:, i], storage.layers) for i, t in enumerate(texts)}
     assert len(list(cache_dir.glob("*.npy"))) == len(lookup)  # cache hits: the vectors the scores came from
     return scores, lookup
@@ -86,7 +87,7 @@ def _run_mteb(model, task, tmp_path) -> dict:
 
 @pytest.fixture(scope="module")
 def minilm() -> Encoder:
-    return Encoder.load("minilm", device="cpu")
+    return Encoder.named("minilm", device="cpu")
 
 
 def test_sts_equals_mteb(minilm, data_dir, tmp_path):

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.backbone import Encoder, resolve_backbone
 from bench.cli import main
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid, texts_key
+from bench.hub import resolve_backbone
 from bench.results import load_results
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
@@ -119,7 +120,7 @@ def binary_oracle(v: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def minilm() -> Encoder:
-    return Encoder.load("minilm", device="cpu")
+    return Encoder.named("minilm", device="cpu")
 
 
 def our_cells(encoder, task_cls: str, precisions=("fp32",), cache_dir=None) -> dict[tuple, dict[str, float]]:
@@ -207,12 +208,12 @@ def test_served_binary_cosine_is_a_function_of_hamming_distance():
 def test_one_encode_per_role_serves_the_whole_grid(tmp_path):
     """Every distinct text mteb asks for is encoded once (one encode call per role) for all 2 x 3 cells x 3
     precisions; a second run on the same cache encodes nothing. Catches an encode per cell or per mteb call."""
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
     calls: list[list[str]] = []
     plain = encoder.encode
 
     def counting(texts, *args, **kwargs):
-        calls.append(list(texts))
+        calls.append(list(texts.items))
         return plain(texts, *args, **kwargs)
 
     encoder.encode = counting

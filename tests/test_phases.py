@@ -43,8 +43,8 @@ def test_the_decorator_charges_even_when_the_function_raises(clock):
 def test_a_method_loads_its_model_once_for_all_its_tasks(data_dir, tmp_path, monkeypatch, capsys):
     """Start-up and model loading are paid once per process: two tasks of one method share one Encoder.load, and
     the run prints its profile."""
-    from bench.backbone import Encoder
     from bench.cli import main
+    from bench.encoder import Encoder
 
     calls = []
     real = Encoder.load.__func__

@@ -17,10 +17,10 @@ from sentence_transformers.util import pairwise_cos_sim
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from bench import BenchError
-from bench.backbone import Encoder
 from bench.cli import main
 from bench.data.beir import RetrievalSet
 from bench.data.sts import STSPairs
+from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
@@ -238,7 +238,7 @@ def test_sts_binary_similarity_is_one_minus_hamming_of_sign_bits():
 
 @pytest.fixture(scope="module")
 def tiny() -> Encoder:
-    return Encoder.load("tiny-random-bert", device="cpu")
+    return Encoder.named("tiny-random-bert", device="cpu")
 
 
 def sts_slice() -> STSPairs:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from bench import BenchError
-from bench.backbone import load_model, resolve_backbone
 from bench.data.pairs import load_triplets
+from bench.hub import Backbone, load_model, resolve_backbone
 from bench.losses import at, base_loss, embed_columns
 from bench.train import TextCollate
 from bench.transforms import binarize, int8_ranges, quantize_int8
@@ -40,7 +40,7 @@ def model_and_batch(tmp_path_factory, data_dir):
     BertModel(BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
                          intermediate_size=128)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_backbone("minilm")).save_pretrained(folder)
-    model, tokenizer = load_model(str(folder))
+    model, tokenizer = load_model(Backbone(str(folder)))
     batch = TextCollate(tokenizer, 32)([(t, None) for t in load_triplets(data_dir)[:8]])
     return model.eval(), batch
 
@@ -157,7 +157,7 @@ def test_the_int8_term_trains_minilm(data_dir):
     """On all-MiniLM-L6-v2 and 16 SNLI triplets the int8 term's gradient norm is finite and on the float term's
     scale. Measured: 183 against the float term's 77 (2.4x); before the int8 straight-through used one scale for
     every dimension it was inf (a nearly constant dimension's 1 / step), every step, and qat never trained."""
-    model, tokenizer = load_model("minilm")
+    model, tokenizer = load_model(Backbone("minilm"))
     batch = TextCollate(tokenizer, 64)([(t, None) for t in load_triplets(data_dir)[:16]])
     params = METHODS.get("qat").Params
     norms = {}

@@ -19,11 +19,14 @@ from tiny_models import save_hf, st_folder, tiny_bert, tiny_decoder, tokenizer
 from transformers import AutoModel, AutoTokenizer
 
 from bench import BenchError
-from bench.backbone import Encoder, resolve_backbone, resolve_eval
 from bench.data.beir import RetrievalSet
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached, evaluate_grid
+from bench.hub import Backbone, resolve_backbone
 from bench.reproduce import reference_specs
+from bench.serving import Serving, resolve_eval
 from bench.spec import POOLINGS, EvalSpec, RunSpec
+from bench.storage import Plan
 from bench.tasks import TASKS
 from bench.search import top_k
 from bench.tasks.retrieval import make_searcher, per_query_metrics
@@ -42,8 +45,8 @@ def served_by_st(folder: str, layer: int | None = None, **encode_kwargs) -> np.n
 
 
 def assert_serves_like_st(folder: str, middle: int, **encoder_kwargs) -> Encoder:
-    encoder = Encoder.load(folder, device="cpu", **encoder_kwargs)
-    ours = encoder.encode(TEXTS, 512, batch_size=4)
+    encoder = Encoder.named(folder, device="cpu", **encoder_kwargs)
+    ours = encoder.vectors(TEXTS, 512, batch_size=4)
     np.testing.assert_allclose(ours[-1], served_by_st(folder), atol=TOL)
     np.testing.assert_allclose(ours[middle - 1], served_by_st(folder, middle), atol=TOL)
     return encoder
@@ -69,7 +72,7 @@ def test_qwen3_decoder_lasttoken_default_prompt_equals_sentence_transformers(tmp
     encoder = assert_serves_like_st(folder, middle=2)
     assert encoder.tokenizer.padding_side == "left" and encoder.prompt_for(None) == "Represent this: "
     without_prompt = SentenceTransformer(folder, device="cpu").encode(TEXTS, prompt="")
-    assert np.abs(encoder.encode(TEXTS, 512)[-1] - without_prompt).max() > 1e-3  # the prompt did change them
+    assert np.abs(encoder.vectors(TEXTS, 512)[-1] - without_prompt).max() > 1e-3  # the prompt did change them
 
 
 def test_mean_without_prompt_tokens_and_layer_norm_equals_sentence_transformers(bert_dir, tmp_path):
@@ -84,7 +87,7 @@ def test_mean_without_prompt_tokens_and_layer_norm_equals_sentence_transformers(
 def test_every_pooling_mode_equals_sentence_transformers(pooling, include_prompt, bert_dir, tmp_path):
     folder = st_folder(tmp_path / "st", bert_dir, pooling, include_prompt=include_prompt,
                        prompts={"sts": "a prompt of several tokens: "}, default_prompt_name="sts")
-    assert Encoder.load(folder, device="cpu").pooling == pooling
+    assert Encoder.named(folder, device="cpu").pooling == pooling
     assert_serves_like_st(folder, middle=2)
 
 
@@ -101,14 +104,15 @@ def test_retrieval_roles_get_the_prompts_encode_prompt_name_gives(bert_dir, tmp_
     folder = st_folder(tmp_path / "st", bert_dir, "mean", head=[("Normalize",)],
                        prompts={"query": "search_query: ", "document": "search_document: ", "sts": "sts: "},
                        default_prompt_name="sts")
-    encoder, st = Encoder.load(folder, device="cpu"), SentenceTransformer(folder, device="cpu")
+    encoder, st = Encoder.named(folder, device="cpu"), SentenceTransformer(folder, device="cpu")
     retrieval, sts = TASKS.get("scifact"), TASKS.get("stsb")
     for task, name, prompt_name in ((retrieval, "queries", "query"), (retrieval, "corpus", "document"),
                                     (sts, "sentences", "sts")):
-        ours, _ = encode_cached(encoder, "tiny", name, TEXTS, 512, 4, tmp_path / "cache", role=task.role(name))
+        ours, _ = encode_cached(encoder, "tiny", name, Texts(TEXTS, 512, task.role(name)), Plan(4),
+                                tmp_path / "cache")
         np.testing.assert_allclose(ours[-1], st.encode(TEXTS, prompt_name=prompt_name), atol=TOL)
-    queries, _ = encode_cached(encoder, "tiny", "q", TEXTS, 512, 4, tmp_path / "cache", role="query")
-    corpus, _ = encode_cached(encoder, "tiny", "c", TEXTS, 512, 4, tmp_path / "cache", role="document")
+    queries, _ = encode_cached(encoder, "tiny", "q", Texts(TEXTS, 512, "query"), Plan(4), tmp_path / "cache")
+    corpus, _ = encode_cached(encoder, "tiny", "c", Texts(TEXTS, 512, "document"), Plan(4), tmp_path / "cache")
     assert not np.allclose(queries, corpus)  # one cache, two prompts: two encodings
 
 
@@ -121,8 +125,8 @@ def test_retrieval_scores_come_from_the_prompted_vectors(bert_dir, tmp_path):
     data = RetrievalSet(corpus_ids=ids, corpus_texts=TEXTS, query_ids=["q0", "q1", "q2"],
                         query_texts=["a guitar player", "a fox and a dog", "the capital of France"],
                         qrels={"q0": {"d0": 1}, "q1": {"d2": 1}, "q2": {"d5": 1}})
-    spec = resolve_eval(EvalSpec(precisions=("fp32",), dims=(64,)), folder)
-    rows, _ = evaluate_grid(Encoder.load(folder, device="cpu"), Checkpoint(folder, "tiny"), TASKS.get("scifact"),
+    spec = resolve_eval(EvalSpec(precisions=("fp32",), dims=(64,)), Backbone(folder))
+    rows, _ = evaluate_grid(Encoder.named(folder, device="cpu"), Checkpoint(folder, "tiny"), TASKS.get("scifact"),
                             data, spec)
     ours = {r["metric"]: r["score"] for r in rows if r.get("layer") == 3 and r.get("dim") == 64}
     st = SentenceTransformer(folder, device="cpu")
@@ -135,15 +139,16 @@ def test_retrieval_scores_come_from_the_prompted_vectors(bert_dir, tmp_path):
 
 def test_prompts_resolve_into_the_spec_and_change_the_run_id(bert_dir, tmp_path):
     folder = st_folder(tmp_path / "st", bert_dir, "cls", prompts={"query": "q: ", "STS": "sts: "})
-    spec = resolve_eval(EvalSpec(), folder)
+    spec = resolve_eval(EvalSpec(), Backbone(folder))
     assert spec.pooling == "cls"
     assert dict(spec.prompts) == {"default": "", "document": "", "query": "q: "}
-    override = resolve_eval(EvalSpec(prompts=(("default", "@STS"), ("document", "doc, with a comma: "))), folder)
+    override = resolve_eval(EvalSpec(prompts=(("default", "@STS"), ("document", "doc, with a comma: "))),
+                            Backbone(folder))
     assert dict(override.prompts) == {"default": "sts: ", "document": "doc, with a comma: ", "query": "q: "}
     run = RunSpec("pretrained", "stsb", backbone=folder, eval=spec)
     assert run.run_id != RunSpec("pretrained", "stsb", backbone=folder, eval=override).run_id
     with pytest.raises(BenchError, match="has no prompt named 'passage'"):
-        resolve_eval(EvalSpec(prompts=(("document", "@passage"),)), folder)
+        resolve_eval(EvalSpec(prompts=(("document", "@passage"),)), Backbone(folder))
 
 
 def test_reference_runs_resolve_to_mean_pooling_and_are_committed():
@@ -157,18 +162,18 @@ def test_reference_runs_resolve_to_mean_pooling_and_are_committed():
 
 def test_head_on_the_last_layer_only_is_recorded_and_keeps_pooled_states_below(bert_dir, tmp_path):
     folder = st_folder(tmp_path / "st", bert_dir, "mean", head=[("LayerNorm",)])
-    every = Encoder.load(folder, device="cpu").encode(TEXTS, 512)
-    last = Encoder.load(folder, device="cpu", head_layers="last").encode(TEXTS, 512)
+    every = Encoder.named(folder, device="cpu").vectors(TEXTS, 512)
+    last = Encoder.named(folder, device="cpu", head_layers="last").vectors(TEXTS, 512)
     np.testing.assert_allclose(last[-1], every[-1], atol=TOL)  # the last layer is served as before
-    pooled = Encoder.load(resolve_backbone(folder), device="cpu", pooling="mean")  # pooled states, no head
+    pooled = Encoder.named(resolve_backbone(folder), device="cpu", pooling="mean")  # pooled states, no head
     pooled.head = []
-    np.testing.assert_allclose(last[0], pooled.encode(TEXTS, 512)[0], atol=TOL)
+    np.testing.assert_allclose(last[0], pooled.vectors(TEXTS, 512)[0], atol=TOL)
     assert not np.allclose(last[0], every[0], atol=1e-3)
     runs = {RunSpec("pretrained", "stsb", eval=EvalSpec(head_layers=h)).run_id for h in ("every", "last")}
     assert len(runs) == 2
     dense = st_folder(tmp_path / "dense", bert_dir, "mean", head=[("Dense", 48)])
     with pytest.raises(BenchError, match="changes the width"):
-        Encoder.load(dense, device="cpu", head_layers="last")
+        Encoder.named(dense, device="cpu", head_layers="last")
 
 
 def test_pooling_override_replaces_the_models_pooling_and_keeps_include_prompt(bert_dir, tmp_path):
@@ -178,7 +183,7 @@ def test_pooling_override_replaces_the_models_pooling_and_keeps_include_prompt(b
                   default_prompt_name="sts")
     folder = st_folder(tmp_path / "st", bert_dir, "mean", **kwargs)
     max_folder = st_folder(tmp_path / "max", bert_dir, "max", **kwargs)
-    ours = Encoder.load(folder, device="cpu", pooling="max").encode(TEXTS, 512)
+    ours = Encoder.named(folder, device="cpu", pooling="max").vectors(TEXTS, 512)
     np.testing.assert_allclose(ours[-1], served_by_st(max_folder), atol=TOL)
 
 
@@ -199,9 +204,9 @@ def test_plain_decoders_pool_the_last_token_with_left_padding_and_eos(kind, tmp_
     """A plain decoder (no sentence-transformers config): last-token pooling, EOS appended where the tokenizer
     does not end texts with it, every layer through the final norm, equal to the model cut to k blocks."""
     folder = save_hf(tiny_decoder(kind), tmp_path / kind, tokenizer(eos_token="[unused0]"))
-    encoder = Encoder.load(folder, device="cpu", pooling="lasttoken", prompts={"default": "Query: "})
-    assert encoder.append_eos and encoder.tokenizer.padding_side == "left"
-    ours = encoder.encode(TEXTS, 512, batch_size=4)
+    encoder = Encoder.named(folder, device="cpu", pooling="lasttoken", prompts={"default": "Query: "})
+    assert encoder.serving.append_eos and encoder.tokenizer.padding_side == "left"
+    ours = encoder.vectors(TEXTS, 512, batch_size=4)
     eos = encoder.tokenizer.eos_token_id
     for layers in (1, 3):
         np.testing.assert_allclose(ours[layers - 1], manual_last_token(folder, layers, "Query: ", eos), atol=TOL)
@@ -210,8 +215,8 @@ def test_plain_decoders_pool_the_last_token_with_left_padding_and_eos(kind, tmp_
 def test_decoders_final_norm_applies_to_intermediate_layers(tmp_path):
     """Mean pooling of a plain Qwen3 at layer 2 equals the 2-block model's (whose last state is normed)."""
     folder = save_hf(tiny_decoder("qwen3"), tmp_path / "qwen3")
-    ours = Encoder.load(folder, device="cpu", pooling="mean").encode(TEXTS, 512)
-    truncated = Encoder.load(folder, device="cpu", pooling="mean", num_layers=2).encode(TEXTS, 512)
+    ours = Encoder.named(folder, device="cpu", pooling="mean").vectors(TEXTS, 512)
+    truncated = Encoder.named(folder, device="cpu", pooling="mean", num_layers=2).vectors(TEXTS, 512)
     np.testing.assert_allclose(ours[1], truncated[-1], atol=TOL)
 
 
@@ -221,4 +226,16 @@ def test_unknown_pooling_and_unknown_role_are_one_line():
     with pytest.raises(BenchError, match="unknown prompt role 'qeury'"):
         EvalSpec(prompts=(("qeury", "q: "),))
     with pytest.raises(BenchError, match="unknown text role"):
-        Encoder.load("tiny-random-bert", device="cpu").prompt_for("passage")
+        Encoder.named("tiny-random-bert", device="cpu").prompt_for("passage")
+
+
+def test_the_encoder_serves_the_resolved_spec_as_written():
+    """Serving.of reads a resolved spec without looking anything up again: a prompt written "@@..." (a literal
+    "@...", escaped so the spec is not read as naming one of the model's prompts) is served as "@...", and the
+    written spec keeps the escaped form (its run_id)."""
+    backbone = Backbone("tiny-random-bert")
+    spec = resolve_eval(EvalSpec(prompts=(("query", "@@at: "),)), backbone)
+    assert dict(spec.prompts) == {"default": "", "query": "@@at: ", "document": ""}
+    assert resolve_eval(spec, backbone) == spec  # a written spec resolves to itself
+    serving = Serving.of(backbone, spec)
+    assert (serving.prompt_for("query"), serving.pooling, serving.sentence_transformers) == ("@at: ", "mean", False)

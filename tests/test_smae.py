@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForMaskedLM
 
 from bench import BenchError
-from bench.backbone import TINY_CONFIG, load_model, resolve_backbone
 from bench.data.corpus import corpus_texts, load_local_corpus
 from bench.data.decontaminate import excluded_texts, normalise
 from bench.data.pairs import load_triplets
+from bench.hub import TINY_CONFIG, Backbone, load_model
 from bench.smae import IGNORE, SMAEModel, corrupt, make_batch, mlm_head_for, whole_word_masks, word_ids_tensor
 from bench.spec import SubModel
 
@@ -32,9 +32,9 @@ TEXTS = ["The unaffable ornithologist photographed crepuscular hummingbirds.",
 @pytest.fixture(scope="module")
 def tiny():
     """(SMAEModel in eval mode: no dropout, so two forwards agree; tokenizer)."""
-    encoder, tokenizer = load_model("tiny-random-bert")
+    encoder, tokenizer = load_model(Backbone("tiny-random-bert"))
     torch.manual_seed(0)
-    head, _ = mlm_head_for(resolve_backbone("tiny-random-bert"), encoder)
+    head, _ = mlm_head_for(Backbone("tiny-random-bert"), encoder)
     return SMAEModel(encoder, head).eval(), tokenizer
 
 
@@ -89,7 +89,7 @@ def test_mlm_loss_equals_a_truly_truncated_model_with_a_dim_wide_head(tiny):
     pair = SubModel(1, 16)
     with torch.no_grad():
         ours = model(batch, (pair,), with_mae=False).mlm[pair]
-        truncated, _ = load_model("tiny-random-bert", num_layers=1)
+        truncated, _ = load_model(Backbone("tiny-random-bert"), num_layers=1)
         states = truncated.eval()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         dense = torch.nn.Linear(16, TINY_CONFIG["hidden_size"])
         dense.weight.copy_(model.head.dense.weight[:, :16])
@@ -130,13 +130,13 @@ def test_sliced_head_at_full_width_is_berts_mlm_head(tmp_path):
     torch.manual_seed(3)
     mlm = BertForMaskedLM(BertConfig(vocab_size=30522, **TINY_CONFIG)).eval()
     mlm.save_pretrained(tmp_path)
-    encoder, _ = load_model(str(tmp_path))
-    head, pretrained = mlm_head_for(str(tmp_path), encoder)
+    encoder, _ = load_model(Backbone(str(tmp_path)))
+    head, pretrained = mlm_head_for(Backbone(str(tmp_path)), encoder)
     assert pretrained
     states = torch.randn(3, 5, TINY_CONFIG["hidden_size"])
     with torch.no_grad():
         torch.testing.assert_close(head(states, encoder.get_input_embeddings().weight), mlm.cls(states))
-    _, shipped = mlm_head_for(resolve_backbone("tiny-random-bert"), encoder)  # a bare BertModel: no head
+    _, shipped = mlm_head_for(Backbone("tiny-random-bert"), encoder)  # a bare BertModel: no head
     assert not shipped
 
 
@@ -184,9 +184,9 @@ def test_total_averages_mlm_and_mae_per_pair_and_mlm_only_option(tiny):
 
 
 def test_smae_losses_decrease_over_a_few_steps(data_dir):
-    encoder, tokenizer = load_model("tiny-random-bert")
+    encoder, tokenizer = load_model(Backbone("tiny-random-bert"))
     torch.manual_seed(0)
-    model = SMAEModel(encoder, mlm_head_for(resolve_backbone("tiny-random-bert"), encoder)[0]).train()
+    model = SMAEModel(encoder, mlm_head_for(Backbone("tiny-random-bert"), encoder)[0]).train()
     pairs = (SubModel(1, 32), SubModel(2, 64))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     history = []
@@ -207,9 +207,9 @@ def test_smae_over_fits_four_sentences_far_below_chance(data_dir):
     AdamW at lr 1e-2, 20 steps. Every pair's MLM and MAE loss starts at chance, ln(30522) = 10.33 (measured
     10.35..10.40), and after 19 updates is below 1 (measured 0.18..0.52, 0.35 in total): a head that never learns,
     a decoder cut from the graph or a loss that ignores its targets stays near 10."""
-    encoder, tokenizer = load_model("tiny-random-bert")
+    encoder, tokenizer = load_model(Backbone("tiny-random-bert"))
     torch.manual_seed(0)
-    model = SMAEModel(encoder, mlm_head_for(resolve_backbone("tiny-random-bert"), encoder)[0]).train()
+    model = SMAEModel(encoder, mlm_head_for(Backbone("tiny-random-bert"), encoder)[0]).train()
     texts = [t[0] for t in load_triplets(data_dir)[:200:50]]
     batch = make_batch(tokenizer, texts, 32, 0.2, 0.4, torch.Generator().manual_seed(0))
     pairs = (SubModel(1, 32), SubModel(2, 64))

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from bench.backbone import resolve_backbone
 from bench.data.pairs import load_training_set
+from bench.hub import resolve_backbone
 from bench.losses import base_loss
 from bench.train import TextCollate
 from methods import METHODS

@@ -19,8 +19,8 @@ import torch
 
 import methods.starbucks as sb
 from bench import BenchError
-from bench.backbone import load_model, resolve_backbone
 from bench.cli import main
+from bench.hub import Backbone, load_model
 from bench.results import load_results
 from bench.runner import make_specs
 from bench.smae import SMAEModel, make_batch, mlm_head_for
@@ -137,9 +137,9 @@ def test_stage_key_covers_every_pretraining_field_and_only_them():
 
 def test_masking_fields_change_the_smae_loss(data_dir):
     """The fields that act inside the objective move its value (the contract tests' rule, on the SMAE loss)."""
-    encoder, tokenizer = load_model("tiny-random-bert")
+    encoder, tokenizer = load_model(Backbone("tiny-random-bert"))
     torch.manual_seed(0)
-    model = SMAEModel(encoder, mlm_head_for(resolve_backbone("tiny-random-bert"), encoder)[0]).eval()
+    model = SMAEModel(encoder, mlm_head_for(Backbone("tiny-random-bert"), encoder)[0]).eval()
     texts = ["A man plays a flute on the stage.", "Two dogs run through the snow.", "The market rallied today."]
 
     def loss(mlm_rate=0.2, mae_rate=0.4, mae=True) -> float:
@@ -200,8 +200,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 import methods.starbucks as sb
-from bench.backbone import resolve_backbone
 from bench.data.corpus import load_local_corpus
+from bench.hub import Backbone, resolve_backbone
 from bench.smae import mlm_head_for, tokenize
 from bench.spec import Budget, SubModel
 from bench.dist import world
@@ -213,7 +213,7 @@ torch.manual_seed(0)
 config = BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 encoder, tokenizer = BertModel(config), AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
-head, _ = mlm_head_for(headless, encoder)
+head, _ = mlm_head_for(Backbone(headless), encoder)
 targets = (SubModel(1, 32), SubModel(2, 64))
 params = sb.Starbucks.Params(pretrain_grad_accum=accum)
 model = sb.SMAETrainee(encoder, head, tokenizer, targets, True)

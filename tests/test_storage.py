@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 from bench import BenchError
-from bench.backbone import Encoder
 from bench.cli import main
 from bench.data.beir import load_beir
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached, evaluate_grid, texts_key
 from bench.heads import LinearHead, save_head
 from bench.results import load_results, run_fields
 from bench.runner import make_specs
 from bench.spec import EvalSpec
-from bench.storage import Storage, chunks, shard
+from bench.storage import Plan, Storage, chunks, shard
 from bench.suites import smoke
 from bench.tasks import TASKS
 from methods import Checkpoint
@@ -37,26 +37,26 @@ COST = ("seconds", "_ms", "index_bytes")  # machine- or run-dependent rows, left
 SHARD_SCRIPT = """
 import json, sys
 from pathlib import Path
-from bench.backbone import Encoder
 from bench.data.sts import load_stsb
+from bench.encoder import Encoder, Texts
 from bench.evaluate import encode_cached
-from bench.storage import Storage
 from bench.dist import world
+from bench.storage import Plan, Storage
 
 out, data_dir = Path(sys.argv[1]), sys.argv[2]
 rank, size = world()
 pairs = load_stsb(data_dir, "test").head(150)
 texts = sorted(set(pairs.sentences1) | set(pairs.sentences2))
-encoder = Encoder.load("minilm", device="cpu")
+encoder = Encoder.named("minilm", device="cpu")
 encoded, plain = [], encoder.encode
 
 def counting(batch_texts, *args, **kwargs):  # which texts this rank encoded
-    encoded.extend(batch_texts)
+    encoded.extend(batch_texts.items)
     return plain(batch_texts, *args, **kwargs)
 
 encoder.encode = counting
 for storage in (Storage((2, 5), 96, "float32"), Storage((1, 2, 3, 4, 5, 6), 384, "float16")):
-    encode_cached(encoder, "minilm", "sentences", texts, 64, 8, out / "cache", storage, (rank, size))
+    encode_cached(encoder, "minilm", "sentences", Texts(texts, 64), Plan(8, storage, (rank, size)), out / "cache")
 (out / f"rank{rank}.json").write_text(json.dumps({"encoded": encoded, "texts": texts}))
 """
 
@@ -151,7 +151,7 @@ def test_storing_only_the_evaluated_layers_and_dims_gives_the_same_scores(task_n
     if task_name == "scifact":  # a corpus slice that keeps every judged document
         full = load_beir(data_dir, "scifact", "test", 20)
         data = replace(full, corpus_ids=full.corpus_ids[:600], corpus_texts=full.corpus_texts[:600])
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
     checkpoint = Checkpoint("tiny", "tiny", head=tiny_head(tmp_path) if with_head else None)
     rows = {}
     for name, layers, dims in (("all", (1, 2), (16, 32, 64)), ("subset", (2,), (16, 32))):
@@ -196,12 +196,13 @@ def test_float16_storage_is_recorded_changes_the_run_id_and_keeps_old_run_ids(da
 
 def test_float16_storage_refuses_vectors_it_cannot_hold(capsys):
     """Pooled values beyond float16's range would be stored as inf: one error line instead."""
-    encoder = Encoder.load("tiny-random-bert", device="cpu")
+    encoder = Encoder.named("tiny-random-bert", device="cpu")
     encoder.model.encoder.layer[-1].output.LayerNorm.weight.data *= 1e6
     with pytest.raises(BenchError, match="does not fit float16 storage"):
-        encode_cached(encoder, "tiny", "x", ["one text", "another text"], 16, 8, None, Storage((2,), 64, "float16"))
-    vectors, _ = encode_cached(encoder, "tiny", "x", ["one text", "another text"], 16, 8, None,
-                               Storage((2,), 64, "float32"))
+        encode_cached(encoder, "tiny", "x", Texts(["one text", "another text"], 16),
+                      Plan(8, Storage((2,), 64, "float16")), None)
+    vectors, _ = encode_cached(encoder, "tiny", "x", Texts(["one text", "another text"], 16),
+                               Plan(8, Storage((2,), 64, "float32")), None)
     assert np.isfinite(vectors).all() and np.abs(vectors).max() > 65504
 
 

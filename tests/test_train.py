@@ -16,10 +16,11 @@ from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 
 from bench import BenchError
-from bench.backbone import Encoder, load_model
 from bench.cli import main
 from bench.data import fetch
 from bench.data.pairs import load_training_set
+from bench.encoder import Encoder
+from bench.hub import Backbone, load_model
 from bench.losses import base_loss
 from bench.results import load_results
 from bench.runner import make_specs, run_all
@@ -50,7 +51,7 @@ def srl_objective(num_layers: int = 2, hidden: int = 64):
 
 
 def train_tiny(data_dir: Path, out: Path, budget: Budget):
-    model, tokenizer = load_model("tiny-random-bert")
+    model, tokenizer = load_model(Backbone("tiny-random-bert"))
     examples = [(t, None) for t in load_training_set(data_dir, "snli").texts[:200]]
     return train(model, tokenizer, examples, TextCollate(tokenizer, 32), srl_objective(), budget, 0, out)
 
@@ -64,7 +65,7 @@ def test_training_on_cpu_is_deterministic_and_writes_safetensors(data_dir, tmp_p
     weights_b = load_file(second.model_dir / "model.safetensors")
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert not list((tmp_path / "a").glob("step-*"))  # intermediate checkpoints go once the final one is written
-    assert Encoder.load(str(first.model_dir)).num_layers == 2
+    assert Encoder.named(str(first.model_dir)).num_layers == 2
     assert train_tiny(data_dir, tmp_path / "a", budget).log == first.log  # a finished folder is reused as it is
 
 
@@ -80,7 +81,7 @@ def test_lr_rows_follow_the_schedule_and_grad_norm_rows_are_the_norm_before_clip
     expected_lr = [1e-3 * (s / warmup if s < warmup else (5 - s) / (5 - warmup)) for s in range(5)]
     assert [rows["lr", s] for s in range(1, 6)] == pytest.approx(expected_lr, rel=1e-12, abs=1e-15)
 
-    model, tokenizer = load_model("tiny-random-bert")
+    model, tokenizer = load_model(Backbone("tiny-random-bert"))
     examples = [(t, None) for t in load_training_set(data_dir, "snli").texts[:200]]
     torch.manual_seed(0)
     first = [examples[i] for i in micro_batch(ExampleOrder(len(examples), 0), 0, 0, 0, 1, budget)]
@@ -180,7 +181,7 @@ def test_scored_pairs_train_with_sentence_transformers_cosent(data_dir):
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from bench.backbone import resolve_backbone
+    from bench.hub import resolve_backbone
 
     st_model = SentenceTransformer(modules=[Transformer(resolve_backbone("tiny-random-bert"), max_seq_length=32),
                                             Pooling(64, "mean")], device="cpu").eval()
@@ -244,7 +245,7 @@ def test_empty_training_data_is_one_clear_line(data_dir, tmp_path):
         load_training_set(empty, "snli")
     assert "\n" not in str(err.value)
     with pytest.raises(BenchError, match="the training data is empty"):
-        model, tokenizer = load_model("tiny-random-bert")
+        model, tokenizer = load_model(Backbone("tiny-random-bert"))
         train(model, tokenizer, [], TextCollate(tokenizer, 32), srl_objective(), Budget(steps=2), 0, tmp_path / "o")
 
 
@@ -269,7 +270,7 @@ def test_optimizer_joins_the_run_id_only_away_from_its_default():
 
 
 def test_fewer_examples_than_a_batch_is_refused(tmp_path):
-    model, tokenizer = load_model("tiny-random-bert")
+    model, tokenizer = load_model(Backbone("tiny-random-bert"))
     examples = [(("a", "b", "c"), None)] * 3
     with pytest.raises(BenchError, match="the training data has 3 examples, fewer than one batch of 8"):
         train(model, tokenizer, examples, TextCollate(tokenizer, 32), srl_objective(), Budget(steps=2, batch_size=8),

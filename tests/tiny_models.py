@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from bench.backbone import resolve_backbone
+from bench.hub import resolve_backbone
 
 VOCAB = 30522
 HIDDEN = 64

@@ -77,7 +77,7 @@ ROLES = {PromptType.query: "query", PromptType.document: "document"}
 
 def encode_role(prompt_type: PromptType | None) -> str:
     """The side of the task mteb asks to encode: "query", "document", or "text" for symmetric tasks (no prompt
-    type). The one place a role is decided: it picks the model's query or document prompt (bench/backbone.py)."""
+    type). The one place a role is decided: it picks the model's query or document prompt (bench/serving.py)."""
     return ROLES.get(prompt_type, "text")  # PromptType is a str enum: "query" finds it too
 
 

@@ -77,8 +77,8 @@ class HeadMethod(Method):
     def checkpoints(self, spec: RunSpec, ctx: RunContext) -> list[Checkpoint]:
         return head_checkpoints(self, spec, ctx)
 
-    def check_config(self, spec: RunSpec, trust_remote_code: bool = False) -> None:
-        check_head_config(self, spec)
+    def check_config(self, spec: RunSpec, backbone: Backbone) -> None:
+        check_head_config(self, spec, backbone)
 
 
 # ---- checks ------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import methods._heads as heads
 import methods.starbucks as sb
 from bench import BenchError
 from bench.hub import Backbone, backbone_shape
-from bench.runner import _check_config, make_specs
+from bench.runner import make_specs
 from bench.suites import smoke, with_overrides
 from methods import METHODS, RunContext
 from methods._heads import head_checkpoints
@@ -48,8 +48,8 @@ def test_the_handle_carries_the_permission_and_the_pinned_revision(remote):
 def test_a_head_method_checks_its_dims_against_a_trusted_remote_code_backbone(remote, tmp_path, monkeypatch):
     spec = _spec("matryoshka-adaptor", remote, dims=(16, 32))
     with pytest.raises(BenchError, match="--trust-remote-code"):
-        _check_config("matryoshka-adaptor", spec, Backbone(remote))
-    _check_config("matryoshka-adaptor", spec, Backbone(remote, trust_remote_code=True))
+        METHODS.get("matryoshka-adaptor")().check_config(spec, Backbone(remote))
+    METHODS.get("matryoshka-adaptor")().check_config(spec, Backbone(remote, trust_remote_code=True))
     with pytest.raises(BenchError, match="--trust-remote-code"):
         head_checkpoints(METHODS.get("matryoshka-adaptor")(), spec, RunContext(tmp_path, tmp_path, tmp_path))
     monkeypatch.setattr(heads, "head_dir", _stop)  # just past the config check: the fit is not under test

@@ -7,10 +7,11 @@ hash of the spec alone: `bench reproduce` finds its references by it, so a code 
 with the numbers, not as a missing reference.
 
 Three keys, each over the code that runs for it and nothing else (see the tuples below): TRAINING (a checkpoint:
-the method, the loop, the losses, training pooling, the training data; never the encoder, serving, storage,
-evaluation, tasks or the public-model table, so an evaluation-only edit retrains nothing), ENCODING (the encoder,
-serving, storage, and the served model's registry entry by content, so adding a model renames no result) and
-SCORING (evaluation, transforms, heads, precisions, the task's family). A result's code joins all three.
+the method, the loop, the losses, training pooling, serving's pooling mode, the training data, and the backbone's
+registry entry by content; never the encoder, storage, evaluation, tasks or the whole public-model table, so an
+evaluation-only edit retrains nothing), ENCODING (the encoder, serving, pooling, storage, and the served model's
+registry entry by content, so adding a model renames no result) and SCORING (evaluation, transforms, heads,
+precisions, searches, the task's family). A result's code joins all three.
 
 A key covers its root modules' files and, transitively, the files of the project modules their globals come from
 within its reach (methods/starbucks.py imports from methods/starbucks_srl.py, so editing the latter changes both).

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from bench import BenchError
-from bench.transforms import (BinaryCodes, binarize, dequantize_int8, hamming_similarity, int8_ranges,
-                              paired_cosine, quantize_int8, sign_codes)
+from bench.transforms import (BinaryCodes, binarize, dequantize_int4, dequantize_int8, fixed_ranges, from_bfloat16,
+                              from_float8_e4m3, hamming_similarity, int8_ranges, paired_cosine, quantize_int4,
+                              quantize_int8, sign_codes, to_bfloat16, to_float8_e4m3)
 
 if TYPE_CHECKING:  # annotations only: bench.spec imports this module, and bench.search imports faiss
     from bench.search import Searcher
@@ -157,6 +158,116 @@ class Int8(Decoded):
     def index(self, corpus: np.ndarray, params: np.ndarray, search_index: str):
         from bench.search import int8_index
         return int8_index(corpus, params, search_index)
+
+
+def scalar_quantizer_index(decoded: np.ndarray, kind: str, search_index: str, ranges: np.ndarray | None = None):
+    """A faiss ScalarQuantizer index (`kind`: QT_fp16, QT_bf16, QT_4bit...) holding documents already decoded from
+    our codes, searched by the float query's inner product with each document as faiss decodes it. A decoded value
+    is exactly representable in the kind (and, for QT_4bit with our `ranges`, a bucket midpoint: it encodes to our
+    code, as bench.search.int8_index explains), so faiss stores our codes and decodes them as we do."""
+    import faiss  # only where a search is built (module docstring)
+    from bench.search import HNSW_M
+    dim, qtype = decoded.shape[1], getattr(faiss.ScalarQuantizer, kind)
+    if search_index == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, qtype, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        quantizer = index.storage
+    else:
+        index = quantizer = faiss.IndexScalarQuantizer(dim, qtype, faiss.METRIC_INNER_PRODUCT)
+    if ranges is not None:  # the uniform kinds' layout: mins, then ranges
+        faiss.copy_array_to_vector(np.concatenate([ranges[0], ranges[1] - ranges[0]]).astype(np.float32),
+                                   faiss.downcast_index(quantizer).sq.trained)
+        quantizer.is_trained = index.is_trained = True
+    index.add(decoded)
+    return index
+
+
+class Float16(Decoded):
+    """2 bytes per dim: IEEE half precision (numpy float16, faiss QT_fp16), decoded to float32."""
+
+    name, mteb_dtype = "fp16", "float16"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return 2 * dim
+
+    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
+        return vectors.astype(np.float16)
+
+    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
+        return stored.astype(np.float32)
+
+    def index(self, corpus: np.ndarray, params: object, search_index: str):
+        return scalar_quantizer_index(self.decode(self.encode(corpus, params), params), "QT_fp16", search_index)
+
+
+class BFloat16(Float16):
+    """2 bytes per dim: bfloat16 (float32's upper half, rounded to nearest even; faiss QT_bf16), decoded to float32."""
+
+    name, mteb_dtype = "bf16", "bfloat16"
+
+    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
+        return to_bfloat16(vectors)
+
+    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
+        return from_bfloat16(stored)
+
+    def index(self, corpus: np.ndarray, params: object, search_index: str):
+        return scalar_quantizer_index(self.decode(self.encode(corpus, params), params), "QT_bf16", search_index)
+
+
+class Float8(Float16):
+    """1 byte per dim: float8 e4m3fn (4 exponent bits, 3 mantissa bits, largest 448), decoded to float32. faiss has
+    no float8 scalar quantizer; every e4m3 value is exactly a float16 value, so a QT_fp16 index holds the decoded
+    documents exactly and searches as an fp8 index would (its index_bytes: 2 bytes per dim, not 1)."""
+
+    name, mteb_dtype = "fp8", "float8_e4m3fn"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return dim
+
+    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
+        return to_float8_e4m3(vectors)
+
+    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
+        return from_float8_e4m3(stored)
+
+
+class Int4(Int8):
+    """Half a byte per dim (two codes per byte): int8's per-dimension calibrated ranges cut into 16 buckets, decoded
+    to the bucket's midpoint, as faiss QT_4bit stores and decodes them (bench.transforms.quantize_int4)."""
+
+    name, mteb_dtype = "int4", "int4"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return (dim + 1) // 2
+
+    def encode(self, vectors: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return quantize_int4(vectors, params)
+
+    def decode(self, stored: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return dequantize_int4(stored, params)
+
+    def index(self, corpus: np.ndarray, params: np.ndarray, search_index: str):
+        decoded = self.decode(self.encode(corpus, params), params)
+        return scalar_quantizer_index(decoded, "QT_4bit", search_index, params)
+
+
+class Int8Fixed(Int8):
+    """int8 with one data-independent range for every dimension (bench.transforms.fixed_ranges: arctic-embed's
+    [-0.18, 0.18] at 256 dims, scaled by sqrt(256 / dim)): nothing is calibrated."""
+
+    name = "int8-fixed"
+
+    def calibrate(self, sets: Sequence[np.ndarray]) -> np.ndarray:
+        return fixed_ranges(sets[0].shape[-1])
+
+
+class Int4Fixed(Int4):
+    """int4 with int8-fixed's data-independent range."""
+
+    name = "int4-fixed"
+
+    def calibrate(self, sets: Sequence[np.ndarray]) -> np.ndarray:
+        return fixed_ranges(sets[0].shape[-1])
 
 
 class Binary(Form):
@@ -290,6 +401,20 @@ RECORDS = (
     Precision("binary+rescore-fp32", BINARY, "the binary bits plus a float32 copy (4 bytes per dim)",
               f"{_SHORTLIST} as binary+rescore, then float query . float document", "p", "pentagon",
               ("retrieval",), Rescore(FP32)),
+    # issue 24's compressions: known, but in no default list (bench/spec.PRECISIONS)
+    Precision("fp16", Float16(), "2 bytes per dim (float16)", "float query . decoded document; STS: cosine of the two "
+              "decoded vectors", "h", "hexagon"),
+    Precision("bf16", BFloat16(), "2 bytes per dim (bfloat16)", "float query . decoded document; STS: cosine of the "
+              "two decoded vectors", "H", "hexagon2"),
+    Precision("fp8", Float8(), "1 byte per dim (float8 e4m3fn)", "float query . decoded document; STS: cosine of the "
+              "two decoded vectors", "8", "octagon"),
+    Precision("int4", Int4(), "half a byte per dim: the bucket of each coordinate in its dimension's calibrated range "
+              "(16 buckets)", "float query . decoded document (bucket midpoints, faiss SQ4's decode); STS: cosine of "
+              "the two decoded vectors", "v", "triangle-down"),
+    Precision("int8-fixed", Int8Fixed(), "1 byte per dim: the bucket of each coordinate in one fixed range for every "
+              "dimension, +-0.18 x sqrt(256 / dim)", "as int8", "<", "triangle-left"),
+    Precision("int4-fixed", Int4Fixed(), "half a byte per dim: int4 buckets of int8-fixed's range", "as int4", ">",
+              "triangle-right"),
 )
 PRECISION_RECORDS = {p.name: p for p in RECORDS}
 KNOWN = tuple(PRECISION_RECORDS)

@@ -161,10 +161,10 @@ def from_float8_e4m3(codes: np.ndarray) -> np.ndarray:
 def quantize_int4(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """int8's buckets with 16 levels: each coordinate's bucket 0..15 in its dimension's [min, max] range, two per
     byte, the even dim in the low nibble: (n, ceil(d/2)). Exactly faiss QT_4bit's codes: its arithmetic, the
-    position in the range in float32, then floor(15 x) (a dimension's max lands in bucket 15, not 14.999...)."""
+    position in the range first, then floor(15 x) (so a dimension's max lands in bucket 15, not 14.999...)."""
     spans = ranges[1] - ranges[0]
     position = np.clip((vectors - ranges[0]) / np.where(spans == 0, 1, spans), 0, 1)  # constant dim: bucket 0
-    buckets = np.floor(position.astype(np.float64) * 15).astype(np.uint8)
+    buckets = np.floor(position * 15).astype(np.uint8)
     if buckets.shape[-1] % 2:  # an odd dim: the last byte's high nibble is padding
         buckets = np.concatenate([buckets, np.zeros((*buckets.shape[:-1], 1), np.uint8)], axis=-1)
     return buckets[..., 0::2] | (buckets[..., 1::2] << 4)

@@ -151,6 +151,19 @@ def test_int4_codes_and_midpoints_are_faiss_qt_4bit():
     np.testing.assert_allclose(decoded[:, 7], 0.25, atol=1e-7)
 
 
+def test_int4_puts_each_dimensions_max_in_the_top_bucket_as_faiss():
+    """The calibration set's own extremes: (max - min) / (range / 15) can come out 14.99..., one bucket low;
+    faiss computes the position in the range first, and so must we (oracle: faiss QT_4bit's sa_encode)."""
+    corpus = unit_vectors(2000, 64, 13)
+    form = precision("int4").form
+    ranges = form.calibrate([corpus])
+    index = faiss.IndexScalarQuantizer(64, faiss.ScalarQuantizer.QT_4bit)
+    index.train(corpus)
+    tops = corpus[np.argmax(corpus, axis=0)]  # rows holding some dimension's max
+    np.testing.assert_array_equal(form.encode(tops, ranges), index.sa_encode(tops))
+    np.testing.assert_array_equal(form.encode(corpus, ranges), index.sa_encode(corpus))
+
+
 # --- fixed ranges: one data-independent range ---------------------------------------------------------------------
 
 def test_fixed_ranges_are_arctic_embeds_at_256_dims_scaled_by_sqrt_dim():
@@ -210,6 +223,16 @@ def test_sts_mteb_and_retrieval_score_the_decoded_vectors(name):
     np.testing.assert_allclose(ours_scores, np.take_along_axis(scores, ours, axis=1), atol=1e-5)
     np.testing.assert_allclose(ours_scores, -np.sort(-scores, axis=1)[:, :10], atol=1e-5)
     assert searcher.index_bytes() > 500 * precision(name).bytes_per_vector(32)
+
+
+def test_bf16_search_keeps_bfloat16_magnitudes():
+    """Documents far from unit scale, where float16 would flush or overflow: the search still scores the bfloat16
+    documents (oracle: torch's bfloat16 and a numpy brute force)."""
+    for scale in (1e-7, 1e6):
+        corpus, queries = scale * unit_vectors(300, 32, 11), unit_vectors(10, 32, 12)
+        scores = queries @ torch_cast(corpus, torch.bfloat16).T
+        ours, _ = make_searcher(corpus, corpus, "bf16", EvalSpec(precisions=("bf16",))).scored(queries, 5)
+        np.testing.assert_allclose(ours, -np.sort(-scores, axis=1)[:, :5], rtol=1e-5)
 
 
 def test_bench_run_accepts_the_compressions_and_refuses_an_unknown_one(tmp_path, data_dir, capsys):

@@ -270,6 +270,61 @@ class Int4Fixed(Int4):
         return fixed_ranges(sets[0].shape[-1])
 
 
+class ProductQuantized(Decoded):
+    """`code_bytes` bytes per vector: faiss product quantization (the vector cut into `code_bytes` sub-vectors, each
+    stored as the byte of its nearest of 256 k-means centroids, trained on the calibration set: the corpus side for
+    retrieval), decoded to the centroids; searched by faiss IndexPQ, the float query . the decoded document."""
+
+    mteb_dtype = "uint8"
+    CENTROIDS = 256  # one byte per sub-vector (faiss nbits = 8)
+
+    def __init__(self, code_bytes: int):
+        self.code_bytes, self.name = code_bytes, f"pq{code_bytes}"
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return self.code_bytes
+
+    def check_dims(self, precision: str, dims: Sequence[int]) -> None:
+        odd = sorted({d for d in dims if d % self.code_bytes})
+        if odd:
+            raise BenchError(f"precision {precision} cuts each vector into {self.code_bytes} sub-vectors, but dims "
+                             f"{', '.join(map(str, odd))} are not multiples of {self.code_bytes}; choose dims "
+                             f"divisible by {self.code_bytes} or a pq code size that divides them")
+
+    def calibrate(self, sets: Sequence[np.ndarray]):
+        import faiss  # only where a precision is scored (module docstring)
+        vectors = np.ascontiguousarray(np.concatenate(sets) if len(sets) > 1 else sets[0], dtype=np.float32)
+        if len(vectors) < self.CENTROIDS:
+            raise BenchError(f"precision {self.name} trains {self.CENTROIDS} centroids per sub-vector but has "
+                             f"{len(vectors)} calibration vectors; score it on a task with at least {self.CENTROIDS} "
+                             "texts on the calibration side, or drop it")
+        self.check_dims(self.name, (vectors.shape[1],))
+        quantizer = faiss.ProductQuantizer(vectors.shape[1], self.code_bytes, 8)
+        quantizer.cp.min_points_per_centroid = 1  # only silences faiss' "please provide more points" warning
+        quantizer.train(vectors)  # faiss' k-means: seeded (ClusteringParameters.seed), so the same codes each run
+        return quantizer
+
+    def encode(self, vectors: np.ndarray, params) -> np.ndarray:
+        return params.compute_codes(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def decode(self, stored: np.ndarray, params) -> np.ndarray:
+        return params.decode(stored)
+
+    def index(self, corpus: np.ndarray, params, search_index: str):
+        import faiss
+        from bench.search import HNSW_M
+        dim = corpus.shape[1]
+        if search_index == "hnsw":
+            index = faiss.IndexHNSWPQ(dim, self.code_bytes, HNSW_M, 8, faiss.METRIC_INNER_PRODUCT)
+            storage = faiss.downcast_index(index.storage)
+        else:
+            index = storage = faiss.IndexPQ(dim, self.code_bytes, 8, faiss.METRIC_INNER_PRODUCT)
+        storage.pq = params
+        storage.is_trained = index.is_trained = True
+        index.add(np.ascontiguousarray(corpus, dtype=np.float32))
+        return index
+
+
 class Binary(Form):
     """Sign bits, 8 dims per byte (a head's multi-bit codes: bits_per_dim sign bits per dim), compared by Hamming
     distance: 1 - hamming / dim for STS, the +-1 signs for mteb (whose cosine, dot product and distance are all
@@ -415,6 +470,10 @@ RECORDS = (
               "dimension, +-0.18 x sqrt(256 / dim)", "as int8", "<", "triangle-left"),
     Precision("int4-fixed", Int4Fixed(), "half a byte per dim: int4 buckets of int8-fixed's range", "as int4", ">",
               "triangle-right"),
+    *(Precision(f"pq{m}", ProductQuantized(m), f"{m} bytes: faiss product quantization, {m} sub-vectors x 256 "
+                "centroids trained on the calibration side", "float query . decoded document (faiss IndexPQ); STS: "
+                "cosine of the two decoded vectors", marker, symbol)
+      for m, marker, symbol in ((8, "*", "star"), (16, "P", "cross"), (32, "X", "x"))),
 )
 PRECISION_RECORDS = {p.name: p for p in RECORDS}
 KNOWN = tuple(PRECISION_RECORDS)

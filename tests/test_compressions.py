@@ -27,6 +27,7 @@ from bench.transforms import (FIXED_RANGE_AT_256, fixed_ranges, from_bfloat16, f
                               quantize_int8, to_bfloat16, to_float8_e4m3, truncate)
 
 NEW = ("fp16", "bf16", "fp8", "int4", "int8-fixed", "int4-fixed")
+PQ = ("pq8", "pq16", "pq32")
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -48,11 +49,11 @@ def torch_cast(vectors: np.ndarray, dtype: torch.dtype) -> np.ndarray:
 # --- the records: known, not run by default, exact bytes ---------------------------------------------------------
 
 def test_the_compressions_are_known_but_join_no_default_run(monkeypatch):
-    assert set(NEW) <= set(KNOWN) and not set(NEW) & set(PRECISIONS)
+    assert set(NEW + PQ) <= set(KNOWN) and not set(NEW + PQ) & set(PRECISIONS)
     assert EvalSpec().precisions == PRECISIONS
     runs = [RunSpec(method="pretrained", task=task) for task in ("stsb", "scifact")]
     with_them = [run.run_id for run in runs]
-    old = tuple(p for p in KNOWN if p not in NEW)  # the registry before them: the run_ids stay
+    old = tuple(p for p in KNOWN if p not in NEW + PQ)  # the registry before them: the run_ids stay
     for module in ("bench.precisions", "bench.spec"):
         monkeypatch.setattr(f"{module}.KNOWN", old)
     monkeypatch.setattr("bench.precisions.PRECISION_RECORDS", {p: PRECISION_RECORDS[p] for p in old})
@@ -245,3 +246,69 @@ def test_bench_run_accepts_the_compressions_and_refuses_an_unknown_one(tmp_path,
     assert main([*args, "--precisions", "fp16,int5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: unknown precision 'int5'; choose from {', '.join(KNOWN)}"]
+
+
+# --- pq: faiss product quantization, its code size in the name ------------------------------------------------------
+
+def faiss_pq(corpus: np.ndarray, code_bytes: int) -> faiss.IndexPQ:
+    """The oracle: faiss' own IndexPQ, trained by faiss on the same corpus."""
+    index = faiss.IndexPQ(corpus.shape[1], code_bytes, 8, faiss.METRIC_INNER_PRODUCT)
+    index.train(corpus)
+    return index
+
+
+@pytest.mark.parametrize("code_bytes", [8, 16, 32])
+def test_pq_codes_are_faiss_index_pq_and_each_sub_vector_its_nearest_centroid(code_bytes):
+    corpus, x = unit_vectors(1500, 64, 14), unit_vectors(100, 64, 15)
+    name = f"pq{code_bytes}"
+    codes, decoded = stored(name, x, corpus)
+    assert precision(name).bytes_per_vector(64) == code_bytes == codes.shape[1] == faiss_pq(corpus, code_bytes).code_size
+    oracle = faiss_pq(corpus, code_bytes)
+    np.testing.assert_array_equal(codes, oracle.sa_encode(x))
+    np.testing.assert_allclose(decoded, oracle.sa_decode(codes), atol=1e-6)
+    # each sub-vector's byte is its nearest centroid (numpy brute force over faiss' codebooks)
+    sub = 64 // code_bytes
+    centroids = faiss.vector_to_array(oracle.pq.centroids).reshape(code_bytes, 256, sub)
+    parts = x.reshape(len(x), code_bytes, sub)
+    distances = ((parts[:, :, None, :] - centroids[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(np.take_along_axis(distances, codes[..., None].astype(np.int64), -1)[..., 0],
+                               distances.min(-1), atol=1e-6)
+
+
+def test_a_pq_code_size_that_does_not_divide_the_dim_is_one_line():
+    with pytest.raises(BenchError) as error:
+        EvalSpec(precisions=("fp32", "pq16"), dims=(16, 24))
+    assert str(error.value) == ("precision pq16 cuts each vector into 16 sub-vectors, but dims 24 are not multiples "
+                                "of 16; choose dims divisible by 16 or a pq code size that divides them")
+
+
+def test_pq_with_too_few_calibration_vectors_is_one_line():
+    vectors = unit_vectors(100, 32)
+    with pytest.raises(BenchError, match=r"^precision pq8 trains 256 centroids per sub-vector but has 100 "
+                                         r"calibration vectors; score it on a task with at least 256 texts"):
+        pair_similarity(vectors, np.arange(50), np.arange(50, 100), "pq8")
+
+
+def test_pq_scores_sts_and_retrieval_on_the_decoded_vectors():
+    """STS: scipy's cosine of faiss' decoded sentences (trained on the STS sentences); retrieval: faiss IndexPQ
+    trained on the corpus, its decoded documents searched by a numpy brute force."""
+    vectors = unit_vectors(600, 32, 16)
+    left, right = np.arange(300), np.arange(300, 600)
+    oracle = faiss_pq(vectors, 8)
+    decoded = oracle.sa_decode(oracle.sa_encode(vectors))
+    expected = [1 - cosine(decoded[i], decoded[j]) for i, j in zip(left, right)]
+    np.testing.assert_allclose(pair_similarity(vectors, left, right, "pq8"), expected, atol=1e-5)
+    corpus, queries = unit_vectors(800, 32, 17), unit_vectors(20, 32, 18)
+    oracle = faiss_pq(corpus, 8)
+    scores = queries @ oracle.sa_decode(oracle.sa_encode(corpus)).T
+    ours, _ = make_searcher(corpus, corpus, "pq8", EvalSpec(precisions=("pq8",))).scored(queries, 10)
+    np.testing.assert_allclose(ours, -np.sort(-scores, axis=1)[:, :10], atol=1e-5)
+
+
+def test_bench_run_refuses_a_pq_code_size_that_does_not_divide_a_dim(tmp_path, data_dir, capsys):
+    args = ["run", "--suite", "smoke", "--methods", "pretrained", "--tasks", "stsb", "--dims", "16,24",
+            "--precisions", "fp32,pq16", "--data-dir", str(data_dir), "--results-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: precision pq16 cuts each vector into 16 sub-vectors"), err
+    assert not list(tmp_path.glob("*.csv.gz"))

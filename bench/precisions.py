@@ -325,6 +325,53 @@ class ProductQuantized(Decoded):
         return index
 
 
+class RaBitQ(Decoded):
+    """faiss RaBitQ (Gao & Long 2024): 1 bit per dim of the document's direction from the calibration set's centroid,
+    plus per-vector factors (faiss 1.15: two float32, FACTOR_BYTES; a test pins the sum to faiss' code_size).
+    Retrieval is faiss IndexRaBitQ's own search with float queries (qb = 0: no query quantization), i.e. RaBitQ's
+    estimate of query . document, which is close to, not exactly, query . its sa_decode reconstruction; STS and
+    mteb get the reconstruction (sa_decode). The centroid is the one calibrated parameter (the corpus side)."""
+
+    name, mteb_dtype = "rabitq", "binary"
+    FACTOR_BYTES = 8
+
+    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
+        return (dim + 7) // 8 + self.FACTOR_BYTES
+
+    def calibrate(self, sets: Sequence[np.ndarray]) -> np.ndarray:
+        """The centroid of every calibration vector, as faiss' IndexRaBitQ.train computes it (its float rounding:
+        a centroid a rounding away moves sign bits of coordinates near it)."""
+        import faiss
+        vectors = np.ascontiguousarray(np.concatenate(sets) if len(sets) > 1 else sets[0], dtype=np.float32)
+        index = faiss.IndexRaBitQ(vectors.shape[1], faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        return faiss.vector_to_array(index.center)
+
+    @staticmethod
+    def quantizer(center: np.ndarray):
+        """An empty faiss IndexRaBitQ around `center`, searching float queries."""
+        import faiss  # only where a precision is scored (module docstring)
+        index = faiss.IndexRaBitQ(len(center), faiss.METRIC_INNER_PRODUCT)
+        index.qb = 0
+        faiss.copy_array_to_vector(center, index.center)
+        index.is_trained = True
+        return index
+
+    def encode(self, vectors: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return self.quantizer(params).sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def decode(self, stored: np.ndarray, params: np.ndarray) -> np.ndarray:
+        return self.quantizer(params).sa_decode(stored)
+
+    def index(self, corpus: np.ndarray, params: np.ndarray, search_index: str):
+        if search_index == "hnsw":
+            raise BenchError("precision rabitq has no HNSW search here (faiss' IndexHNSWRaBitQ is not wired in); "
+                             "use search_index='flat' or drop rabitq")
+        index = self.quantizer(params)
+        index.add(np.ascontiguousarray(corpus, dtype=np.float32))
+        return index
+
+
 class Binary(Form):
     """Sign bits, 8 dims per byte (a head's multi-bit codes: bits_per_dim sign bits per dim), compared by Hamming
     distance: 1 - hamming / dim for STS, the +-1 signs for mteb (whose cosine, dot product and distance are all
@@ -474,6 +521,9 @@ RECORDS = (
                 "centroids trained on the calibration side", "float query . decoded document (faiss IndexPQ); STS: "
                 "cosine of the two decoded vectors", marker, symbol)
       for m, marker, symbol in ((8, "*", "star"), (16, "P", "cross"), (32, "X", "x"))),
+    Precision("rabitq", RaBitQ(), "1 bit per dim plus 8 bytes of per-vector factors (faiss RaBitQ, centred on the "
+              "calibration side's centroid)", "faiss IndexRaBitQ's estimate of float query . document; STS: cosine "
+              "of the two reconstructions", "1", "hourglass"),
 )
 PRECISION_RECORDS = {p.name: p for p in RECORDS}
 KNOWN = tuple(PRECISION_RECORDS)

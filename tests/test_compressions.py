@@ -27,7 +27,7 @@ from bench.transforms import (FIXED_RANGE_AT_256, fixed_ranges, from_bfloat16, f
                               quantize_int8, to_bfloat16, to_float8_e4m3, truncate)
 
 NEW = ("fp16", "bf16", "fp8", "int4", "int8-fixed", "int4-fixed")
-PQ = ("pq8", "pq16", "pq32")
+PQ = ("pq8", "pq16", "pq32", "rabitq")  # learned codes, tested at the end
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -312,3 +312,45 @@ def test_bench_run_refuses_a_pq_code_size_that_does_not_divide_a_dim(tmp_path, d
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: precision pq16 cuts each vector into 16 sub-vectors"), err
     assert not list(tmp_path.glob("*.csv.gz"))
+
+
+# --- rabitq: faiss RaBitQ, 1 bit per dim plus its per-vector factors -----------------------------------------------
+
+def faiss_rabitq(corpus: np.ndarray) -> faiss.IndexRaBitQ:
+    """The oracle: faiss' own IndexRaBitQ, trained by faiss on the corpus, searching float queries (qb = 0)."""
+    index = faiss.IndexRaBitQ(corpus.shape[1], faiss.METRIC_INNER_PRODUCT)
+    index.qb = 0
+    index.train(corpus)
+    return index
+
+
+@pytest.mark.parametrize("dim", [64, 33, 384])
+def test_rabitq_bytes_are_faiss_code_size(dim):
+    assert precision("rabitq").bytes_per_vector(dim) == faiss_rabitq(unit_vectors(50, dim)).code_size
+    assert precision("rabitq").bytes_per_vector(dim) == (dim + 7) // 8 + 8
+
+
+def test_rabitq_codes_search_and_sts_are_faiss_index_rabitq():
+    """Codes and reconstructions: faiss' sa_encode / sa_decode around the corpus centroid; retrieval: faiss'
+    IndexRaBitQ search; STS: scipy's cosine of the two reconstructions."""
+    corpus, queries = unit_vectors(800, 64, 19), unit_vectors(20, 64, 20)
+    codes, decoded = stored("rabitq", queries, corpus)
+    oracle = faiss_rabitq(corpus)
+    np.testing.assert_array_equal(codes, oracle.sa_encode(queries))
+    np.testing.assert_allclose(decoded, oracle.sa_decode(codes), atol=1e-6)
+    oracle.add(corpus)
+    expected_scores, expected_ids = oracle.search(queries, 10)
+    ours_scores, ours = make_searcher(corpus, corpus, "rabitq", EvalSpec(precisions=("rabitq",))).scored(queries, 10)
+    np.testing.assert_allclose(ours_scores, expected_scores, atol=1e-5)
+    np.testing.assert_array_equal(ours[:, 0], expected_ids[:, 0])
+    vectors = unit_vectors(60, 64, 21)
+    left, right = np.arange(30), np.arange(30, 60)
+    reconstructed = faiss_rabitq(vectors).sa_decode(faiss_rabitq(vectors).sa_encode(vectors))
+    expected = [1 - cosine(reconstructed[i], reconstructed[j]) for i, j in zip(left, right)]
+    np.testing.assert_allclose(pair_similarity(vectors, left, right, "rabitq"), expected, atol=1e-5)
+
+
+def test_rabitq_refuses_hnsw_in_one_line():
+    corpus = unit_vectors(100, 32)
+    with pytest.raises(BenchError, match=r"^precision rabitq has no HNSW search here"):
+        make_searcher(corpus, corpus, "rabitq", EvalSpec(precisions=("rabitq",), search_index="hnsw"))

@@ -60,7 +60,8 @@ def test_the_default_list_is_separate_from_the_known_precisions():
     assert PRECISIONS is not KNOWN  # a precision added to the registry does not join every default run
     # spelled out, as committed run_ids hash it: a new precision joins a run only when asked for (--precisions)
     assert PRECISIONS == ("fp32", "int8", "binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
-    compressions = ("fp16", "bf16", "fp8", "int4", "int8-fixed", "int4-fixed", "pq8", "pq16", "pq32")  # issue 24
+    compressions = ("fp16", "bf16", "fp8", "int4", "int8-fixed", "int4-fixed", "pq8", "pq16", "pq32",
+                    "rabitq")  # issue 24
     assert supported("sts") == supported("mteb") == ("fp32", "int8", "binary", *compressions)  # no rescoring
     assert supported("retrieval") == KNOWN
 
@@ -232,7 +233,7 @@ def test_every_lookup_refuses_an_unknown_precision_in_one_line():
             call()
         assert str(error.value) == message
     with pytest.raises(BenchError, match=r"^sts tasks cannot score precision 'binary\+rescore'; use fp32, int8, binary, "
-                       r"fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8, pq16, pq32$"):
+                       r"fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8, pq16, pq32, rabitq$"):
         pair_similarity(vectors, pairs, pairs, "binary+rescore")
 
 

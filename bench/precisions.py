@@ -11,9 +11,11 @@ branches on a precision's name, and an unknown name is one error line. KNOWN is 
 score; the default list an EvalSpec evaluates is bench/spec.PRECISIONS, a separate tuple, so a new precision here
 changes no default run (nor any run_id).
 
-A new precision (as issue 24's fp16, bf16, fp8, int4, int8-fixed and int4-fixed: tests/test_compressions.py) is one
-record in RECORDS plus its tests, and a `Decoded` subclass where no form fits: `calibrate`, `encode`, `decode`, `bytes` and `index` (the faiss index holding the corpus);
-the STS cosine, the vectors mteb scores and the search of the decoded documents follow from them.
+A new precision (as issue 24's compressions: fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8/16/32, rabitq; their
+tests are tests/test_compressions.py) is one record in RECORDS plus its tests, and a `Decoded` subclass where no form
+fits: `calibrate`, `encode`, `decode`, `bytes` and `index` (the faiss index holding the corpus); the STS cosine, the
+vectors mteb scores and the search of the decoded documents follow from them. The compressions' forms import faiss
+inside their methods, as the searches do.
 Torch-free, and faiss-free at import (the report reads records for its markers): faiss loads in bench/search.py,
 imported inside the methods that build a search.
 """

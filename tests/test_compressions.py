@@ -17,6 +17,7 @@ from sentence_transformers.util.quantization import quantize_embeddings
 
 from bench import BenchError
 from bench.cli import main
+from bench.export_mteb import cell_meta
 from bench.precisions import KNOWN, PRECISION_RECORDS, precision
 from bench.results import load_results
 from bench.spec import PRECISIONS, EvalSpec, RunSpec
@@ -101,7 +102,8 @@ def test_fp16_is_numpys_float16_and_faiss_qt_fp16():
 
 def test_bf16_rounds_as_torch_including_ties_to_even():
     x = float_inputs()
-    ties = ((np.arange(2000, dtype=np.uint32) + 0x3C00) << 16 | 0x8000).view(np.float32)  # halfway between two bf16 values
+    # halfway between two bf16 values
+    ties = ((np.arange(2000, dtype=np.uint32) + 0x3C00) << 16 | 0x8000).view(np.float32)
     x = np.concatenate([x.ravel(), ties, -ties])
     codes, decoded = stored("bf16", x[None], x[None])
     np.testing.assert_array_equal(decoded[0], torch_cast(x, torch.bfloat16))
@@ -262,7 +264,8 @@ def test_pq_codes_are_faiss_index_pq_and_each_sub_vector_its_nearest_centroid(co
     corpus, x = unit_vectors(1500, 64, 14), unit_vectors(100, 64, 15)
     name = f"pq{code_bytes}"
     codes, decoded = stored(name, x, corpus)
-    assert precision(name).bytes_per_vector(64) == code_bytes == codes.shape[1] == faiss_pq(corpus, code_bytes).code_size
+    assert precision(name).bytes_per_vector(64) == code_bytes == codes.shape[1]
+    assert faiss_pq(corpus, code_bytes).code_size == code_bytes
     oracle = faiss_pq(corpus, code_bytes)
     np.testing.assert_array_equal(codes, oracle.sa_encode(x))
     np.testing.assert_allclose(decoded, oracle.sa_decode(codes), atol=1e-6)
@@ -354,3 +357,10 @@ def test_rabitq_refuses_hnsw_in_one_line():
     corpus = unit_vectors(100, 32)
     with pytest.raises(BenchError, match=r"^precision rabitq has no HNSW search here"):
         make_searcher(corpus, corpus, "rabitq", EvalSpec(precisions=("rabitq",), search_index="hnsw"))
+
+
+def test_the_mteb_export_names_each_compressions_stored_format():
+    dtypes = {name: cell_meta("m", "r", 1, 64, name).output_dtypes[0].value for name in NEW + PQ}
+    assert dtypes == {"fp16": "float16", "bf16": "bfloat16", "fp8": "float8_e4m3fn", "int4": "int4",
+                      "int8-fixed": "int8", "int4-fixed": "int4", "pq8": "uint8", "pq16": "uint8", "pq32": "uint8",
+                      "rabitq": "binary"}

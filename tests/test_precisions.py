@@ -232,8 +232,8 @@ def test_every_lookup_refuses_an_unknown_precision_in_one_line():
         with pytest.raises(BenchError) as error:
             call()
         assert str(error.value) == message
-    with pytest.raises(BenchError, match=r"^sts tasks cannot score precision 'binary\+rescore'; use fp32, int8, binary, "
-                       r"fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8, pq16, pq32, rabitq$"):
+    with pytest.raises(BenchError, match=r"^sts tasks cannot score precision 'binary\+rescore'; use fp32, int8, "
+                       r"binary, fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8, pq16, pq32, rabitq$"):
         pair_similarity(vectors, pairs, pairs, "binary+rescore")
 
 

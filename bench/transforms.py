@@ -123,3 +123,81 @@ def head_codes(layers, layer: int, dim: int) -> BinaryCodes | None:
     """The codes a head makes itself for the cell (layer, dim), where the task's arrays carry a head
     (`LayersWithHead`); None: the binary precisions are the sign bits of the truncated vectors."""
     return layers.codes(layer, dim) if isinstance(layers, LayersWithHead) else None
+
+
+# --- issue 24's compressions: bfloat16, float8 e4m3, int4 and fixed ranges (bench/precisions.py's records) -------
+
+def to_bfloat16(vectors: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest, ties to even, as torch rounds. By hand: numpy
+    has no bfloat16 and this module must not import torch (ml_dtypes is not installed)."""
+    bits = np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32)
+    rounded = bits + (0x7FFF + ((bits >> 16) & 1))  # round the 16 dropped bits, ties to the even kept bit
+    return (rounded >> 16).astype(np.uint16)
+
+
+def from_bfloat16(stored: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32 (exact: bfloat16 is float32's upper half)."""
+    return (stored.astype(np.uint32) << 16).view(np.float32)
+
+
+def _float8_e4m3_values() -> np.ndarray:
+    """The 127 non-negative finite float8 e4m3fn values by code (0x7F is NaN): 4 exponent bits (bias 7), 3 mantissa
+    bits, subnormals below 2^-6, no infinities, largest 448."""
+    codes = np.arange(127)
+    exponent, mantissa = codes >> 3, (codes & 7) / 8
+    return np.where(exponent == 0, mantissa * 2.0 ** -6, (1 + mantissa) * 2.0 ** (exponent - 7)).astype(np.float32)
+
+
+FLOAT8_E4M3_VALUES = _float8_e4m3_values()
+FLOAT8_E4M3_MAX = float(FLOAT8_E4M3_VALUES[-1])  # 448
+
+
+def to_float8_e4m3(vectors: np.ndarray) -> np.ndarray:
+    """float32 -> float8 e4m3fn codes (uint8: sign bit, then the value's code), rounded to nearest, ties to even, as
+    torch's float8_e4m3fn conversion rounds (a test uses it as the oracle). By hand: numpy has no float8, ml_dtypes
+    is not installed, and this module must not import torch. Magnitudes above 448 saturate to 448 (torch makes them
+    NaN; unit vectors never get there)."""
+    magnitude = np.minimum(np.abs(vectors).astype(np.float32), FLOAT8_E4M3_MAX)
+    exponent = np.maximum(np.frexp(magnitude)[1] - 1, -6)  # floor(log2 |x|), exactly; subnormals share 2^-6's step
+    step = np.ldexp(np.float32(1), exponent - 3).astype(np.float32)  # 3 mantissa bits: 8 steps per binade
+    rounded = np.round(magnitude / step) * step  # np.round: ties to even; a power-of-two step keeps it exact
+    codes = np.searchsorted(FLOAT8_E4M3_VALUES, rounded).astype(np.uint8)  # an exact match: its own code
+    return codes | np.where(np.signbit(vectors), 0x80, 0).astype(np.uint8)
+
+
+def from_float8_e4m3(codes: np.ndarray) -> np.ndarray:
+    """float8 e4m3fn codes (uint8) -> float32 (exact)."""
+    values = FLOAT8_E4M3_VALUES[np.minimum(codes & 0x7F, 126)]
+    return np.where(codes & 0x80, -values, values).astype(np.float32)
+
+
+def quantize_int4(vectors: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """int8's buckets with 16 levels: each coordinate's bucket 0..15 in its dimension's [min, max] range, two per
+    byte, the even dim in the low nibble: (n, ceil(d/2)). Exactly faiss QT_4bit's codes: its arithmetic, the
+    position in the range first, then floor(15 x) (so a dimension's max lands in bucket 15, not 14.999...)."""
+    spans = ranges[1] - ranges[0]
+    position = np.clip((vectors - ranges[0]) / np.where(spans == 0, 1, spans), 0, 1)  # constant dim: bucket 0
+    buckets = np.floor(position * 15).astype(np.uint8)
+    if buckets.shape[-1] % 2:  # an odd dim: the last byte's high nibble is padding
+        buckets = np.concatenate([buckets, np.zeros((*buckets.shape[:-1], 1), np.uint8)], axis=-1)
+    return buckets[..., 0::2] | (buckets[..., 1::2] << 4)
+
+
+def dequantize_int4(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Packed int4 codes back to their buckets' midpoints, (code + 0.5) / 15 of the range above its min, as faiss
+    QT_4bit decodes (and dequantize_int8 with 256 levels)."""
+    dim = ranges.shape[1]
+    buckets = np.stack([codes & 15, codes >> 4], axis=-1).reshape(*codes.shape[:-1], -1)[..., :dim]
+    return ((buckets.astype(np.float32) + 0.5) * ((ranges[1] - ranges[0]) / 15) + ranges[0]).astype(np.float32)
+
+
+# arctic-embed-m-v1.5 quantizes every coordinate of its 256-dim unit vectors to one range, -0.18 to 0.18, for int8
+# and int4 (its model card on the Hugging Face hub, "compressed embeddings"). A unit vector's coordinates shrink as
+# 1 / sqrt(dim), so at other dims the range is scaled by sqrt(256 / dim): 2.88 x the coordinates' RMS, as at 256.
+FIXED_RANGE_AT_256 = 0.18
+
+
+def fixed_ranges(dim: int) -> np.ndarray:
+    """(2, dim): one data-independent range [-r, r] for every dimension, r = 0.18 * sqrt(256 / dim)."""
+    r = FIXED_RANGE_AT_256 * np.sqrt(256 / dim)
+    return np.stack([np.full(dim, -r), np.full(dim, r)]).astype(np.float32)

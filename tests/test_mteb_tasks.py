@@ -20,6 +20,7 @@ from bench.cli import main
 from bench.encoder import Encoder
 from bench.evaluate import evaluate_grid, texts_key
 from bench.hub import resolve_backbone
+from bench.precisions import supported
 from bench.results import load_results
 from bench.spec import EvalSpec, SubModel
 from bench.tasks import TASKS
@@ -277,7 +278,7 @@ def test_task_record_carries_mteb_metadata():
     meta = TASKS.get(task_name("StsSourceClassification")).meta
     assert (meta.display, meta.family, meta.main_metric, meta.revision, meta.mteb_version) == \
         ("StsSourceClassificationLocal", "Classification", "accuracy", "local-slice-1", mteb.__version__)
-    assert "no per-example values" in meta.no_intervals and meta.precisions == ("fp32", "int8", "binary")
+    assert "no per-example values" in meta.no_intervals and meta.precisions == supported("mteb")
 
 
 def test_user_task_file_is_part_of_the_run_code(tmp_path):

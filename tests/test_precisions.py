@@ -60,14 +60,16 @@ def test_the_default_list_is_separate_from_the_known_precisions():
     assert PRECISIONS is not KNOWN  # a precision added to the registry does not join every default run
     # spelled out, as committed run_ids hash it: a new precision joins a run only when asked for (--precisions)
     assert PRECISIONS == ("fp32", "int8", "binary", "binary+rescore", "binary+rescore-int8", "binary+rescore-fp32")
-    assert supported("sts") == supported("mteb") == ("fp32", "int8", "binary")  # no search: no rescoring
+    compressions = ("fp16", "bf16", "fp8", "int4", "int8-fixed", "int4-fixed", "pq8", "pq16", "pq32",
+                    "rabitq")  # issue 24
+    assert supported("sts") == supported("mteb") == ("fp32", "int8", "binary", *compressions)  # no rescoring
     assert supported("retrieval") == KNOWN
 
 
 def test_bytes_per_vector_count_every_byte_a_query_reads_per_document():
-    assert [bytes_per_vector(64, p) for p in KNOWN] == [256, 64, 8, 8, 8 + 64, 8 + 256]
+    assert [bytes_per_vector(64, p) for p in PRECISIONS] == [256, 64, 8, 8, 8 + 64, 8 + 256]
     # a head's multi-bit codes: bits_per_dim bits per dim, plus the same copy
-    assert [bytes_per_vector(64, p, bits_per_dim=2) for p in KNOWN[2:]] == [16, 16, 16 + 64, 16 + 256]
+    assert [bytes_per_vector(64, p, bits_per_dim=2) for p in PRECISIONS[2:]] == [16, 16, 16 + 64, 16 + 256]
 
 
 # --- int8: decoded to bucket midpoints ---------------------------------------------------------------------------
@@ -230,7 +232,8 @@ def test_every_lookup_refuses_an_unknown_precision_in_one_line():
         with pytest.raises(BenchError) as error:
             call()
         assert str(error.value) == message
-    with pytest.raises(BenchError, match=r"^sts tasks cannot score precision 'binary\+rescore'; use fp32, int8, binary$"):
+    with pytest.raises(BenchError, match=r"^sts tasks cannot score precision 'binary\+rescore'; use fp32, int8, "
+                       r"binary, fp16, bf16, fp8, int4, int8-fixed, int4-fixed, pq8, pq16, pq32, rabitq$"):
         pair_similarity(vectors, pairs, pairs, "binary+rescore")
 
 

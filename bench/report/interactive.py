@@ -54,7 +54,8 @@ def figures(details: pd.DataFrame) -> dict:
     builds the traces (one heatmap per method, one scatter per method x precision x axis, and each method's
     frontiers, tagged by `meta` for the precision selector), their hover text and the target boxes."""
     layouts: dict[str, int] = {}
-    out: dict = {"heatmap": {}, "pareto": {}, "style": {"palette": qualitative.Plotly, "symbols": SYMBOLS}}
+    symbols = {p: SYMBOLS[p] for p in set(details["precision"]) & set(SYMBOLS)}  # the page's own precisions only
+    out: dict = {"heatmap": {}, "pareto": {}, "style": {"palette": qualitative.Plotly, "symbols": symbols}}
 
     def index(fig: go.Figure) -> int:
         spec = json.loads(fig.to_json())["layout"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from bench import BenchError, __version__
+from bench.precisions import KNOWN
 
 # The committed results (the default suite and the reference of `bench reproduce`) and where a user's own runs go:
 # `bench run` never writes into the committed folder unless told to with --results-dir.
@@ -120,8 +121,8 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="comma list of tasks, mteb:NAME and mteb:PATH.py:CLASS included (default: the "
                                    "suite's)")
     p.add_argument("--seeds", help="comma list of seeds (default: the suite's)")
-    p.add_argument("--precisions", help="comma list of bench/precisions.py's names: fp32,int8,binary,binary+rescore,"
-                   "binary+rescore-int8,binary+rescore-fp32 (default: the suite's)")
+    p.add_argument("--precisions", help=f"comma list of known precisions (bench/precisions.py, README 'Precisions'): "
+                   f"{','.join(KNOWN)} (default: the suite's)")
     p.add_argument("--layers", help="comma list of layers to evaluate (default: every layer)")
     p.add_argument("--dims", help="comma list of dims to evaluate (default: the suite's; with --backbone, halving "
                                   "down from the width the model serves)")

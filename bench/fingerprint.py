@@ -71,10 +71,11 @@ SCORING_ROOTS = (
     "bench.evaluate",  # the grid, the cells to score and how a checkpoint's head is applied
     "bench.transforms",  # truncation, normalization, quantizers
     "bench.heads",  # the heads' forward passes
-    "bench.precisions",  # what each precision stores and compares
+    "bench.precisions",  # what each precision stores and compares (its forms: bench.forms, bench.compressions)
     "bench.search",  # the faiss searches a precision builds, rescoring and the seeded tie order
 )
-SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions", "bench.search")
+SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions", "bench.forms",
+                 "bench.compressions", "bench.search")
 PROJECT_PACKAGES = ("bench", "methods")
 # Descriptive fields of a public model's entry: prose and provenance, which serve nothing
 ENTRY_PROSE = ("sources", "unverified", "description", "notes", "license")

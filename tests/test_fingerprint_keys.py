@@ -28,8 +28,8 @@ DATA = {"bench.data", "bench.data.beir", "bench.data.decontaminate", "bench.data
 TRAINING = DATA | {"bench.devices", "bench.dist", "bench.hub", "bench.loop", "bench.losses", "bench.pooling",
                    "bench.serving", "bench.train", "methods", "methods._jobs"}
 ENCODING = {"bench.devices", "bench.encoder", "bench.hub", "bench.pooling", "bench.serving", "bench.storage"}
-SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.search", "bench.tasks", "bench.transforms",
-           "bench.data"}
+SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.forms", "bench.compressions", "bench.search",
+           "bench.tasks", "bench.transforms", "bench.data"}
 
 
 @pytest.mark.parametrize("method, modules", [

@@ -22,11 +22,12 @@ from sentence_transformers.util.quantization import quantize_embeddings, semanti
 from bench import BenchError
 from bench.data.beir import RetrievalSet
 from bench.export_mteb import cell_meta
-from bench.precisions import KNOWN, PRECISION_RECORDS, Decoded, Precision, bytes_per_vector, precision, supported
+from bench.compressions import Float16
+from bench.precisions import KNOWN, PRECISION_RECORDS, Precision, bytes_per_vector, precision, supported
 from bench.report.interactive import SYMBOLS
 from bench.report.plots import MARKERS
 from bench.drift import tolerance
-from bench.search import TIE_ORDER_SEED, float_index
+from bench.search import TIE_ORDER_SEED
 from bench.spec import PRECISIONS, EvalSpec, RunSpec
 from bench.tasks import TASKS
 from bench.tasks.mteb import served_vectors
@@ -181,22 +182,10 @@ def test_no_scoring_code_names_a_precision():
     assert named == []
 
 
-class Float16ForTests(Decoded):
-    """A form that exists only here (issue 24 adds the real fp16): float16 storage, decoded back to float32."""
+class Float16ForTests(Float16):
+    """A form registered only here, under a name no default knows: what a new precision adds is one record."""
 
-    name, mteb_dtype = "fp16-test", "float16"
-
-    def bytes(self, dim: int, bits_per_dim: int = 1) -> int:
-        return 2 * dim
-
-    def encode(self, vectors: np.ndarray, params: object) -> np.ndarray:
-        return vectors.astype(np.float16)
-
-    def decode(self, stored: np.ndarray, params: object) -> np.ndarray:
-        return stored.astype(np.float32)
-
-    def index(self, corpus: np.ndarray, params: object, search_index: str):
-        return float_index(self.decode(self.encode(corpus, params), params), search_index)
+    name = "fp16-test"
 
 
 def test_a_new_precision_is_one_record_and_changes_no_run_id(monkeypatch):

@@ -185,6 +185,17 @@ def _task_distributions(cells: dict[tuple, _Cell], n_boot: int, seed: int) -> di
     return out
 
 
+def _read_cells(groups: dict) -> tuple[dict, dict]:
+    """Each cell's per-example values (by cell key), and the reason for each cell that has none."""
+    files, cells, broken = _ExampleFiles(), {}, {}
+    for key, group in groups.items():
+        try:
+            cells[key] = _cell_values(group, files)
+        except _Untestable as exc:
+            broken[key] = str(exc)
+    return cells, broken
+
+
 def cell_statistics(frame: pd.DataFrame, reference: str | None = None, sizes=None, alpha: float = 0.05,
                     n_boot: int = N_BOOT, n_perm: int = 10000, seed: int = 0) -> pd.DataFrame:
     """Per cell (method, task, layer, dim, precision) of the main metric:
@@ -210,15 +221,9 @@ def cell_statistics(frame: pd.DataFrame, reference: str | None = None, sizes=Non
     pick_reference(rows["label"], reference)  # an unknown reference is an error even where backbones differ
     # each backbone is compared with its own reference: cells of different backbones are never paired
     refs = {b: _backbone_reference(g["label"], reference) for b, g in rows.groupby("backbone")}
-    files = _ExampleFiles()
     key_cols = ["backbone", "task", "label", "layer", "dim", "precision"]  # cells of a task share resamples
     groups = dict(list(rows.groupby(key_cols, sort=True)))
-    cells, broken = {}, {}
-    for key, group in groups.items():
-        try:
-            cells[key] = _cell_values(group, files)
-        except _Untestable as exc:
-            broken[key] = str(exc)
+    cells, broken = _read_cells(groups)
     boot = _task_distributions(cells, n_boot, seed)
 
     out = []
@@ -265,13 +270,7 @@ def pair_statistics(frame: pd.DataFrame, pairs: list[tuple[CellKey, CellKey]], a
     if not rows.empty:
         rows = rows[pd.MultiIndex.from_frame(rows[key_cols]).isin(wanted)]
     groups = dict(list(rows.groupby(key_cols, sort=True))) if not rows.empty else {}
-    files = _ExampleFiles()
-    cells, broken = {}, {}
-    for key, group in groups.items():
-        try:
-            cells[key] = _cell_values(group, files)
-        except _Untestable as exc:
-            broken[key] = str(exc)
+    cells, broken = _read_cells(groups)
     boot = _task_distributions(cells, n_boot, seed)
     out = [_pair_row(first, second, groups, cells, broken, boot, alpha, n_perm, seed) for first, second in pairs]
     return pd.DataFrame(out, columns=PAIR_COLUMNS)

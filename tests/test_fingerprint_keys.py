@@ -22,7 +22,6 @@ from bench.encoder import Encoder
 from bench.tasks import TASKS
 from methods import METHODS
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = {"bench.data", "bench.data.beir", "bench.data.decontaminate", "bench.data.pairs", "bench.data.sts"}
 # the loop and its collectives, training pooling, model loading, devices, and serving's "auto" pooling mode
 TRAINING = DATA | {"bench.devices", "bench.dist", "bench.hub", "bench.loop", "bench.losses", "bench.pooling",
@@ -95,12 +94,13 @@ def test_an_edit_to_the_encoder_module_re_evaluates_and_trains_nothing(data_dir,
     Encoder; the rerun must reuse the checkpoint folder (no new one) and write a second results file (the encoding
     and result keys did change)."""
     src = tmp_path / "src"
+    code = Path(fp.__file__).resolve().parents[1]  # the code under test: the checkout, or tox's installed copy
     for package in ("bench", "methods"):
-        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(code / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     assert "1 new result file(s)" in _bench_run(src, tmp_path, data_dir)
     checkpoints = sorted(p.name for p in (tmp_path / "cache" / "checkpoints").iterdir())
     assert len(checkpoints) == 1
-    encoder_file = src / Path(inspect.getsourcefile(Encoder)).resolve().relative_to(REPO)
+    encoder_file = src / Path(inspect.getsourcefile(Encoder)).resolve().relative_to(code)
     with encoder_file.open("a") as f:
         f.write("\n# an edit that changes no behaviour\n")
     assert "1 new result file(s)" in _bench_run(src, tmp_path, data_dir)

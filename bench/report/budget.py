@@ -220,17 +220,13 @@ def _tests_text(picked: pd.DataFrame, alpha: float) -> str:
 
 
 def to_markdown(table: BudgetTable) -> str:
-    lines = [f"**Table (budget: {md(table.kind)}).** {md(table.caption)}", ""]
+    lines = [f"**Table (budget: {tables.md_escape(table.kind)}).** {tables.md_escape(table.caption)}", ""]
     if not table.rows:
         return "\n".join(lines + ["No quality results.", ""])
-    lines += ["| " + " | ".join(md(c) for c in table.columns) + " |",
+    lines += ["| " + " | ".join(tables.md_escape(c) for c in table.columns) + " |",
               "|" + "|".join("---:" if n else ":---" for n in table.numeric) + "|"]
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in table.rows]
+    lines += ["| " + " | ".join(tables.md_escape(c) for c in row) + " |" for row in table.rows]
     return "\n".join(lines) + "\n"
-
-
-def md(text: str) -> str:
-    return tables.md_escape(text)
 
 
 def to_latex(table: BudgetTable) -> str:

@@ -139,6 +139,12 @@ def _selection(p: argparse.ArgumentParser) -> None:
                    help="allow models that run code from their own repository (off by default)")
     p.add_argument("--train-data", help="snli, xnli-en, twitter-url, stsb, all-nli (hub) (default: the suite's)")
     p.add_argument("--store-dtype", help="float32 (default) or float16: how encodings are cached (recorded)")
+    p.add_argument("--random-subsets", type=int, help="seeded draws of random coordinates beside every prefix below "
+                   "the full width (bench/variants.py; default: the suite's, 0 but for compression)")
+    p.add_argument("--asymmetric-dims", help="comma list of grid dims at which every query layer x document layer "
+                   "is scored (retrieval; default: the suite's, none but for compression)")
+    p.add_argument("--variant-precisions", help="comma list of precisions the random subsets and query layers are "
+                   "scored at (default: the suite's; fp32,int8,binary)")
     p.add_argument("--dtype", help="fp32 or bf16: compute dtype of training and encoding, on CPU and CUDA (default: "
                                    "the suite's, fp32 but for paper-sts; in the run key and the dtype column)")
     p.add_argument("--steps", type=int, help="fine-tuning steps of every trained method (default: the suite's "
@@ -181,7 +187,9 @@ def _specs(args) -> list:
                            backbone=args.backbone, precisions=_names(args.precisions), layers=_ints(args.layers),
                            dims=_ints(args.dims), train_data=args.train_data, steps=args.steps, pooling=args.pooling,
                            prompts=_prompts(args.prompts), head_layers=args.head_layers, store_dtype=args.store_dtype,
-                           dtype=args.dtype)
+                           dtype=args.dtype, random_subsets=args.random_subsets,
+                           asymmetric_dims=_ints(args.asymmetric_dims),
+                           variant_precisions=_names(args.variant_precisions))
     methods = args.methods or suite.methods
     return make_specs(suite, methods, parse_sets(args.sets, METHODS.expand(methods)),
                       trust_remote_code=args.trust_remote_code)

@@ -30,6 +30,7 @@ from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
 from bench.storage import Plan, Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.tasks import Task
 from bench.transforms import BinaryCodes, LayersWithHead
+from bench.variants import RandomSubset, Variant, example_key, variant_cells
 
 log = logging.getLogger("bench")
 
@@ -54,6 +55,15 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
         cell.check_inside(num_layers, width)
     check_precision_dims(spec.precisions, tuple(cell.dim for cell in cells))
     return cells
+
+
+def check_variants(spec: EvalSpec, cells: list[SubModel], variants: list) -> None:
+    """Asymmetric dims on the grid, and the variant precisions storable at the variant cells' dims."""
+    off_grid = sorted(set(spec.asymmetric_dims) - {cell.dim for cell in cells})
+    if off_grid:
+        raise BenchError(f"asymmetric dims {off_grid} are not among the grid's dims "
+                         f"{sorted({cell.dim for cell in cells})}; add them to --dims or drop them")
+    check_precision_dims(spec.variant_precisions, tuple(cell.dim for cell, _ in variants))
 
 
 def texts_key(model_id: str, serving: str, max_length: int, texts: list[str], storage: Storage | None = None) -> str:
@@ -167,6 +177,36 @@ class HeadedLayers(LayersWithHead):
         return self.head.codes(layer, self.vectors[layer - 1], dim)
 
 
+class _CellScorer:
+    """Scores cells of one checkpoint on one task into rows and per-example values."""
+
+    def __init__(self, task: Task, data, arrays: dict, aux: dict, spec: EvalSpec, checkpoint, head: Head | None,
+                 backbone_layers: int):
+        self.task, self.data, self.arrays, self.aux, self.spec = task, data, arrays, aux, spec
+        self.targets, self.head_name, self.backbone_layers = checkpoint.targets, head_id(checkpoint.head), backbone_layers
+        self.bits_per_dim = 1 if head is None else head.bits_per_dim
+        self.rows, self.examples = [], {}
+
+    def score(self, cell: SubModel, precision: str, store_examples: bool, variant: Variant | None = None,
+              width: int = 0, roles: dict | None = None) -> None:
+        arrays = self.arrays if variant is None else variant.view(self.arrays, roles, cell, width)
+        metrics, per_example = self.task.score_cell(self.data, arrays, self.aux, cell.layer, cell.dim, precision,
+                                                    self.spec)
+        # a task that stores no per-example values (mteb's) says how many examples it scored
+        n = len(next(iter(per_example.values()))) if per_example else self.task.n_examples(self.data)
+        encode_layer = cell.layer if variant is None else variant.encode_layer(cell)
+        metrics["relative_encode_cost"] = encode_layer / self.backbone_layers
+        size = bytes_per_vector(cell.dim, precision, self.bits_per_dim)
+        name = "" if variant is None else variant.name
+        extra = {} if variant is None else {"variant": name}
+        self.rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
+                           bytes_per_vector=size, is_target=variant is None and cell in self.targets,
+                           head=self.head_name, **extra) for m, s in metrics.items()]
+        if store_examples:
+            self.examples.update({example_key(cell.layer, cell.dim, precision, k, name): v
+                                  for k, v in per_example.items()})
+
+
 @timed("score")
 def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec, cache_dir: Path | None = None,
                   backbone_layers: int | None = None, world: tuple[int, int] = (0, 1)) -> tuple[list[dict], dict]:
@@ -182,10 +222,14 @@ def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec
     served = KNOWN if head is None else head.PRECISIONS  # a head of binary codes has no float cells of its own
     # a task scores the precisions its family can (STS has no search: no binary+rescore); unknown names raised above
     precisions = [p for p in spec.precisions if p in task.meta.precisions and p in served]
-    bits_per_dim = 1 if head is None else head.bits_per_dim
     t0 = time.perf_counter()
     texts = task.texts(data, spec)
-    storage = Storage.for_cells(cells, spec.store_dtype, encoder.width if head is not None else None)
+    roles = {name: task.role(name) for name in texts}
+    variants = variant_cells(cells, spec, width, roles, head is not None and head.PRECISIONS != KNOWN)
+    check_variants(spec, cells, variants)
+    # a head reads whole vectors, and random subsets draw from every coordinate
+    whole = head is not None or any(isinstance(v, RandomSubset) for _, v in variants)
+    storage = Storage.for_cells(cells, spec.store_dtype, encoder.width if whole else None)
     plan = Plan(spec.batch_size, storage, world)
     encoded = {name: encode_cached(encoder, checkpoint.model_id, f"{task.name}/{name}",
                                    Texts(t, max_len, task.role(name)), plan, cache_dir)
@@ -195,21 +239,17 @@ def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec
         return [], {}
     stored = {name: StoredLayers(v, storage.layers) for name, (v, _) in encoded.items()}
     arrays = {name: v if head is None else HeadedLayers(v, head) for name, v in stored.items()}
-    aux = task.prepare(data, texts)
-    rows, examples, head_name = [], {}, head_id(checkpoint.head)
+    scorer = _CellScorer(task, data, arrays, task.prepare(data, texts), spec, checkpoint, head,
+                         backbone_layers or encoder.num_layers)
     t1 = time.perf_counter()
     for cell in sorted(cells):
         for precision in precisions:
-            metrics, per_example = task.score_cell(data, arrays, aux, cell.layer, cell.dim, precision, spec)
-            # a task that stores no per-example values (mteb's) says how many examples it scored
-            n = len(next(iter(per_example.values()))) if per_example else task.n_examples(data)
-            metrics["relative_encode_cost"] = cell.layer / (backbone_layers or encoder.num_layers)
-            size = bytes_per_vector(cell.dim, precision, bits_per_dim)
-            rows += [dict(layer=cell.layer, dim=cell.dim, precision=precision, metric=m, score=s, n_examples=n,
-                          bytes_per_vector=size, is_target=cell in checkpoint.targets, head=head_name)
-                     for m, s in metrics.items()]
-            if spec.example_cells is None or (cell.layer, cell.dim) in spec.example_cells:
-                examples.update({f"{cell.layer}/{cell.dim}/{precision}/{k}": v for k, v in per_example.items()})
+            scorer.score(cell, precision, store_examples=spec.example_cells is None
+                         or (cell.layer, cell.dim) in spec.example_cells)
+    for cell, variant in sorted(variants, key=lambda cv: cv[0]):  # every variant cell keeps its per-example values: they are asked for
+        for precision in [p for p in spec.variant_precisions if p in precisions]:
+            scorer.score(cell, precision, True, variant, width, roles)
+    rows, examples = scorer.rows, scorer.examples
     rows += encode_time_rows([timing for _, timing in encoded.values()], str(encoder.device))
     rows.append(dict(metric="encode_seconds", score=encode_s))
     rows.append(dict(metric="grid_eval_seconds", score=time.perf_counter() - t1))

@@ -4,7 +4,8 @@ The file is `<method>__<task>__<run_id>__<code>.csv.gz`: a plain CSV that pandas
 gzip reader opens as it is; compressed because the spec columns (params, budget, eval, task_meta JSON) repeat on
 every row, which made a default-suite run 1-2.7 MB of text and compresses about 50x.
 
-One row per (run, layer, dim, precision, task, split, metric[, step]). Cost (seconds, bytes) and training
+One row per (run, layer, dim, precision, variant, task, split, metric[, step]); `variant` is "" on the prefix grid and
+names a cell beyond it (a random coordinate subset, a query layer other than the documents': bench/variants.py). Cost (seconds, bytes) and training
 losses are rows too, so cost and quality share one table. Run-level rows (a wall time, a loss) carry
 layer = dim = -1; `step` is -1 except on training-curve rows. Scores are stored unrounded.
 
@@ -39,7 +40,6 @@ import logging
 import os
 import tempfile
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ import pandas as pd
 from bench import BenchError
 from bench.catalog import TASK_META, TaskMeta
 from bench.fingerprint import git_state
-from bench.spec import RunSpec, budget_identity
+from bench.spec import RunSpec, budget_identity, recorded_eval
 
 log = logging.getLogger("bench")
 SCHEMA_VERSION = 2
@@ -56,14 +56,14 @@ COLUMNS = [
     "run_id", "method", "params_hash", "params", "backbone", "train_data", "budget", "seed",
     "layer", "dim", "is_target", "precision", "bytes_per_vector", "task", "split", "metric", "score",
     "n_examples", "step", "eval", "head", "task_meta", "code", "git_sha", "git_dirty", "device", "dtype",
-    "created_utc", "schema_version",
+    "created_utc", "schema_version", "variant",
 ]
 # Columns added after results were committed, and the value older files mean: filled in when they are read.
-LATER_COLUMNS = {"dtype": "fp32"}
+LATER_COLUMNS = {"dtype": "fp32", "variant": ""}
 INT_COLUMNS = ["seed", "layer", "dim", "bytes_per_vector", "n_examples", "step", "schema_version"]
 BOOL_COLUMNS = ["is_target", "git_dirty"]
-ROW_KEY = ["run_id", "layer", "dim", "precision", "split", "metric", "step"]
-OPTIONAL_TEXT = ["head"]  # may be empty
+ROW_KEY = ["run_id", "layer", "dim", "precision", "variant", "split", "metric", "step"]
+OPTIONAL_TEXT = ["head", "variant"]  # may be empty
 
 
 def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, device: str = "cpu") -> dict:
@@ -77,7 +77,7 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
         "run_id": spec.run_id, "method": spec.method, "params_hash": spec.params_hash,
         "params": json.dumps(dict(spec.params), sort_keys=True, default=str), "backbone": spec.backbone,
         "train_data": spec.train_data, "budget": json.dumps(budget_identity(spec.budget), sort_keys=True),
-        "seed": spec.seed, "task": spec.task, "eval": json.dumps(asdict(spec.eval), sort_keys=True, default=str),
+        "seed": spec.seed, "task": spec.task, "eval": json.dumps(recorded_eval(spec.eval), sort_keys=True, default=str),
         "head": "", "task_meta": task_meta.to_json(), "code": code, "git_sha": sha, "git_dirty": dirty,
         "device": device, "dtype": spec.dtype,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -87,11 +87,12 @@ def run_fields(spec: RunSpec, code: str, task_meta: TaskMeta | None = None, devi
 
 def make_row(shared: dict, *, metric: str, score: float, split: str = "test", layer: int = -1, dim: int = -1,
              precision: str = "fp32", bytes_per_vector: int = -1, is_target: bool = False, n_examples: int = -1,
-             step: int = -1, head: str = "") -> dict:
+             step: int = -1, head: str = "", variant: str = "") -> dict:
     """One row: the run's shared columns (`run_fields`) and this row's own."""
     row = dict(shared)
     row.update(layer=layer, dim=dim, precision=precision, bytes_per_vector=bytes_per_vector, is_target=is_target,
-               split=split, metric=metric, score=float(score), n_examples=n_examples, step=step, head=head)
+               split=split, metric=metric, score=float(score), n_examples=n_examples, step=step, head=head,
+               variant=variant)
     return row
 
 
@@ -225,10 +226,12 @@ def result_files(results_dir: Path) -> list[Path]:
     return [path for path, _ in _latest(results_dir)]
 
 
-def load_results(results_dir: Path, examples: bool = False) -> pd.DataFrame:
+def load_results(results_dir: Path, examples: bool = False, variants: bool = False) -> pd.DataFrame:
     """Every run file under results_dir, validated, as one frame: per run_id the newest code version only.
     `examples`: each row also names its run's per-example file (column `examples`, beside the run file), for
-    statistics that read them without reading the run files again."""
+    statistics that read them without reading the run files again. `variants`: also the cells beyond the prefix
+    grid (random subsets, asymmetric layers: bench/variants.py); without it every row has variant "", so the
+    tables, drift checks and statistics that group by (layer, dim, precision) see the prefix grid alone."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BenchError(f"results directory {results_dir} does not exist; run `bench run` first or pass --results-dir")
@@ -243,7 +246,7 @@ def load_results(results_dir: Path, examples: bool = False) -> pd.DataFrame:
         run = frame[dup].iloc[0].run_id
         holders = [str(p) for p, f in kept if (f.run_id == run).any()]
         raise BenchError(f"run {run} appears in several files ({', '.join(holders)}); keep one of them")
-    return frame
+    return frame if variants else frame[frame["variant"] == ""].reset_index(drop=True)
 
 
 def _latest(results_dir: Path) -> list[tuple[Path, pd.DataFrame]]:

@@ -87,6 +87,12 @@ class EvalSpec:
     # how the cached encodings are stored: "float16" halves their disk and page-cache footprint (every cell is
     # still computed in float32 from the rounded vectors); its effect on scores is in README and bench/storage.py
     store_dtype: str = "float32"
+    # Cells beyond the prefix grid (bench/variants.py), scored from the same cached encodings at `variant_precisions`:
+    # `random_subsets` seeded draws of `dim` random coordinates at every cell below the full width (0: none), and
+    # every (query layer, document layer) pair of the grid's layers at each of `asymmetric_dims` (retrieval only)
+    random_subsets: int = 0
+    asymmetric_dims: tuple[int, ...] = ()
+    variant_precisions: tuple[str, ...] = ("fp32", "int8", "binary")
 
     def __post_init__(self):
         check_pooling(self.pooling)
@@ -106,6 +112,10 @@ class EvalSpec:
         if self.example_cells is not None and not all(
                 len(c) == 2 and all(isinstance(x, int) and x > 0 for x in c) for c in self.example_cells):
             raise BenchError(f"example_cells must be (layer, dim) pairs of positive integers, got {self.example_cells!r}")
+        check_precision_dims(self.variant_precisions, self.asymmetric_dims)
+        if self.random_subsets < 0 or not all(isinstance(d, int) and d > 0 for d in self.asymmetric_dims):
+            raise BenchError(f"random_subsets must be >= 0 and asymmetric_dims positive dims, got "
+                             f"{self.random_subsets} and {self.asymmetric_dims!r}")
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
             if getattr(self, name) <= 0:
                 raise BenchError(f"{name} must be positive, got {getattr(self, name)}")
@@ -194,12 +204,27 @@ class RunSpec:
         return stable_hash({**self.model_fields(), "task": self.task, "eval": eval_hash_fields(self.eval)})
 
 
+# The variant fields at their "none" value: left out of the run_id (LATER_EVAL_FIELDS) and out of the recorded
+# `eval` (recorded_eval), so runs without variants pair with runs from before the fields existed
+VARIANT_DEFAULTS = {"random_subsets": 0, "asymmetric_dims": (), "variant_precisions": ("fp32", "int8", "binary")}
+
+
+def recorded_eval(spec: EvalSpec) -> dict:
+    """The EvalSpec as the results' `eval` column records it: every field, but the variant fields only when set."""
+    fields = asdict(spec)
+    if not spec.random_subsets and not spec.asymmetric_dims:
+        for name in VARIANT_DEFAULTS:
+            del fields[name]
+    return fields
+
+
 # EvalSpec fields added after results were committed, with the value that means "as before the field existed":
 # they join the run_id only when they differ from it, so every earlier run keeps its run_id (and `bench reproduce`
 # its references). Prompts that are all empty are no prompts, which is what every earlier run had.
 LATER_EVAL_FIELDS = {"prompts": lambda v: v is not None and not any(text for _, text in v),
                      "head_layers": lambda v: v == "every", "example_cells": lambda v: v is None,
-                     "store_dtype": lambda v: v == "float32"}
+                     "store_dtype": lambda v: v == "float32", **{
+                         name: (lambda v, d=default: v == d) for name, default in VARIANT_DEFAULTS.items()}}
 
 
 def eval_hash_fields(spec: EvalSpec) -> dict:

@@ -90,6 +90,24 @@ def default() -> Suite:
                  budget=SHORT_BUDGET, method_params={"starbucks": DEFAULT_SMAE})
 
 
+# Every precision the harness can score but pq32, whose 32 sub-quantizers cannot split the 16-dim cells
+COMPRESSIONS = ("fp32", "fp16", "bf16", "fp8", "int8", "int8-fixed", "int4", "int4-fixed", "binary", "binary+rescore",
+                "binary+rescore-int8", "binary+rescore-fp32", "pq8", "pq16", "rabitq")
+
+
+def compression() -> Suite:
+    """The compression axis (issue 24) on the default suite's setting: pretrained MiniLM and starbucks-srl (the same
+    training as the default suite) on STS-B and SciFact, every cell at every compression, 10 random-subset draws
+    beside each prefix below full width, and every query layer x document layer at full width; per-example values
+    of every cell, so every budget winner has an interval. Its results live apart from the default suite's
+    (results-compression/): the same methods evaluated two ways in one folder would be two configs of one cell."""
+    return Suite("compression", "pretrained and starbucks-srl MiniLM: every compression, random subsets, query layers",
+                 methods="pretrained,starbucks-srl", tasks=("stsb", "scifact"),
+                 eval=EvalSpec(dims=MINILM_DIMS, max_doc_len=DEFAULT_DOC_LEN, precisions=COMPRESSIONS,
+                               random_subsets=10, asymmetric_dims=(384,)),
+                 budget=SHORT_BUDGET, method_params={"starbucks": DEFAULT_SMAE})
+
+
 def cpu_full() -> Suite:
     """The default suite's training for longer, at 32 triplets a step (two passes over the 6,503 SNLI triplets),
     every foundation task, retrieval documents at 256 tokens: a few CPU-hours."""
@@ -133,7 +151,7 @@ def public_models() -> Suite:
                  eval=EvalSpec(max_doc_len=512, batch_size=32))
 
 
-SUITES = {"smoke": smoke, "default": default, "cpu-full": cpu_full, "paper-sts": paper_sts,
+SUITES = {"smoke": smoke, "default": default, "compression": compression, "cpu-full": cpu_full, "paper-sts": paper_sts,
           "public-models": public_models}
 
 

@@ -1,7 +1,8 @@
 """`bench report`: paper-style tables, heatmaps, cost plots, an HTML leaderboard and an elasticity card per backbone,
 rebuilt from results alone. The results are read once (`build_report`); tables.py shapes them, significance.py adds
 every cell's intervals and tests, notes.py words them under the tables, budget.py picks the best choice per budget
-(bytes per vector, encode cost) and draws each precision's frontier, and html.py, plots.py, interactive.py,
+(bytes per vector, encode cost) and draws each precision's frontier, variants.py tabulates the cells beyond the prefix
+grid, and html.py, plots.py, interactive.py,
 cell_details.py and card.py draw the views.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
@@ -15,14 +16,15 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
-from bench.report import budget, card, html, interactive, notes, plots, significance, tables
+from bench.report import budget, card, html, interactive, notes, plots, significance, tables, variants
 from bench.report.cell_details import ALPHA, cell_details
 from bench.results import load_results
 
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type,
-    budget-bytes and budget-cost: the best choice per budget), figures/<backbone>/ (frontier.png: each precision's
+    budget-bytes and budget-cost: the best choice per budget; subsets and query-layers where runs scored those variant
+    cells), figures/<backbone>/ (frontier.png: each precision's
     best score per bytes), index.html and the plotly.min.js its interactive figures load (beside it: the page works
     offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has one) under
     out_dir from what results_dir holds; return the files written.
@@ -31,7 +33,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
 
     Partial results give a report of what exists; a missing results_dir raises BenchError (from load_results).
     """
-    frame = load_results(results_dir, examples=True)  # read once: tables, tests and cards all take this frame
+    everything = load_results(results_dir, examples=True, variants=True)  # read once: every view takes this frame
+    frame = everything[everything["variant"] == ""].reset_index(drop=True)  # the prefix grid: all but variants.py
     cells = tables.cell_stats(frame)
     # intervals, and paired tests of each method against the reference method, on the stored per-example values;
     # q-values over the family each mark belongs to (its table, or the rest of its grid)
@@ -46,6 +49,8 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         files, budget_tables, frontier = _budget_views(rows, part, provenance, out_dir / "tables" / slug,
                                                        out_dir / "figures" / slug)
         written += files
+        written += [_write(out_dir / "tables" / slug / f"{stem}.md", text.encode())
+                    for stem, text in variants.variant_views(everything[everything["backbone"] == backbone])]
         budgets.append((backbone, budget_tables, frontier.relative_to(out_dir).as_posix() if frontier else None))
         part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])  # no tests on a reference backbone
         quality = backbone not in tables.REFERENCE_BACKBONES

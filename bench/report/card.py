@@ -114,7 +114,8 @@ def retention_cells(part: pd.DataFrame, method: str) -> pd.DataFrame:
     full_layer, full_dim = int(cells["layer"].max()), int(cells["dim"].max())
     full = cells[(cells["layer"] == full_layer) & (cells["dim"] == full_dim) & (cells["precision"] == "fp32")]
     cells["full_score"] = cells["task"].map(full.set_index("task")["score"])
-    cells["retention"] = cells["score"] / cells["full_score"]
+    # a full cell that scores 0 or less (a random model) gives no retention, not an infinite one
+    cells["retention"] = cells["score"] / cells["full_score"].where(cells["full_score"] > 0)
     cells.attrs["full"] = (full_layer, full_dim)
     order = {p: i for i, p in enumerate(tables.precision_order(cells))}
     tasks = {t: i for i, t in enumerate(tables.task_order(cells))}
@@ -165,6 +166,8 @@ def _interval(entry, full) -> tuple[float, float, str]:
             resampling.key() != full_resampling.key():
         return math.nan, math.nan, "scored other examples than the full cell (other evaluation settings)"
     # the same seed and n give the same resamples: the two distributions divide into the paired ratio's
+    if not np.all(full_dist > 0):
+        return math.nan, math.nan, "the full cell's resamples reach 0: no ratio to it"
     low, high = stats.percentile_ci(_distribution(values, statistic, resampling) / full_dist, ALPHA)
     return low, high, ""
 
@@ -341,7 +344,8 @@ def _task_table(t: dict, cells: pd.DataFrame) -> list[str]:
 @plots.styled
 def retention_figure(cells: pd.DataFrame, title: str) -> bytes:
     """Retention against bytes per vector, one panel per task: colour = layer, marker = precision, bars = the
-    interval where there is one; lines at 99% and 95%. Tasks without a full fp32 cell have no retention to draw."""
+    interval where there is one; lines at 99% and 95%. Tasks without a full fp32 cell, or whose full cell scores 0
+    (a random model), have no retention to draw."""
     cells = cells[cells["retention"].notna()]
     if cells.empty:
         fig = Figure(figsize=(4, 1), layout="constrained")

@@ -36,6 +36,7 @@ from bench.stats import (
     two_level_distribution,
     two_level_result,
 )
+from bench.variants import example_key
 
 STATS_COLUMNS = ["backbone", "method", "task", "layer", "dim", "precision", "metric", "n_seeds", "n_examples", "score",
                  "ci_low", "ci_high", "seed_ci_low", "seed_ci_high", "reference", "delta", "p_value", "test",
@@ -115,7 +116,7 @@ def _cell_values(group: pd.DataFrame, files: _ExampleFiles) -> _Cell:
     first = group.iloc[0]
     sts = first["family"] == "sts"
     name = "similarity" if sts else first["metric"]
-    key = f"{first['layer']}/{first['dim']}/{first['precision']}/{name}"
+    key = example_key(first["layer"], first["dim"], first["precision"], name, first.get("variant", ""))
     ordered = list(group.sort_values("seed")["examples"])
     values = [files.get(p, key) for p in ordered]
     sizes = sorted({len(v) for v in values})

@@ -73,9 +73,10 @@ SCORING_ROOTS = (
     "bench.heads",  # the heads' forward passes
     "bench.precisions",  # what each precision stores and compares (its forms: bench.forms, bench.compressions)
     "bench.search",  # the faiss searches a precision builds, rescoring and the seeded tie order
+    "bench.variants",  # the cells beyond the prefix: which coordinates a random subset draws, the query layer
 )
 SCORING_REACH = ("bench.tasks", "bench.data", "bench.transforms", "bench.heads", "bench.precisions", "bench.forms",
-                 "bench.compressions", "bench.search")
+                 "bench.compressions", "bench.search", "bench.variants")
 PROJECT_PACKAGES = ("bench", "methods")
 # Descriptive fields of a public model's entry: prose and provenance, which serve nothing
 ENTRY_PROSE = ("sources", "unverified", "description", "notes", "license")

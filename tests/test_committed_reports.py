@@ -24,12 +24,23 @@ def test_committed_reports_regenerate_byte_identically(tmp_path):
     assert not differ, f"{differ[:5]} differ; regenerate: bench report --results-dir results --out reports"
 
 
+def test_committed_compression_reports_regenerate_byte_identically(tmp_path):
+    """The compression suite's results (results-compression/, kept apart from the default suite's: the same methods
+    evaluated two ways in one folder would be two configs of one cell) and their report."""
+    build_report(ROOT / "results-compression", tmp_path / "reports")
+    committed, fresh = _files(ROOT / "reports-compression"), _files(tmp_path / "reports")
+    regenerate = "regenerate: bench report --results-dir results-compression --out reports-compression"
+    assert sorted(committed) == sorted(fresh), regenerate
+    differ = [name for name in committed if committed[name] != fresh[name]]
+    assert not differ, f"{differ[:5]} differ; {regenerate}"
+
+
 def test_the_readme_tables_are_copied_from_reports():
     """Every table the README marks as coming from a reports/ file (`<!-- from reports/X -->` above it) is made of
     that file's lines, in the file's order: its header and some of its rows, verbatim (so a number in the README is
     a number of the generated report, and a changed result that is not carried into the README fails here)."""
     readme = (ROOT / "README.md").read_text()
-    sources = re.findall(r"<!-- from (reports/\S+) -->\n((?:\|.*\n)+)", readme)
+    sources = re.findall(r"<!-- from (reports(?:-compression)?/\S+) -->\n((?:\|.*\n)+)", readme)
     assert sources, "the README names no table from reports/"
     for name, table in sources:
         lines = (ROOT / name).read_text().splitlines()

@@ -28,7 +28,7 @@ TRAINING = DATA | {"bench.devices", "bench.dist", "bench.hub", "bench.loop", "be
                    "bench.serving", "bench.train", "methods", "methods._jobs"}
 ENCODING = {"bench.devices", "bench.encoder", "bench.hub", "bench.pooling", "bench.serving", "bench.storage"}
 SCORING = {"bench.evaluate", "bench.heads", "bench.precisions", "bench.forms", "bench.compressions", "bench.search",
-           "bench.tasks", "bench.transforms", "bench.data"}
+           "bench.tasks", "bench.transforms", "bench.data", "bench.variants"}
 
 
 @pytest.mark.parametrize("method, modules", [

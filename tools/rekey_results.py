@@ -8,11 +8,12 @@ rewrites the `code` column, and the `task_meta` column to the task's current cat
 the precisions the task CAN score differs (a precision added to the known set, issue 24); any other difference in
 the record is an error. Nothing else in a row changes: `git_sha` still names the commit that computed it.
 
-The committed specs are rebuilt from their suites (the default suite with --seeds 0,1,2 and the reference of `bench
-reproduce`); a file whose run_id none of them makes is an error, so a re-key never guesses a spec.
+The committed specs are rebuilt from their suites (the default suite with --seeds 0,1,2, the reference of `bench
+reproduce`, and the compression suite of results-compression/); a file whose run_id none of them makes is an error,
+so a re-key never guesses a spec.
 
     python tools/rekey_results.py            # dry run: what would be renamed
-    python tools/rekey_results.py --write
+    python tools/rekey_results.py --write [--results-dir results-compression]
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from bench import BenchError
 from bench.reproduce import reference_specs
 from bench.results import SUFFIX, examples_path, read_run_file, run_path
 from bench.runner import make_specs, run_code
-from bench.suites import default
+from bench.suites import compression, default
 from bench.tasks import TASKS
 
 
 def committed_specs() -> dict:
-    specs = make_specs(replace(default(), seeds=(0, 1, 2))) + reference_specs()
+    specs = make_specs(replace(default(), seeds=(0, 1, 2))) + reference_specs() + make_specs(compression())
     return {s.run_id: s for s in specs}
 
 

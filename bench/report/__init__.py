@@ -23,7 +23,7 @@ from bench.results import load_results
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type,
-    budget-bytes and budget-cost: the best choice per budget; subsets and query-layers where runs scored those variant
+    budget-bytes and budget-cost: the best choice per budget, budget-precisions: every precision at equal bytes; subsets and query-layers where runs scored those variant
     cells), figures/<backbone>/ (frontier.png: each precision's
     best score per bytes), index.html and the plotly.min.js its interactive figures load (beside it: the page works
     offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has one) under
@@ -41,7 +41,7 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     sizes = {backbone: tables.target_sizes(part) for backbone, part in tables.by_backbone(cells)}
     sig = _statistics(frame, sizes)
     out_dir = Path(out_dir)
-    written, built, figures, budgets = [], [], [], []
+    written, built, figures, budgets, variant_files = [], [], [], [], []
     for backbone, part in tables.by_backbone(cells):
         slug = plots.slugify(backbone)
         rows = frame[frame["backbone"] == backbone]
@@ -49,8 +49,9 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         files, budget_tables, frontier = _budget_views(rows, part, provenance, out_dir / "tables" / slug,
                                                        out_dir / "figures" / slug)
         written += files
-        written += [_write(out_dir / "tables" / slug / f"{stem}.md", text.encode())
-                    for stem, text in variants.variant_views(everything[everything["backbone"] == backbone])]
+        for stem, title, text in variants.variant_views(everything[everything["backbone"] == backbone]):
+            written.append(_write(out_dir / "tables" / slug / f"{stem}.md", text.encode()))
+            variant_files.append((backbone, title, written[-1].relative_to(out_dir).as_posix()))
         budgets.append((backbone, budget_tables, frontier.relative_to(out_dir).as_posix() if frontier else None))
         part_sig = _at_sizes(sig[sig["backbone"] == backbone], sizes[backbone])  # no tests on a reference backbone
         quality = backbone not in tables.REFERENCE_BACKBONES
@@ -76,7 +77,7 @@ def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
         written += card.write_card(results_dir, backbone, out_dir / "cards", card.default_method(frame, backbone),
                                    frame=frame)
     details = cell_details(cells, sig, frame)
-    page = html.render_leaderboard(details, tables.provenance(frame), built, figures, budgets)
+    page = html.render_leaderboard(details, tables.provenance(frame), built, figures, budgets, variant_files)
     written.append(_write(out_dir / "index.html", page.encode()))
     if not cells.empty:  # the interactive figures' library, loaded by a relative <script src>
         written.append(_write(out_dir / interactive.PLOTLY_JS.name, interactive.PLOTLY_JS.read_bytes()))
@@ -91,6 +92,7 @@ def _budget_views(frame: pd.DataFrame, cells: pd.DataFrame, provenance: dict[str
         written += [_write(table_dir / f"{stem}.md", budget.to_markdown(table).encode()),
                     _write(table_dir / f"{stem}.tex", budget.to_latex(table).encode())]
         built.append(table)
+    written.append(_write(table_dir / "budget-precisions.md", budget.equal_bytes_markdown(cells).encode()))
     fig = budget.frontier_figure(cells)
     figure = _write(figure_dir / "frontier.png", plots.png_bytes(fig)) if fig is not None else None
     return written + ([figure] if figure is not None else []), built, figure

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from bench import stats
+from bench.catalog import method_order
 from bench.report import plots, significance, tables
 from bench.report.cell_details import ALPHA, CI_LABEL
 from bench.report.notes import test_description, untested_reasons
@@ -295,6 +296,29 @@ def frontier_figure(cells: pd.DataFrame) -> Figure | None:
 def _markers(precisions: list[str]) -> list[str]:
     extra = iter(plots.EXTRA_MARKERS * (1 + len(precisions)))
     return [plots.MARKERS[p] if p in plots.MARKERS else next(extra) for p in precisions]
+
+
+def equal_bytes_markdown(cells: pd.DataFrame) -> str:
+    """One backbone's precisions side by side at equal bytes: per task, method and bytes budget, each precision's
+    best cell within the budget (`frontier`'s envelope, per method) as "score (layer, dim)"."""
+    precisions = tables.precision_order(cells)
+    lines = ["**Precisions at equal bytes.** Per task, method and budget of bytes per vector: the best cell of each "
+             "precision within the budget (mean over seeds; any layer and dim; – where none fits), as score (layer, "
+             "dim).", "",
+             "| Task | Method | Budget | " + " | ".join(tables.md_escape(p) for p in precisions) + " |",
+             "|:---|:---|---:|" + "---:|" * len(precisions)]
+    for task in tables.task_order(cells):
+        for method in method_order(cells.loc[cells["task"] == task, "method"]):
+            part = cells[(cells["task"] == task) & (cells["method"] == method)]
+            for budget in byte_budgets(cells):
+                texts = []
+                for precision in precisions:
+                    fit = ranked(part[(part["precision"] == precision) & (part["bytes_per_vector"] <= budget)])
+                    best = fit.iloc[0] if len(fit) else None
+                    texts.append("–" if best is None else f"{best['mean']:.1f} ({best['layer']}, {best['dim']})")
+                lines.append(f"| {tables.md_escape(tables.task_name(task, cells))} | {tables.md_escape(method)} | "
+                             f"≤ {budget} B | " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- what `bench report` writes ----------------------------------------------------------------------------------

@@ -202,10 +202,11 @@ def figure_panels(precisions: list[str]) -> list[tuple[str, str, list[str]]]:
 
 def render_leaderboard(details: pd.DataFrame, provenance: dict[str, list[str]], tables: list[tuple[str, Table]],
                        figures: list[tuple[str, str, str]],
-                       budgets: list[tuple[str, list[BudgetTable], str | None]] = ()) -> str:
+                       budgets: list[tuple[str, list[BudgetTable], str | None]] = (),
+                       variant_files: list[tuple[str, str, str]] = ()) -> str:
     """details: cell_details output; tables and figures come as (backbone, table) and (backbone, title, path of
     the PNG relative to the page), grouped by backbone; budgets (shown first) as (backbone, its budget tables, path
-    of its frontier PNG or None)."""
+    of its frontier PNG or None); variant_files as (backbone, title, path of its Markdown table)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.globals["zip"] = zip
@@ -222,4 +223,4 @@ def render_leaderboard(details: pd.DataFrame, provenance: dict[str, list[str]], 
         tasks=[(t, task_name(t, details)) for t in task_order(details)], plotly_js=interactive.PLOTLY_JS.name,
         has_figures=bool(interactive_figures["heatmap"]),
         plotly_template=interactive.template_json(), figure_panels=figure_panels(precision_order(details)),
-        figures=figures, budgets=budgets)
+        figures=figures, budgets=budgets, variant_files=variant_files)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.markers import MarkerStyle
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter
 
@@ -160,9 +161,15 @@ def pareto_frontier(points: pd.DataFrame, cost: str, score: str = "mean") -> pd.
     return ordered[ordered[score] > best_before]
 
 
-def _markers(precisions: list[str]) -> dict[str, str]:
+# seaborn's style mapping refuses filled and line-art markers in one plot: a line-art marker (rabitq's "1") is drawn
+# as this filled heptagon in the scatter plots
+FILLED_STAND_IN = (7, 0, 0)
+
+
+def _markers(precisions: list[str]) -> dict[str, str | tuple]:
     extra = iter(EXTRA_MARKERS * (1 + len(precisions) // len(EXTRA_MARKERS)))
-    return {p: MARKERS[p] if p in MARKERS else next(extra) for p in precisions}
+    markers = {p: MARKERS[p] if p in MARKERS else next(extra) for p in precisions}
+    return {p: m if MarkerStyle(m).is_filled() else FILLED_STAND_IN for p, m in markers.items()}
 
 
 @styled

@@ -126,13 +126,13 @@ def _mark(r) -> str:
     return "▲" if r.delta > 0 else "▼"
 
 
-def variant_views(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(file stem, Markdown) of one backbone's variant tables; none where its runs have no variant cells."""
+def variant_views(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(file stem, title, Markdown) of one backbone's variant tables; none where its runs have no variant cells."""
     views = []
     subsets = subset_table(frame)
     if not subsets.empty:
-        views.append(("subsets", subset_markdown(subsets)))
+        views.append(("subsets", "random coordinate subsets against the prefix", subset_markdown(subsets)))
     cells = query_layer_cells(frame)
     if not cells.empty:
-        views.append(("query-layers", query_layer_markdown(cells)))
+        views.append(("query-layers", "queries from one layer, documents from another", query_layer_markdown(cells)))
     return views

@@ -116,6 +116,10 @@ class EvalSpec:
         if self.random_subsets < 0 or not all(isinstance(d, int) and d > 0 for d in self.asymmetric_dims):
             raise BenchError(f"random_subsets must be >= 0 and asymmetric_dims positive dims, got "
                              f"{self.random_subsets} and {self.asymmetric_dims!r}")
+        off_grid = sorted(set(self.asymmetric_dims) - set(self.dims or self.asymmetric_dims))
+        if off_grid:  # known before anything trains where the dims are given (else bench/evaluate.py checks them)
+            raise BenchError(f"asymmetric dims {off_grid} are not among the grid's dims {sorted(self.dims)}; add "
+                             "them to --dims or drop them")
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
             if getattr(self, name) <= 0:
                 raise BenchError(f"{name} must be positive, got {getattr(self, name)}")

@@ -137,9 +137,11 @@ def test_bad_variant_settings_are_one_error(data_dir):
         EvalSpec(random_subsets=-1)
     with pytest.raises(BenchError, match="unknown precision"):
         EvalSpec(variant_precisions=("int3",))
-    task = TASKS.get("stsb")
-    spec = EvalSpec(layers=(1,), dims=(16,), precisions=("fp32",), asymmetric_dims=(24,))
     with pytest.raises(BenchError, match=r"asymmetric dims \[24\] are not among the grid's dims \[16\]"):
+        EvalSpec(dims=(16,), asymmetric_dims=(24,))  # given dims: refused before anything trains
+    task = TASKS.get("stsb")
+    spec = EvalSpec(layers=(1,), precisions=("fp32",), asymmetric_dims=(24,))  # the model's dims: 16, 32, 64
+    with pytest.raises(BenchError, match=r"asymmetric dims \[24\] are not among the grid's dims \[16, 32, 64\]"):
         evaluate_grid(Encoder.named("tiny-random-bert", device="cpu"), Checkpoint("tiny-random-bert",
                       "tiny-random-bert"), task, load_stsb(data_dir, "test").head(20), spec)
 
@@ -202,3 +204,14 @@ def test_query_layer_report_pairs_each_cell_with_the_references_same_cell(tmp_pa
         cells.loc[("pretrained", 1, 2), "q_value"])
     text = report_variants.query_layer_markdown(cells.reset_index())
     assert f"| 1 | {np.mean(base):.2f} | {np.mean(base + 10 * (base > 25)):.2f}▲ |" in text  # query layer 1's row
+
+
+def test_bad_variant_options_on_the_command_line_are_one_line_exit_2(capsys):
+    from bench.cli import main
+
+    for args, message in ((["--asymmetric-dims", "24", "--dims", "16,32"], "asymmetric dims [24] are not among"),
+                          (["--variant-precisions", "int3"], "unknown precision 'int3'"),
+                          (["--random-subsets", "-2"], "random_subsets must be >= 0")):
+        assert main(["run", "--suite", "smoke", "--methods", "full", "--tasks", "stsb", "--dry-run", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -183,7 +183,8 @@ class _CellScorer:
     def __init__(self, task: Task, data, arrays: dict, aux: dict, spec: EvalSpec, checkpoint, head: Head | None,
                  backbone_layers: int):
         self.task, self.data, self.arrays, self.aux, self.spec = task, data, arrays, aux, spec
-        self.targets, self.head_name, self.backbone_layers = checkpoint.targets, head_id(checkpoint.head), backbone_layers
+        self.targets, self.head_name = checkpoint.targets, head_id(checkpoint.head)
+        self.backbone_layers = backbone_layers
         self.bits_per_dim = 1 if head is None else head.bits_per_dim
         self.rows, self.examples = [], {}
 
@@ -246,7 +247,8 @@ def evaluate_grid(encoder: Encoder, checkpoint, task: Task, data, spec: EvalSpec
         for precision in precisions:
             scorer.score(cell, precision, store_examples=spec.example_cells is None
                          or (cell.layer, cell.dim) in spec.example_cells)
-    for cell, variant in sorted(variants, key=lambda cv: cv[0]):  # every variant cell keeps its per-example values: they are asked for
+    # every variant cell keeps its per-example values: they are what its statistics are made of
+    for cell, variant in sorted(variants, key=lambda cv: cv[0]):
         for precision in [p for p in spec.variant_precisions if p in precisions]:
             scorer.score(cell, precision, True, variant, width, roles)
     rows, examples = scorer.rows, scorer.examples

@@ -5,9 +5,9 @@ gzip reader opens as it is; compressed because the spec columns (params, budget,
 every row, which made a default-suite run 1-2.7 MB of text and compresses about 50x.
 
 One row per (run, layer, dim, precision, variant, task, split, metric[, step]); `variant` is "" on the prefix grid and
-names a cell beyond it (a random coordinate subset, a query layer other than the documents': bench/variants.py). Cost (seconds, bytes) and training
-losses are rows too, so cost and quality share one table. Run-level rows (a wall time, a loss) carry
-layer = dim = -1; `step` is -1 except on training-curve rows. Scores are stored unrounded.
+names a cell beyond it (a random coordinate subset, a query layer other than the documents': bench/variants.py).
+Cost (seconds, bytes) and training losses are rows too, so cost and quality share one table. Run-level rows (a wall
+time, a loss) carry layer = dim = -1; `step` is -1 except on training-curve rows. Scores are stored unrounded.
 
 Precision is a column (bench/precisions.py: fp32, int8, binary, binary+rescore, binary+rescore-int8/-fp32), never
 part of a metric name; `bytes_per_vector` is every byte a query reads per document (4d, d, d/8, d/8, d/8 + d,

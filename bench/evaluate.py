@@ -26,7 +26,7 @@ from bench.fingerprint import encoding_code
 from bench.heads import Head, head_id, load_head
 from bench.phases import timed
 from bench.precisions import KNOWN, bytes_per_vector
-from bench.spec import EvalSpec, SubModel, check_precision_dims, default_dims
+from bench.spec import EvalSpec, SubModel, check_asymmetric_dims, check_precision_dims, default_dims
 from bench.storage import Plan, Storage, StoredLayers, encode_in_memory, encode_to_file
 from bench.tasks import Task
 from bench.transforms import BinaryCodes, LayersWithHead
@@ -59,10 +59,7 @@ def cells_to_score(num_layers: int, width: int, spec: EvalSpec, targets: tuple[S
 
 def check_variants(spec: EvalSpec, cells: list[SubModel], variants: list) -> None:
     """Asymmetric dims on the grid, and the variant precisions storable at the variant cells' dims."""
-    off_grid = sorted(set(spec.asymmetric_dims) - {cell.dim for cell in cells})
-    if off_grid:
-        raise BenchError(f"asymmetric dims {off_grid} are not among the grid's dims "
-                         f"{sorted({cell.dim for cell in cells})}; add them to --dims or drop them")
+    check_asymmetric_dims(spec.asymmetric_dims, [cell.dim for cell in cells])
     check_precision_dims(spec.variant_precisions, tuple(cell.dim for cell, _ in variants))
 
 

@@ -34,6 +34,14 @@ def check_precision_dims(precisions: tuple[str, ...], dims: tuple[int, ...]) -> 
     check_dims(precisions, dims)
 
 
+def check_asymmetric_dims(asymmetric_dims: tuple[int, ...], grid_dims) -> None:
+    """The query-layer cells' dims must be dims of the grid they are cut from."""
+    off_grid = sorted(set(asymmetric_dims) - set(grid_dims))
+    if off_grid:
+        raise BenchError(f"asymmetric dims {off_grid} are not among the grid's dims {sorted(set(grid_dims))}; add "
+                         "them to --dims or drop them")
+
+
 def check_pooling(pooling: str) -> None:
     """"auto", one of POOLINGS, or several joined by "+" (a Pooling that concatenates modes)."""
     if pooling != "auto" and not all(mode in POOLINGS for mode in pooling.split("+")):
@@ -116,10 +124,8 @@ class EvalSpec:
         if self.random_subsets < 0 or not all(isinstance(d, int) and d > 0 for d in self.asymmetric_dims):
             raise BenchError(f"random_subsets must be >= 0 and asymmetric_dims positive dims, got "
                              f"{self.random_subsets} and {self.asymmetric_dims!r}")
-        off_grid = sorted(set(self.asymmetric_dims) - set(self.dims or self.asymmetric_dims))
-        if off_grid:  # known before anything trains where the dims are given (else bench/evaluate.py checks them)
-            raise BenchError(f"asymmetric dims {off_grid} are not among the grid's dims {sorted(self.dims)}; add "
-                             "them to --dims or drop them")
+        if self.dims is not None:  # known before anything trains (else bench/evaluate.py checks them on the grid)
+            check_asymmetric_dims(self.asymmetric_dims, self.dims)
         for name in ("batch_size", "max_seq_len", "max_query_len", "max_doc_len", "rescore_multiplier"):
             if getattr(self, name) <= 0:
                 raise BenchError(f"{name} must be positive, got {getattr(self, name)}")

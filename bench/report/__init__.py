@@ -2,8 +2,7 @@
 rebuilt from results alone. The results are read once (`build_report`); tables.py shapes them, significance.py adds
 every cell's intervals and tests, notes.py words them under the tables, budget.py picks the best choice per budget
 (bytes per vector, encode cost) and draws each precision's frontier, variants.py tabulates the cells beyond the prefix
-grid, and html.py, plots.py, interactive.py,
-cell_details.py and card.py draw the views.
+grid, and html.py, plots.py, interactive.py, cell_details.py and card.py draw the views.
 
 Never imports torch (a test checks it): reports must be cheap to rebuild anywhere the results are.
 """
@@ -23,11 +22,11 @@ from bench.results import load_results
 
 def build_report(results_dir: Path, out_dir: Path) -> list[Path]:
     """Write tables/<backbone>/ (paper_<precision> for our own tasks, mteb-<type>_<precision> per mteb task type,
-    budget-bytes and budget-cost: the best choice per budget, budget-precisions: every precision at equal bytes; subsets and query-layers where runs scored those variant
-    cells), figures/<backbone>/ (frontier.png: each precision's
-    best score per bytes), index.html and the plotly.min.js its interactive figures load (beside it: the page works
-    offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has one) under
-    out_dir from what results_dir holds; return the files written.
+    budget-bytes and budget-cost: the best choice per budget, budget-precisions: every precision at equal bytes;
+    subsets and query-layers where runs scored those variant cells), figures/<backbone>/ (frontier.png: each
+    precision's best score per bytes), index.html and the plotly.min.js its interactive figures load (beside it: the
+    page works offline), and cards/<backbone>.{md,json,png} (bench.report.card, of its pretrained model where it has
+    one) under out_dir from what results_dir holds; return the files written.
     Methods are compared on one backbone at a time: a smoke run on a tiny model never shares a table or a colour
     scale with a real one.
 

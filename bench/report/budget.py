@@ -301,7 +301,7 @@ def _markers(precisions: list[str]) -> list[str]:
 def equal_bytes_markdown(cells: pd.DataFrame) -> str:
     """One backbone's precisions side by side at equal bytes: per task, method and bytes budget, each precision's
     best cell within the budget (`frontier`'s envelope, per method) as "score (layer, dim)"."""
-    precisions = tables.precision_order(cells)
+    precisions, budgets = tables.precision_order(cells), byte_budgets(cells)
     lines = ["**Precisions at equal bytes.** Per task, method and budget of bytes per vector: the best cell of each "
              "precision within the budget (mean over seeds; any layer and dim; – where none fits), as score (layer, "
              "dim).", "",
@@ -310,7 +310,7 @@ def equal_bytes_markdown(cells: pd.DataFrame) -> str:
     for task in tables.task_order(cells):
         for method in method_order(cells.loc[cells["task"] == task, "method"]):
             part = cells[(cells["task"] == task) & (cells["method"] == method)]
-            for budget in byte_budgets(cells):
+            for budget in budgets:
                 texts = []
                 for precision in precisions:
                     fit = ranked(part[(part["precision"] == precision) & (part["bytes_per_vector"] <= budget)])

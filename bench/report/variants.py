@@ -2,11 +2,10 @@
 
 - `subset_table`: at each (task, method, precision, layer, dim) with random-subset draws, the prefix's score beside
   the draws' mean, standard deviation and range, prefix minus mean, and how many draws reach the prefix;
-- `query_layer_grid`: retrieval scored with queries from one layer and documents from another, one matrix per
-  (task, dim, precision, method) (rows: query layer, columns: document layer; the diagonal is the prefix grid),
-  and `query_layer_cells` every such cell's interval and its paired test against the reference method on the same
-  cell (bench/report/significance.pair_statistics, as the budget tables; Benjamini-Hochberg over one family per
-  backbone, task and precision), marked in the matrix.
+- `query_layer_cells`: retrieval scored with queries from one layer and documents from another, every such cell's
+  interval and its paired test against the reference method on the same cell (bench/report/significance
+  .pair_statistics, as the budget tables; Benjamini-Hochberg over one family per backbone, task and precision); `query_layer_markdown` draws one matrix per (task, dim, precision, method) (rows:
+  query layer, columns: document layer; the diagonal is the prefix grid), marked where the test is.
 Reads the frame `load_results(results_dir, examples=True, variants=True)` returned. Never imports torch.
 """
 
@@ -21,7 +20,6 @@ from bench.report import significance
 from bench.report.tables import md_escape
 
 ALPHA = 0.05
-QUERY_LAYER = "query-layer:"
 
 
 def _main(frame: pd.DataFrame) -> pd.DataFrame:
@@ -36,13 +34,13 @@ def subset_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (backbone, task, method, precision, layer, dim) that has random-subset draws."""
     rows = _main(frame)
     keys = ["backbone", "task", "method", "precision", "layer", "dim"]
-    draws = rows[rows["kind"] == "subset"].groupby(keys)["score"]
-    if draws.ngroups == 0:
+    subsets = rows[rows["kind"] == "subset"]
+    if subsets.empty:
         return pd.DataFrame()
-    table = draws.agg(draws="count", mean="mean", sd="std", low="min", high="max").reset_index()
+    table = subsets.groupby(keys)["score"].agg(draws="count", mean="mean", sd="std", low="min", high="max").reset_index()
     prefix = rows[rows["kind"] == ""].groupby(keys)["score"].mean().rename("prefix").reset_index()
     table = table.merge(prefix, on=keys, how="left")
-    reached = rows[rows["kind"] == "subset"].merge(prefix, on=keys).assign(
+    reached = subsets.merge(prefix, on=keys).assign(
         reached=lambda r: r["score"] >= r["prefix"]).groupby(keys)["reached"].sum()
     table = table.merge(reached.rename("reached").reset_index(), on=keys, how="left")
     return table.assign(delta=table["prefix"] - table["mean"])
@@ -106,7 +104,7 @@ def query_layer_markdown(cells: pd.DataFrame, alpha: float = ALPHA) -> str:
                   "| Query \\ doc | " + " | ".join(str(d) for d in doc_layers) + " |",
                   "|:---|" + "---:|" * len(doc_layers)]
         for q, row in part.groupby("query_layer"):
-            by_doc = {r.doc_layer: f"{r.score:.2f}{_mark(r)}" for r in row.itertuples()}
+            by_doc = {r.doc_layer: f"{r.score:.2f}{_mark(r, alpha)}" for r in row.itertuples()}
             lines.append(f"| {q} | " + " | ".join(by_doc.get(d, "") for d in doc_layers) + " |")
         lines.append("")
     lines += ["| Task | Dim | Precision | Method | Query layer | Doc layer | Score [95% CI] | Reference | Δ | p | q |",
@@ -120,8 +118,8 @@ def query_layer_markdown(cells: pd.DataFrame, alpha: float = ALPHA) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mark(r) -> str:
-    if not (np.isfinite(r.q_value) and r.q_value < ALPHA):
+def _mark(r, alpha: float) -> str:
+    if not (np.isfinite(r.q_value) and r.q_value < alpha):
         return ""
     return "▲" if r.delta > 0 else "▼"
 
